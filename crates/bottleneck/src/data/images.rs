@@ -1,0 +1,314 @@
+//! Image sources: folders searched recursively, decoding of 8/16-bit grayscale and colour
+//! files, and the fixed preprocessing (channels, square resize) stored in the model file.
+
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, imageops::FilterType};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// File endings read as images (compared without case).
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+
+/// Whether `path` ends in one of [`IMAGE_EXTENSIONS`].
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Every image file below `dir`, sorted by path so runs are reproducible. A single image
+/// file is returned on its own. Fails when the path is missing or holds no images.
+pub fn find_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        return Err(Error::Missing {
+            path: dir.to_path_buf(),
+        });
+    }
+    if dir.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(&d, e))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if is_image_file(&path) {
+                found.push(path);
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::NoImages {
+            path: dir.to_path_buf(),
+        });
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The folder of training images for `data`: `data/train/good` for a root in the MVTec AD
+/// layout, `data` itself otherwise.
+pub fn training_folder(data: &Path) -> PathBuf {
+    let good = data.join("train").join("good");
+    if good.is_dir() { good } else { data.to_path_buf() }
+}
+
+/// Decodes one image file; the error names the file.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    reader.decode().map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// How images become network inputs: channel count and the side of the square they are
+/// resized to. Pixel values are scaled to `[0, 1]` whatever the bit depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagePrep {
+    pub channels: usize,
+    pub image_size: usize,
+}
+
+impl ImagePrep {
+    /// Values per image, channel-major (`channels * size * size`).
+    pub fn len(&self) -> usize {
+        self.channels * self.image_size * self.image_size
+    }
+
+    /// Always false: a prep holds at least one value.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The network input for `img`: resized (bilinear), converted to the prep's channels,
+    /// laid out channel-major.
+    pub fn tensorize(&self, img: &DynamicImage) -> Vec<f32> {
+        let s = self.image_size as u32;
+        let mut out = Vec::with_capacity(self.len());
+        if self.channels == 1 {
+            let luma = img.to_luma32f();
+            let luma = if luma.dimensions() == (s, s) {
+                luma
+            } else {
+                image::imageops::resize(&luma, s, s, FilterType::Triangle)
+            };
+            out.extend(luma.pixels().map(|p| p.0[0].clamp(0.0, 1.0)));
+        } else {
+            let rgb = img.to_rgb32f();
+            let rgb = if rgb.dimensions() == (s, s) {
+                rgb
+            } else {
+                image::imageops::resize(&rgb, s, s, FilterType::Triangle)
+            };
+            for c in 0..3 {
+                out.extend(rgb.pixels().map(|p| p.0[c].clamp(0.0, 1.0)));
+            }
+        }
+        out
+    }
+
+    /// Decodes and tensorizes the file at `path`.
+    pub fn load(&self, path: &Path) -> Result<Vec<f32>> {
+        Ok(self.tensorize(&decode(path)?))
+    }
+}
+
+/// Channels to use for a set of images: 3 when any of the first few is in colour, else 1.
+/// Grayscale stays one channel (tools that force three channels triple the work).
+pub fn detect_channels(paths: &[PathBuf]) -> Result<usize> {
+    for path in paths.iter().take(16) {
+        if decode(path)?.color().has_color() {
+            return Ok(3);
+        }
+    }
+    Ok(1)
+}
+
+/// Side of the first image's longer edge, used to pick a default input size.
+pub fn native_size(path: &Path) -> Result<usize> {
+    let (w, h) = image::image_dimensions(path).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(w.max(h) as usize)
+}
+
+/// Training images kept in memory when they fit under a budget, or decoded batch by batch
+/// when they do not, so 20,000 large images never need 20,000 decoded copies.
+pub struct ImageSet {
+    paths: Vec<PathBuf>,
+    prep: ImagePrep,
+    cache: Option<Vec<f32>>,
+}
+
+/// Decoded training images above this many bytes are streamed from disk instead of cached.
+pub const CACHE_BUDGET_BYTES: usize = 768 << 20;
+
+impl ImageSet {
+    /// Opens `paths`, decoding each once to check it (and to cache it when the set fits in
+    /// [`CACHE_BUDGET_BYTES`]). A file that fails to decode is an error, or with `skip_bad`
+    /// is dropped and returned in the list of skipped files with its reason.
+    pub fn open(
+        paths: Vec<PathBuf>,
+        prep: ImagePrep,
+        skip_bad: bool,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<(Self, Vec<Error>)> {
+        let cache_it = paths.len() * prep.len() * 4 <= CACHE_BUDGET_BYTES;
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let loaded: Vec<Result<Option<Vec<f32>>>> = paths
+            .par_iter()
+            .map(|p| {
+                let r = prep.load(p).map(|v| cache_it.then_some(v));
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(n);
+                r
+            })
+            .collect();
+        let mut kept_paths = Vec::with_capacity(paths.len());
+        let mut cache = cache_it.then(|| Vec::with_capacity(paths.len() * prep.len()));
+        let mut skipped = Vec::new();
+        for (path, r) in paths.into_iter().zip(loaded) {
+            match r {
+                Ok(v) => {
+                    if let (Some(c), Some(v)) = (cache.as_mut(), v) {
+                        c.extend_from_slice(&v);
+                    }
+                    kept_paths.push(path);
+                }
+                Err(e) if skip_bad => skipped.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        if kept_paths.is_empty() {
+            return Err(Error::Invalid(
+                "every image failed to decode; nothing to train on".into(),
+            ));
+        }
+        Ok((
+            Self {
+                paths: kept_paths,
+                prep,
+                cache,
+            },
+            skipped,
+        ))
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// True when the set holds no image (never after a successful [`ImageSet::open`]).
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The images' paths, in set order.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// The preprocessing every image went through.
+    pub fn prep(&self) -> &ImagePrep {
+        &self.prep
+    }
+
+    /// The inputs of the images at `indices`, concatenated channel-major.
+    pub fn batch(&self, indices: &[usize]) -> Result<Vec<f32>> {
+        let n = self.prep.len();
+        match &self.cache {
+            Some(cache) => {
+                let mut out = Vec::with_capacity(indices.len() * n);
+                for &i in indices {
+                    out.extend_from_slice(&cache[i * n..(i + 1) * n]);
+                }
+                Ok(out)
+            }
+            None => {
+                let parts: Result<Vec<Vec<f32>>> = indices
+                    .par_iter()
+                    .map(|&i| self.prep.load(&self.paths[i]))
+                    .collect();
+                Ok(parts?.concat())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bn-images-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn sixteen_bit_gray_is_scaled_to_unit_range_and_stays_one_channel() {
+        let d = tmpdir("gray16");
+        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(8, 8, |x, _| {
+            image::Luma([if x < 4 { 0 } else { 65535 }])
+        });
+        let p = d.join("a.png");
+        img.save(&p).unwrap();
+        let paths = find_images(&d).unwrap();
+        assert_eq!(detect_channels(&paths).unwrap(), 1);
+        let prep = ImagePrep {
+            channels: 1,
+            image_size: 8,
+        };
+        let v = prep.load(&p).unwrap();
+        assert_eq!(v.len(), 64);
+        assert_eq!(v[0], 0.0);
+        assert_eq!(v[7], 1.0);
+    }
+
+    #[test]
+    fn colour_is_three_planes_and_corrupt_file_is_named() {
+        let d = tmpdir("rgb");
+        let img = image::RgbImage::from_pixel(4, 4, image::Rgb([255, 0, 0]));
+        img.save(d.join("red.png")).unwrap();
+        std::fs::write(d.join("broken.png"), b"not a png").unwrap();
+        let paths = find_images(&d).unwrap();
+        assert_eq!(paths.len(), 2);
+        let prep = ImagePrep {
+            channels: 3,
+            image_size: 4,
+        };
+        let v = prep.load(&d.join("red.png")).unwrap();
+        assert_eq!(&v[0..16], &[1.0; 16]);
+        assert_eq!(&v[16..48], &[0.0; 32]);
+        let err = ImageSet::open(paths.clone(), prep.clone(), false, &|_| {})
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("broken.png"), "{err}");
+        let (set, skipped) = ImageSet::open(paths, prep, true, &|_| {}).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(skipped.len(), 1);
+    }
+
+    #[test]
+    fn empty_and_missing_folders_are_clear_errors() {
+        let d = tmpdir("empty");
+        assert!(matches!(find_images(&d), Err(Error::NoImages { .. })));
+        assert!(matches!(
+            find_images(&d.join("nope")),
+            Err(Error::Missing { .. })
+        ));
+    }
+}

@@ -1,0 +1,53 @@
+//! The library's one error type: every variant names the file (and where it helps, the field)
+//! so a user can act on the message without a backtrace.
+
+use std::path::PathBuf;
+
+/// Errors from loading data, training, scoring and model files.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image file could not be decoded.
+    #[error("{}: cannot decode image: {message}", path.display())]
+    Image { path: PathBuf, message: String },
+    /// A folder that should hold images holds none.
+    #[error("{}: no images found (looked for .png, .jpg, .jpeg, .bmp, .tif, .tiff)", path.display())]
+    NoImages { path: PathBuf },
+    /// A path given by the user does not exist.
+    #[error("{}: no such file or folder", path.display())]
+    Missing { path: PathBuf },
+    /// A file that is not a bottleneck model, or is damaged.
+    #[error("{}: not a bottleneck model file: {reason}", path.display())]
+    ModelFile { path: PathBuf, reason: String },
+    /// A model file written by another format version.
+    #[error(
+        "{}: model file format version {found}, this build reads version {expected}; retrain the model with this version",
+        path.display()
+    )]
+    FormatVersion {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    /// A setting or argument that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result with the library's error type.
+pub type Result<T> = std::result::Result<T, Error>;

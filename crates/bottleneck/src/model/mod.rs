@@ -1,0 +1,7 @@
+//! Model definitions and the model file.
+
+pub mod conv;
+pub mod spec;
+
+pub use conv::ConvAutoencoder;
+pub use spec::ConvSpec;
