@@ -2,10 +2,12 @@
 
 pub mod data;
 pub mod error;
+pub mod io;
+pub mod metrics;
 pub mod model;
+pub mod score;
 
 pub use error::{Error, Result};
-
 #[cfg(test)]
 mod probe {
     use super::model::*;

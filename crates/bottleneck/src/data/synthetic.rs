@@ -161,7 +161,7 @@ impl Canvas {
     }
 
     fn blur(&mut self, sigma: f32) {
-        let kernel = gaussian_kernel(sigma);
+        let kernel = crate::score::maps::gaussian_kernel(sigma);
         let r = kernel.len() / 2;
         let s = self.size;
         let mut tmp = self.rgb.clone();
@@ -193,16 +193,6 @@ impl Canvas {
             }
         }
     }
-}
-
-/// A normalised 1-D Gaussian kernel of radius ceil(3 sigma).
-pub(crate) fn gaussian_kernel(sigma: f32) -> Vec<f32> {
-    let r = (3.0 * sigma).ceil().max(1.0) as isize;
-    let k: Vec<f32> = (-r..=r)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let sum: f32 = k.iter().sum();
-    k.into_iter().map(|v| v / sum).collect()
 }
 
 /// The board design in design units: copper pads, traces (with the bus traces listed

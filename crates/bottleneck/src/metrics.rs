@@ -1,0 +1,122 @@
+//! Ranking and classification metrics, each checked against hand-computed answers.
+
+/// Area under the ROC curve of `scores` (higher = more anomalous) against `labels`
+/// (true = anomalous), with ties counted as half (the Mann-Whitney statistic).
+/// Returns `None` when either class is absent.
+pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let n_pos = labels.iter().filter(|&&l| l).count();
+    let n_neg = labels.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Sum of the (tie-averaged, 1-based) ranks of the positives.
+    let mut rank_sum = 0.0f64;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            if labels[k] {
+                rank_sum += avg_rank;
+            }
+        }
+        i = j + 1;
+    }
+    let n_pos = n_pos as f64;
+    Some((rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg as f64))
+}
+
+/// Average precision (area under the precision-recall curve, as scikit-learn computes it:
+/// a step function over distinct thresholds). `None` without positives.
+pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let n_pos = labels.iter().filter(|&&l| l).count();
+    if n_pos == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut ap, mut prev_recall) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j < order.len() && scores[order[j]] == scores[order[i]] {
+            if labels[order[j]] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        let recall = tp as f64 / n_pos as f64;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - prev_recall) * precision;
+        prev_recall = recall;
+        i = j;
+    }
+    Some(ap)
+}
+
+/// Precision, recall and F1 of hard predictions (true = flagged anomalous).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Classification {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// Precision, recall and F1 of `predicted` against `labels`; zero where undefined.
+pub fn classification(predicted: &[bool], labels: &[bool]) -> Classification {
+    let tp = predicted.iter().zip(labels).filter(|(p, l)| **p && **l).count() as f64;
+    let fp = predicted.iter().zip(labels).filter(|(p, l)| **p && !**l).count() as f64;
+    let fn_ = predicted.iter().zip(labels).filter(|(p, l)| !**p && **l).count() as f64;
+    let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+    let recall = if tp + fn_ > 0.0 { tp / (tp + fn_) } else { 0.0 };
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    Classification {
+        precision,
+        recall,
+        f1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auroc_known_answers() {
+        let l = [false, false, true, true];
+        assert_eq!(auroc(&[0.1, 0.2, 0.3, 0.4], &l), Some(1.0));
+        assert_eq!(auroc(&[0.4, 0.3, 0.2, 0.1], &l), Some(0.0));
+        // One inversion out of four pairs.
+        assert_eq!(auroc(&[0.1, 0.35, 0.3, 0.4], &l), Some(0.75));
+        // All tied: chance.
+        assert_eq!(auroc(&[1.0; 4], &l), Some(0.5));
+        assert_eq!(auroc(&[0.1, 0.2], &[true, true]), None);
+    }
+
+    #[test]
+    fn average_precision_matches_sklearn() {
+        // sklearn.metrics.average_precision_score([0,0,1,1], [0.1,0.4,0.35,0.8]) == 0.8333...
+        let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
+        assert!((ap - 0.833_333_333).abs() < 1e-6, "{ap}");
+        assert_eq!(average_precision(&[0.2, 0.1], &[true, false]), Some(1.0));
+    }
+
+    #[test]
+    fn f1_known_answer() {
+        let c = classification(&[true, true, false, false], &[true, false, true, false]);
+        assert_eq!((c.precision, c.recall, c.f1), (0.5, 0.5, 0.5));
+        let none = classification(&[false, false], &[true, false]);
+        assert_eq!(none.f1, 0.0);
+    }
+}

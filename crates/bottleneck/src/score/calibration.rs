@@ -1,0 +1,129 @@
+//! Thresholds without labelled anomalies: split-conformal p-values against held-out normal
+//! scores, or PyOD's contamination quantile when the user knows the rate.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How the threshold was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum ThresholdRule {
+    /// Flag when the conformal p-value is at most `fpr` (bounds false alarms on normal data).
+    Conformal { fpr: f64 },
+    /// Flag the top `contamination` fraction of the calibration scores' distribution.
+    Contamination { contamination: f64 },
+}
+
+/// Held-out normal scores and the threshold derived from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Scores of the held-out normal samples, ascending.
+    pub scores: Vec<f32>,
+    pub rule: ThresholdRule,
+    /// A sample is anomalous when its score is strictly above this.
+    pub threshold: f32,
+    /// The false-alarm bound the threshold really gives: `fpr`, or the smallest p-value
+    /// reachable with this many calibration scores when that is larger.
+    pub effective_fpr: f64,
+}
+
+impl Calibration {
+    /// Calibrates on held-out normal `scores` with the given rule. Fails on an empty set or a
+    /// rate outside (0, 1).
+    pub fn fit(mut scores: Vec<f32>, rule: ThresholdRule) -> Result<Self> {
+        if scores.is_empty() {
+            return Err(Error::Invalid(
+                "no calibration samples: hold out at least one normal sample".into(),
+            ));
+        }
+        if let Some(bad) = scores.iter().find(|s| !s.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "calibration score {bad} is not finite; the model diverged"
+            )));
+        }
+        scores.sort_by(f32::total_cmp);
+        let n = scores.len();
+        let (threshold, effective_fpr) = match rule {
+            ThresholdRule::Conformal { fpr } => {
+                check_rate("--fpr", fpr)?;
+                // p(s) = (1 + #{c >= s}) / (n + 1) <= a  <=>  #{c >= s} <= m, m = floor(a(n+1)) - 1
+                // <=> s > the (m+1)-th largest calibration score.
+                let a = fpr.max(1.0 / (n as f64 + 1.0));
+                let m = ((a * (n as f64 + 1.0)).floor() as usize).saturating_sub(1);
+                let m = m.min(n - 1);
+                (scores[n - 1 - m], a)
+            }
+            ThresholdRule::Contamination { contamination } => {
+                check_rate("--contamination", contamination)?;
+                let k = ((1.0 - contamination) * n as f64).ceil() as usize;
+                (scores[k.clamp(1, n) - 1], contamination)
+            }
+        };
+        Ok(Self {
+            scores,
+            rule,
+            threshold,
+            effective_fpr,
+        })
+    }
+
+    /// Conformal p-value of `score`: (1 + #calibration scores >= score) / (n + 1).
+    pub fn p_value(&self, score: f32) -> f64 {
+        let below = self.scores.partition_point(|&c| c < score);
+        let at_or_above = self.scores.len() - below;
+        (1 + at_or_above) as f64 / (self.scores.len() + 1) as f64
+    }
+
+    /// Whether `score` is above the threshold.
+    pub fn is_anomaly(&self, score: f32) -> bool {
+        score > self.threshold
+    }
+}
+
+fn check_rate(name: &str, v: f64) -> Result<()> {
+    if v > 0.0 && v < 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("{name} must be between 0 and 1, got {v}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p_values_and_threshold_agree() {
+        // 99 calibration scores 1..=99: p(s) = (1 + #{c >= s}) / 100.
+        let scores: Vec<f32> = (1..=99).map(|v| v as f32).collect();
+        let c = Calibration::fit(scores, ThresholdRule::Conformal { fpr: 0.05 }).unwrap();
+        assert_eq!(c.p_value(100.0), 0.01);
+        assert_eq!(c.p_value(99.0), 0.02);
+        assert_eq!(c.p_value(0.0), 1.0);
+        // p <= 0.05 <=> at most 4 calibration scores >= s <=> s > 95.
+        assert_eq!(c.threshold, 95.0);
+        for s in [94.5f32, 95.0, 95.5, 96.0, 120.0] {
+            assert_eq!(c.is_anomaly(s), c.p_value(s) <= 0.05, "score {s}");
+        }
+    }
+
+    #[test]
+    fn too_few_calibration_scores_widen_the_bound_honestly() {
+        let c = Calibration::fit(vec![1.0, 2.0, 3.0], ThresholdRule::Conformal { fpr: 0.01 })
+            .unwrap();
+        assert_eq!(c.effective_fpr, 0.25);
+        assert_eq!(c.threshold, 3.0);
+        assert!(c.is_anomaly(3.5) && !c.is_anomaly(3.0));
+    }
+
+    #[test]
+    fn contamination_is_a_quantile() {
+        let scores: Vec<f32> = (1..=100).map(|v| v as f32).collect();
+        let c = Calibration::fit(scores, ThresholdRule::Contamination { contamination: 0.1 })
+            .unwrap();
+        assert_eq!(c.threshold, 90.0);
+        assert!(Calibration::fit(vec![1.0], ThresholdRule::Conformal { fpr: 1.5 }).is_err());
+        assert!(Calibration::fit(vec![], ThresholdRule::Conformal { fpr: 0.1 }).is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! Anomaly maps: per-pixel reconstruction error (or 1 - local SSIM), smoothed, reduced to an
+//! image score, resized to the input, and drawn over the image.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
+use image::{DynamicImage, ImageBuffer, Luma, RgbImage, imageops::FilterType};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What the network is trained to minimise; the anomaly map is the per-pixel version of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Per-pixel squared error.
+    Mse,
+    /// 1 - structural similarity over 7x7 windows (Bergmann et al., AE-SSIM).
+    Ssim,
+}
+
+impl std::str::FromStr for Loss {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mse" => Ok(Loss::Mse),
+            "ssim" => Ok(Loss::Ssim),
+            _ => Err(Error::Invalid(format!("unknown loss '{s}': use mse or ssim"))),
+        }
+    }
+}
+
+/// Side of the SSIM window.
+const SSIM_WINDOW: usize = 7;
+
+/// Local SSIM of `x` against `y`, per pixel and channel, `[b, c, h, w]`.
+pub fn ssim_map(x: Tensor<4>, y: Tensor<4>) -> Tensor<4> {
+    let pool = |t: Tensor<4>| {
+        avg_pool2d(
+            t,
+            AvgPoolOptions::new([SSIM_WINDOW, SSIM_WINDOW])
+                .with_stride([1, 1])
+                .with_padding([SSIM_WINDOW / 2, SSIM_WINDOW / 2])
+                .with_count_include_pad(false),
+        )
+    };
+    let (c1, c2) = (0.01f32 * 0.01, 0.03f32 * 0.03);
+    let mu_x = pool(x.clone());
+    let mu_y = pool(y.clone());
+    let sxx = pool(x.clone() * x.clone()) - mu_x.clone() * mu_x.clone();
+    let syy = pool(y.clone() * y.clone()) - mu_y.clone() * mu_y.clone();
+    let sxy = pool(x * y) - mu_x.clone() * mu_y.clone();
+    let num = (mu_x.clone() * mu_y.clone() * 2.0 + c1) * (sxy * 2.0 + c2);
+    let den = (mu_x.clone() * mu_x + mu_y.clone() * mu_y + c1) * (sxx + syy + c2);
+    num / den
+}
+
+/// Per-pixel loss of `recon` against `input`, `[b, c, h, w]` (what training averages).
+pub fn pixel_loss(input: Tensor<4>, recon: Tensor<4>, loss: Loss) -> Tensor<4> {
+    match loss {
+        Loss::Mse => (recon - input).powf_scalar(2.0),
+        Loss::Ssim => ssim_map(input, recon).neg() + 1.0,
+    }
+}
+
+/// Per-pixel error maps averaged over channels, one `size * size` map per image.
+pub fn error_maps(input: Tensor<4>, recon: Tensor<4>, loss: Loss) -> Vec<Vec<f32>> {
+    let [b, _, h, w] = input.dims();
+    let maps = pixel_loss(input, recon, loss).mean_dim(1);
+    let flat: Vec<f32> = maps
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("maps are f32");
+    flat.chunks(h * w).take(b).map(|c| c.to_vec()).collect()
+}
+
+/// A normalised 1-D Gaussian kernel of radius ceil(3 sigma).
+pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let r = (3.0 * sigma).ceil().max(1.0) as isize;
+    let k: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let sum: f32 = k.iter().sum();
+    k.into_iter().map(|v| v / sum).collect()
+}
+
+/// Gaussian smoothing of a `w x h` map (separable, edges clamped). `sigma <= 0` copies.
+pub fn smooth(map: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
+    if sigma <= 0.0 {
+        return map.to_vec();
+    }
+    let k = gaussian_kernel(sigma);
+    let r = (k.len() / 2) as isize;
+    let mut tmp = vec![0.0f32; map.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = 0.0;
+            for (i, kv) in k.iter().enumerate() {
+                let xx = (x as isize + i as isize - r).clamp(0, w as isize - 1) as usize;
+                acc += kv * map[y * w + xx];
+            }
+            tmp[y * w + x] = acc;
+        }
+    }
+    let mut out = vec![0.0f32; map.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = 0.0;
+            for (i, kv) in k.iter().enumerate() {
+                let yy = (y as isize + i as isize - r).clamp(0, h as isize - 1) as usize;
+                acc += kv * tmp[yy * w + x];
+            }
+            out[y * w + x] = acc;
+        }
+    }
+    out
+}
+
+/// How a map becomes one image score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reduction {
+    Mean,
+    Max,
+    /// Mean of the largest `fraction` of the map's values.
+    TopK { fraction: f32 },
+}
+
+impl Reduction {
+    /// The image score of `map`.
+    pub fn apply(&self, map: &[f32]) -> f32 {
+        match *self {
+            Reduction::Mean => map.iter().sum::<f32>() / map.len() as f32,
+            Reduction::Max => map.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            Reduction::TopK { fraction } => {
+                let k = ((map.len() as f32 * fraction).ceil() as usize).clamp(1, map.len());
+                let mut v = map.to_vec();
+                let idx = v.len() - k;
+                v.select_nth_unstable_by(idx, f32::total_cmp);
+                v[idx..].iter().sum::<f32>() / k as f32
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Reduction {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(Reduction::Mean),
+            "max" => Ok(Reduction::Max),
+            _ => match s.strip_prefix("top") {
+                Some(pct) => pct
+                    .trim_end_matches('%')
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|p| *p > 0.0 && *p <= 100.0)
+                    .map(|p| Reduction::TopK { fraction: p / 100.0 })
+                    .ok_or_else(|| Error::Invalid(format!("bad reduction '{s}': e.g. top1"))),
+                None => Err(Error::Invalid(format!(
+                    "unknown reduction '{s}': use mean, max or topN (N percent)"
+                ))),
+            },
+        }
+    }
+}
+
+/// A square `size x size` map resized to `width x height` (bilinear).
+pub fn resize_map(map: &[f32], size: usize, width: u32, height: u32) -> Vec<f32> {
+    if width as usize == size && height as usize == size {
+        return map.to_vec();
+    }
+    let buf: ImageBuffer<Luma<f32>, Vec<f32>> =
+        ImageBuffer::from_raw(size as u32, size as u32, map.to_vec()).expect("map is size x size");
+    image::imageops::resize(&buf, width, height, FilterType::Triangle).into_raw()
+}
+
+/// The jet colour map at `t` in `[0, 1]` (blue, cyan, yellow, red).
+fn jet(t: f32) -> [f32; 3] {
+    let t = t.clamp(0.0, 1.0);
+    let r = (1.5 - (4.0 * t - 3.0).abs()).clamp(0.0, 1.0);
+    let g = (1.5 - (4.0 * t - 2.0).abs()).clamp(0.0, 1.0);
+    let b = (1.5 - (4.0 * t - 1.0).abs()).clamp(0.0, 1.0);
+    [r, g, b]
+}
+
+/// `image` with `map` (same size, values divided by `scale`) drawn over it in the jet colour
+/// map; weak values stay see-through so the part remains visible.
+pub fn overlay(image: &DynamicImage, map: &[f32], scale: f32) -> RgbImage {
+    let mut rgb = image.to_rgb8();
+    let scale = if scale > 0.0 { scale } else { 1.0 };
+    for (px, &v) in rgb.pixels_mut().zip(map) {
+        let t = (v / scale).clamp(0.0, 1.0);
+        let c = jet(t);
+        let a = 0.25 + 0.5 * t;
+        for i in 0..3 {
+            px.0[i] = ((px.0[i] as f32 / 255.0 * (1.0 - a) + c[i] * a) * 255.0).round() as u8;
+        }
+    }
+    rgb
+}
+
+/// Writes a `width x height` map as a float32 `.npy` array (rows x columns).
+pub fn write_npy(path: &Path, map: &[f32], width: u32, height: u32) -> Result<()> {
+    let arr = ndarray::Array2::from_shape_vec((height as usize, width as usize), map.to_vec())
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    crate::io::write_atomic(path, |tmp| {
+        ndarray_npy::write_npy(tmp, &arr).map_err(|e| Error::Invalid(format!("{}: {e}", tmp.display())))
+    })
+}
+
+/// Writes an RGB image as PNG, atomically.
+pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
+    crate::io::write_atomic(path, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| Error::Image {
+                path: tmp.to_path_buf(),
+                message: e.to_string(),
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reductions_known_answers() {
+        let m = [1.0, 2.0, 3.0, 10.0];
+        assert_eq!(Reduction::Mean.apply(&m), 4.0);
+        assert_eq!(Reduction::Max.apply(&m), 10.0);
+        assert_eq!(Reduction::TopK { fraction: 0.5 }.apply(&m), 6.5);
+        assert_eq!("top1".parse::<Reduction>().unwrap(), Reduction::TopK { fraction: 0.01 });
+        assert!("top0".parse::<Reduction>().is_err());
+    }
+
+    #[test]
+    fn smoothing_keeps_mass_and_spreads_a_spike() {
+        let mut m = vec![0.0f32; 81];
+        m[40] = 1.0;
+        let s = smooth(&m, 9, 9, 1.0);
+        let total: f32 = s.iter().sum();
+        assert!((total - 1.0).abs() < 1e-5);
+        assert!(s[40] < 0.2 && s[41] > 0.05 && s[40] > s[41]);
+    }
+
+    #[test]
+    fn ssim_of_identical_images_is_one_and_drops_with_noise() {
+        let device = Device::flex();
+        device.seed(3);
+        let x = Tensor::<4>::random([1, 1, 16, 16], burn::tensor::Distribution::Default, &device);
+        let same = ssim_map(x.clone(), x.clone()).mean().into_scalar::<f32>();
+        assert!((same - 1.0).abs() < 1e-4, "{same}");
+        let y = x.clone() * 0.5;
+        let other = ssim_map(x, y).mean().into_scalar::<f32>();
+        assert!(other < 0.95, "{other}");
+    }
+}
