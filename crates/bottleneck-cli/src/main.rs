@@ -1,1 +1,211 @@
-fn main(){}
+//! The `bottleneck` binary: argument parsing and printing; the work lives in the library.
+
+mod demo;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bottleneck::device::device_by_name;
+use bottleneck::score::{Loss, Reduction};
+use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
+use clap::{Args, Parser, Subcommand};
+
+use crate::progress::Bars;
+
+/// Autoencoders trained on normal data: anomaly detection with calibrated thresholds and
+/// heatmaps.
+#[derive(Parser)]
+#[command(name = "bottleneck", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// No progress bars or warnings on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Compute device: cpu, or vulkan in builds with the `vulkan` feature.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train on good images (a folder searched recursively, or an MVTec root's train/good)
+    /// and calibrate a threshold on held-out good images.
+    Train(TrainArgs),
+    /// Score images: writes path,score,p_value,is_anomaly, and heatmaps with --maps.
+    Score {
+        /// Model file written by `train`.
+        model: PathBuf,
+        /// An image or a folder of images (searched recursively).
+        data: PathBuf,
+        /// CSV file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Folder for per-image heatmap overlays (PNG) and raw maps (.npy).
+        #[arg(long)]
+        maps: Option<PathBuf>,
+        /// Skip unreadable images with a warning instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Evaluate on an MVTec-layout root (test/good, test/<defect>, ground_truth/):
+    /// prints a JSON object of metrics.
+    Eval {
+        /// Model file written by `train`.
+        model: PathBuf,
+        /// Root in the MVTec AD layout.
+        root: PathBuf,
+    },
+    /// Generate synthetic circuit boards, train, evaluate and write heatmaps and a summary.
+    Demo {
+        /// Output folder.
+        #[arg(long, default_value = "bottleneck-demo")]
+        out: PathBuf,
+        /// Seed for the boards and the training run.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder of good images, or a root in the MVTec AD layout.
+    data: PathBuf,
+    /// Model file to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Side of the square network input [default: the images' size, at most 128].
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Bottleneck size [default: 32, 64 or 128 by image size].
+    #[arg(long)]
+    latent: Option<usize>,
+    /// Channels of the first convolution; doubles per level up to 4x [default: 32].
+    #[arg(long)]
+    width: Option<usize>,
+    /// Passes over the training images [default: about 2,000 optimizer steps].
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Target false-alarm rate: flag images whose conformal p-value is at most this.
+    #[arg(long, default_value_t = 0.01)]
+    fpr: f64,
+    /// Expected share of anomalies (PyOD's contamination): threshold at that quantile of
+    /// the calibration scores instead of the conformal rule.
+    #[arg(long, conflicts_with = "fpr")]
+    contamination: Option<f64>,
+    /// Share of the good images held out for calibration.
+    #[arg(long, default_value_t = 0.15)]
+    calibration: f64,
+    /// Training loss and map: mse or ssim.
+    #[arg(long, default_value = "mse")]
+    loss: Loss,
+    /// Image score from the map: mean, max or topN (mean of the top N percent).
+    #[arg(long, default_value = "mean")]
+    reduce: Reduction,
+    /// Gaussian smoothing of the map in input pixels [default: image size / 32].
+    #[arg(long)]
+    smoothing: Option<f32>,
+    /// Do not standardise maps per pixel by the training images' error statistics.
+    #[arg(long)]
+    raw_maps: bool,
+    /// Skip unreadable images with a warning instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+}
+
+impl TrainArgs {
+    fn params(&self) -> DetectParams {
+        DetectParams {
+            image_size: self.image_size,
+            latent: self.latent,
+            width: self.width,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.lr,
+            seed: self.seed,
+            fpr: self.fpr,
+            contamination: self.contamination,
+            calibration_fraction: self.calibration,
+            loss: self.loss,
+            reduction: self.reduce,
+            smoothing_sigma: self.smoothing,
+            normalize_maps: !self.raw_maps,
+            skip_bad: self.skip_bad,
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let bars = Bars::new(cli.quiet);
+    let device = device_by_name(&cli.device)?;
+    match cli.command {
+        Command::Train(args) => {
+            if args.batch_size == 0 {
+                anyhow::bail!("--batch-size must be at least 1");
+            }
+            let detector = Detector::fit(&args.data, &args.params(), &device, &bars)?;
+            detector
+                .save(&args.output)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            let m = detector.meta();
+            bars.note(&format!(
+                "wrote {}: {}x{}x{} input, latent {}, {} epochs on {} images, threshold {:.6} \
+                 (false-alarm bound {:.4}, {} calibration images), {:.1}s",
+                args.output.display(),
+                m.prep.channels,
+                m.prep.image_size,
+                m.prep.image_size,
+                m.spec.latent,
+                m.training.epochs,
+                m.training.train_images,
+                m.calibration.threshold,
+                m.calibration.effective_fpr,
+                m.training.calibration_images,
+                m.training.seconds
+            ));
+        }
+        Command::Score {
+            model,
+            data,
+            output,
+            maps,
+            skip_bad,
+        } => {
+            let detector = Detector::load(&model, &device)?;
+            let (rows, skipped) =
+                score_to_csv(&detector, &data, &output, maps.as_deref(), skip_bad, &bars)?;
+            let extra = if skipped > 0 {
+                format!(", {skipped} skipped")
+            } else {
+                String::new()
+            };
+            bars.note(&format!("wrote {rows} rows to {}{extra}", output.display()));
+        }
+        Command::Eval { model, root } => {
+            let detector = Detector::load(&model, &device)?;
+            let report = detector.evaluate(&root, &bars)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Demo { out, seed } => demo::run(&out, seed, &device, &bars)?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -21,8 +21,13 @@ pub struct ConvSpec {
 impl ConvSpec {
     /// The default network for `image_size`: halve the grid while it stays even and at
     /// least 4 pixels (at most 5 times), widths 32, 64, 128, 128, ...; latent grows with the
-    /// number of pixels but stays a true bottleneck.
-    pub fn for_image(channels: usize, image_size: usize, latent: Option<usize>) -> Result<Self> {
+    /// number of pixels but stays a true bottleneck. `width` replaces the first width (32).
+    pub fn for_image(
+        channels: usize,
+        image_size: usize,
+        latent: Option<usize>,
+        width: Option<usize>,
+    ) -> Result<Self> {
         if !(channels == 1 || channels == 3) {
             return Err(Error::Invalid(format!(
                 "images must have 1 or 3 channels, not {channels}"
@@ -45,7 +50,11 @@ impl ConvSpec {
                 (image_size / 4).max(2) * 4
             )));
         }
-        let widths = (0..depth).map(|i| (32usize << i).min(128)).collect();
+        let base = width.unwrap_or(32);
+        if base == 0 {
+            return Err(Error::Invalid("--width must be at least 1".into()));
+        }
+        let widths = (0..depth).map(|i| (base << i).min(4 * base)).collect();
         let latent = latent.unwrap_or(match image_size {
             0..=32 => 32,
             33..=64 => 64,
@@ -74,12 +83,12 @@ mod tests {
 
     #[test]
     fn depth_follows_image_size() {
-        assert_eq!(ConvSpec::for_image(1, 28, None).unwrap().widths, vec![32, 64]);
-        let s = ConvSpec::for_image(3, 128, None).unwrap();
+        assert_eq!(ConvSpec::for_image(1, 28, None, None).unwrap().widths, vec![32, 64]);
+        let s = ConvSpec::for_image(3, 128, None, None).unwrap();
         assert_eq!(s.widths, vec![32, 64, 128, 128, 128]);
         assert_eq!(s.grid_size(), 4);
-        assert_eq!(ConvSpec::for_image(3, 256, None).unwrap().grid_size(), 8);
-        assert!(ConvSpec::for_image(1, 30, None).is_err());
-        assert!(ConvSpec::for_image(2, 64, None).is_err());
+        assert_eq!(ConvSpec::for_image(3, 256, None, None).unwrap().grid_size(), 8);
+        assert!(ConvSpec::for_image(1, 30, None, None).is_err());
+        assert!(ConvSpec::for_image(2, 64, None, None).is_err());
     }
 }

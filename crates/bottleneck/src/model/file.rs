@@ -1,0 +1,160 @@
+//! The model file: safetensors weights plus, under the metadata key `bottleneck`, everything
+//! scoring needs (spec, preprocessing, scoring settings, calibration, training summary).
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn_store::{ModuleSnapshot, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+
+use crate::data::images::ImagePrep;
+use crate::error::{Error, Result};
+use crate::model::{ConvAutoencoder, ConvSpec};
+use crate::score::{Calibration, Loss, Reduction};
+
+/// Version of the metadata layout; a file with another version is refused with a message.
+pub const FORMAT_VERSION: u32 = 1;
+/// Metadata key holding [`ModelMeta`] as JSON.
+pub const META_KEY: &str = "bottleneck";
+
+/// How maps become scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreSettings {
+    pub loss: Loss,
+    /// Gaussian smoothing of the map, in pixels of the model's input.
+    pub smoothing_sigma: f32,
+    pub reduction: Reduction,
+    /// Map value drawn at full red in heatmaps (the largest value seen on calibration images).
+    pub map_scale: f32,
+    /// Per-pixel mean and spread of the smoothed error on the training images: maps are
+    /// standardised with them, so pixels that are always hard to rebuild (edges, texture)
+    /// do not drown a real defect elsewhere. Empty when standardisation is off.
+    #[serde(default)]
+    pub pixel_mean: Vec<f32>,
+    #[serde(default)]
+    pub pixel_std: Vec<f32>,
+}
+
+/// What training did, for reports and `GET /v1/model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    pub train_images: usize,
+    pub calibration_images: usize,
+    pub skipped_images: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// Mean training loss per epoch.
+    pub loss_curve: Vec<f32>,
+    pub seconds: f64,
+}
+
+/// Everything in the model file besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format_version: u32,
+    /// What the model is for: `detect`.
+    pub task: String,
+    pub spec: ConvSpec,
+    pub prep: ImagePrep,
+    pub scoring: ScoreSettings,
+    pub calibration: Calibration,
+    pub training: TrainingSummary,
+}
+
+/// Saves weights and metadata to `path`. The file appears whole or not at all (burn-store
+/// writes a scratch sibling and renames it).
+pub fn save(path: &Path, model: &ConvAutoencoder, meta: &ModelMeta) -> Result<()> {
+    let json = serde_json::to_string(meta).map_err(|e| Error::Invalid(e.to_string()))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .metadata(META_KEY, json)
+        .overwrite(true);
+    model.save_into(&mut store).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("cannot write: {e}"),
+    })
+}
+
+/// Reads only the metadata of the model file at `path`.
+pub fn read_meta(path: &Path) -> Result<(ModelMeta, Vec<u8>)> {
+    if !path.exists() {
+        return Err(Error::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |reason: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| bad("safetensors file without bottleneck metadata".into()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("metadata is not JSON ({e})")))?;
+    let found = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| bad("metadata has no format_version".into()))? as u32;
+    if found != FORMAT_VERSION {
+        return Err(Error::FormatVersion {
+            path: path.to_path_buf(),
+            found,
+            expected: FORMAT_VERSION,
+        });
+    }
+    let meta = serde_json::from_value(value).map_err(|e| bad(format!("bad metadata ({e})")))?;
+    Ok((meta, bytes))
+}
+
+/// Loads the model file at `path` onto `device`.
+pub fn load(path: &Path, device: &Device) -> Result<(ConvAutoencoder, ModelMeta)> {
+    let (meta, bytes) = read_meta(path)?;
+    let mut model = ConvAutoencoder::new(&meta.spec, device);
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    model.load_from(&mut store).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("weights do not match the spec ({e})"),
+    })?;
+    Ok((model, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn write_safetensors(path: &Path, metadata: Option<HashMap<String, String>>) {
+        let data = vec![0u8; 8];
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+        let bytes = safetensors::serialize([("w", view)], metadata).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn other_format_versions_and_foreign_files_are_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("bn-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let future = dir.join("future.safetensors");
+        let meta = HashMap::from([(META_KEY.to_string(), r#"{"format_version": 99}"#.to_string())]);
+        write_safetensors(&future, Some(meta));
+        let err = read_meta(&future).unwrap_err();
+        assert!(matches!(err, Error::FormatVersion { found: 99, .. }), "{err}");
+        assert!(err.to_string().contains("future.safetensors"));
+
+        let foreign = dir.join("foreign.safetensors");
+        write_safetensors(&foreign, None);
+        let err = read_meta(&foreign).unwrap_err();
+        assert!(err.to_string().contains("without bottleneck metadata"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,592 @@
+//! Anomaly detection on images: fit on good images, calibrate a threshold on held-out good
+//! images, score new images with maps, evaluate on a labelled MVTec-layout root.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use image::DynamicImage;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::data::images::{
+    ImagePrep, ImageSet, decode, detect_channels, find_images, native_size, training_folder,
+};
+use crate::data::mvtec::test_images;
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::model::file::{self, FORMAT_VERSION, ModelMeta, ScoreSettings, TrainingSummary};
+use crate::model::{ConvAutoencoder, ConvSpec};
+use crate::progress::Progress;
+use crate::score::maps::{self, Loss, Reduction};
+use crate::score::{Calibration, ThresholdRule};
+use crate::train::{TrainOptions, default_epochs, train_autoencoder};
+
+/// Everything `fit` can be told; [`Default`] works without tuning.
+#[derive(Debug, Clone)]
+pub struct DetectParams {
+    /// Side of the square network input; default: the images' own size up to 128.
+    pub image_size: Option<usize>,
+    /// Bottleneck size; default from the image size.
+    pub latent: Option<usize>,
+    /// Channels of the first convolution (doubling per level up to 4x); default 32.
+    pub width: Option<usize>,
+    /// Passes over the training images; default: about 2,000 optimizer steps.
+    pub epochs: Option<usize>,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// Target false-alarm rate of the conformal threshold.
+    pub fpr: f64,
+    /// Use a contamination quantile instead of the conformal rule.
+    pub contamination: Option<f64>,
+    /// Share of the good images held out for calibration.
+    pub calibration_fraction: f64,
+    pub loss: Loss,
+    pub reduction: Reduction,
+    /// Map smoothing in input pixels; default image_size / 32.
+    pub smoothing_sigma: Option<f32>,
+    /// Standardise maps per pixel by the training images' error statistics.
+    pub normalize_maps: bool,
+    /// Skip unreadable images with a warning instead of stopping.
+    pub skip_bad: bool,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        Self {
+            image_size: None,
+            latent: None,
+            width: None,
+            epochs: None,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            seed: 42,
+            fpr: 0.01,
+            contamination: None,
+            calibration_fraction: 0.15,
+            loss: Loss::Mse,
+            reduction: Reduction::Mean,
+            smoothing_sigma: None,
+            normalize_maps: true,
+            skip_bad: false,
+        }
+    }
+}
+
+/// Default optimizer steps when `epochs` is not given.
+const TARGET_STEPS: usize = 2000;
+/// Images per forward pass when scoring.
+const SCORE_BATCH: usize = 32;
+
+/// A trained detector: the network and its model-file metadata.
+pub struct Detector {
+    model: ConvAutoencoder,
+    meta: ModelMeta,
+    device: Device,
+}
+
+/// One scored image, handed out in input order.
+pub struct ScoredImage {
+    pub index: usize,
+    pub path: PathBuf,
+    pub score: f32,
+    pub p_value: f64,
+    pub is_anomaly: bool,
+    /// Smoothed anomaly map at the model's input size (`image_size^2`).
+    pub map: Vec<f32>,
+    /// The decoded input, for drawing heatmaps at its own size.
+    pub image: DynamicImage,
+}
+
+fn default_image_size(native: usize) -> usize {
+    if native >= 128 { 128 } else { (native / 4 * 4).max(8) }
+}
+
+impl Detector {
+    /// Trains on the good images of `data` (a folder, or an MVTec root whose `train/good`
+    /// is used), holds out `calibration_fraction` of them, and calibrates the threshold.
+    pub fn fit(
+        data: &Path,
+        params: &DetectParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let folder = training_folder(data);
+        let paths = find_images(&folder)?;
+        let image_size = match params.image_size {
+            Some(s) => s,
+            None => default_image_size(native_size(&paths[0])?),
+        };
+        let channels = detect_channels(&paths)?;
+        let spec = ConvSpec::for_image(channels, image_size, params.latent, params.width)?;
+        if !(params.calibration_fraction > 0.0 && params.calibration_fraction < 1.0) {
+            return Err(Error::Invalid(format!(
+                "calibration fraction must be between 0 and 1, got {}",
+                params.calibration_fraction
+            )));
+        }
+        let prep = ImagePrep {
+            channels,
+            image_size,
+        };
+        progress.stage("reading images", paths.len() as u64);
+        let (set, skipped) = ImageSet::open(paths, prep.clone(), params.skip_bad, &|_| {
+            progress.advance(1)
+        })?;
+        progress.finish();
+        for e in &skipped {
+            progress.warn(&format!("skipped: {e}"));
+        }
+        let n = set.len();
+        if n < 2 {
+            return Err(Error::Invalid(format!(
+                "{}: {n} usable image; need at least 2 (one to train on, one to calibrate)",
+                folder.display()
+            )));
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed ^ 0xca1));
+        let n_cal = ((n as f64 * params.calibration_fraction).round() as usize).clamp(1, n - 1);
+        let (cal_idx, train_idx) = order.split_at(n_cal);
+        let mut train_idx = train_idx.to_vec();
+        train_idx.sort_unstable();
+        let epochs = params
+            .epochs
+            .unwrap_or_else(|| default_epochs(train_idx.len(), params.batch_size, TARGET_STEPS));
+        let opts = TrainOptions {
+            epochs,
+            batch_size: params.batch_size,
+            learning_rate: params.learning_rate,
+            seed: params.seed,
+            loss: params.loss,
+        };
+        let (model, curve) = train_autoencoder(&spec, &set, &train_idx, &opts, device, progress)?;
+        let scoring = ScoreSettings {
+            loss: params.loss,
+            smoothing_sigma: params
+                .smoothing_sigma
+                .unwrap_or((image_size as f32 / 32.0).max(1.0)),
+            reduction: params.reduction,
+            map_scale: 1.0,
+            pixel_mean: Vec::new(),
+            pixel_std: Vec::new(),
+        };
+        let rule = match params.contamination {
+            Some(c) => ThresholdRule::Contamination { contamination: c },
+            None => ThresholdRule::Conformal { fpr: params.fpr },
+        };
+        // Placeholder calibration until the held-out scores are known.
+        let mut detector = Self {
+            model,
+            meta: ModelMeta {
+                format_version: FORMAT_VERSION,
+                task: "detect".into(),
+                spec,
+                prep,
+                scoring,
+                calibration: Calibration::fit(vec![0.0], rule)?,
+                training: TrainingSummary {
+                    train_images: train_idx.len(),
+                    calibration_images: n_cal,
+                    skipped_images: skipped.len(),
+                    epochs,
+                    batch_size: params.batch_size,
+                    learning_rate: params.learning_rate,
+                    seed: params.seed,
+                    loss_curve: curve,
+                    seconds: 0.0,
+                },
+            },
+            device: device.clone(),
+        };
+        if params.normalize_maps {
+            let (mean, std) = detector.pixel_statistics(&set, &train_idx, progress)?;
+            detector.meta.scoring.pixel_mean = mean;
+            detector.meta.scoring.pixel_std = std;
+        }
+        let mut cal_idx = cal_idx.to_vec();
+        cal_idx.sort_unstable();
+        let mut scores = Vec::with_capacity(n_cal);
+        let mut map_scale = 0.0f32;
+        progress.stage("calibrating", n_cal as u64);
+        for chunk in cal_idx.chunks(SCORE_BATCH) {
+            let (s, m) = detector.score_inputs(set.batch(chunk)?, chunk.len());
+            scores.extend(s);
+            for map in m {
+                map_scale = map.iter().copied().fold(map_scale, f32::max);
+            }
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
+        let calibration = Calibration::fit(scores, rule)?;
+        if let ThresholdRule::Conformal { fpr } = rule
+            && calibration.effective_fpr > fpr
+        {
+            progress.warn(&format!(
+                "only {n_cal} calibration images: the smallest p-value is {:.4}, so images are \
+                 flagged at p <= {:.4} instead of --fpr {fpr}; add good images (>= {} in all) \
+                 for the requested rate",
+                1.0 / (n_cal as f64 + 1.0),
+                calibration.effective_fpr,
+                ((1.0 / fpr - 1.0) / params.calibration_fraction).ceil()
+            ));
+        }
+        detector.meta.calibration = calibration;
+        detector.meta.scoring.map_scale = if map_scale > 0.0 { map_scale } else { 1.0 };
+        detector.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(detector)
+    }
+
+    /// Per-pixel mean and standard deviation of the smoothed error maps of `indices`. The
+    /// deviation is floored at a tenth of its average so a pixel that never varies cannot
+    /// turn a tiny error into a huge score.
+    fn pixel_statistics(
+        &self,
+        set: &ImageSet,
+        indices: &[usize],
+        progress: &dyn Progress,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let s = self.meta.prep.image_size;
+        let mut sum = vec![0.0f64; s * s];
+        let mut sum_sq = vec![0.0f64; s * s];
+        progress.stage("map statistics", indices.len() as u64);
+        for chunk in indices.chunks(SCORE_BATCH) {
+            for map in self.smoothed_maps(set.batch(chunk)?, chunk.len()) {
+                for (i, &v) in map.iter().enumerate() {
+                    sum[i] += v as f64;
+                    sum_sq[i] += (v as f64) * (v as f64);
+                }
+            }
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
+        let n = indices.len() as f64;
+        let mean: Vec<f32> = sum.iter().map(|v| (v / n) as f32).collect();
+        let mut std: Vec<f32> = sum
+            .iter()
+            .zip(&sum_sq)
+            .map(|(a, b)| ((b / n - (a / n).powi(2)).max(0.0)).sqrt() as f32)
+            .collect();
+        let floor = 0.1 * std.iter().sum::<f32>() / std.len() as f32 + f32::MIN_POSITIVE;
+        for v in &mut std {
+            *v = v.max(floor);
+        }
+        Ok((mean, std))
+    }
+
+    /// Loads a model file for scoring on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let (model, meta) = file::load(path, device)?;
+        if meta.task != "detect" {
+            return Err(Error::ModelFile {
+                path: path.to_path_buf(),
+                reason: format!("a '{}' model, not an anomaly detector", meta.task),
+            });
+        }
+        Ok(Self {
+            model,
+            meta,
+            device: device.clone(),
+        })
+    }
+
+    /// Writes the model file (weights and metadata) to `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        file::save(path, &self.model, &self.meta)
+    }
+
+    /// The model file's metadata.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// The network.
+    pub fn model(&self) -> &ConvAutoencoder {
+        &self.model
+    }
+
+    /// Smoothed error maps of `n` prepared inputs (channel-major, concatenated).
+    fn smoothed_maps(&self, inputs: Vec<f32>, n: usize) -> Vec<Vec<f32>> {
+        let s = self.meta.prep.image_size;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(inputs, [n, self.meta.prep.channels, s, s]),
+            &self.device,
+        );
+        let y = self.model.forward(x.clone());
+        let raw = maps::error_maps(x, y, self.meta.scoring.loss);
+        let sigma = self.meta.scoring.smoothing_sigma;
+        raw.par_iter().map(|m| maps::smooth(m, s, s, sigma)).collect()
+    }
+
+    /// Scores and anomaly maps (smoothed, standardised when the model has pixel
+    /// statistics) of `n` prepared inputs (channel-major, concatenated).
+    pub fn score_inputs(&self, inputs: Vec<f32>, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let mut smoothed = self.smoothed_maps(inputs, n);
+        let sc = &self.meta.scoring;
+        if !sc.pixel_mean.is_empty() {
+            for map in &mut smoothed {
+                for ((v, m), sd) in map.iter_mut().zip(&sc.pixel_mean).zip(&sc.pixel_std) {
+                    *v = (*v - m) / sd;
+                }
+            }
+        }
+        let scores = smoothed
+            .iter()
+            .map(|m| self.meta.scoring.reduction.apply(m))
+            .collect();
+        (scores, smoothed)
+    }
+
+    /// Scores `paths` in batches (bounded memory whatever their number) and hands each
+    /// result to `on_item` in input order. A file that cannot be decoded stops the run, or
+    /// with `skip_bad` is reported to `progress` and left out. Returns how many were skipped.
+    pub fn score_paths(
+        &self,
+        paths: &[PathBuf],
+        skip_bad: bool,
+        progress: &dyn Progress,
+        mut on_item: impl FnMut(ScoredImage) -> Result<()>,
+    ) -> Result<usize> {
+        let mut skipped = 0;
+        progress.stage("scoring", paths.len() as u64);
+        for (b, chunk) in paths.chunks(SCORE_BATCH).enumerate() {
+            let decoded: Vec<Result<DynamicImage>> = chunk.par_iter().map(|p| decode(p)).collect();
+            let mut ok = Vec::with_capacity(chunk.len());
+            for (i, r) in decoded.into_iter().enumerate() {
+                match r {
+                    Ok(img) => ok.push((b * SCORE_BATCH + i, img)),
+                    Err(e) if skip_bad => {
+                        progress.warn(&format!("skipped: {e}"));
+                        skipped += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !ok.is_empty() {
+                let inputs: Vec<f32> = ok
+                    .par_iter()
+                    .flat_map_iter(|(_, img)| self.meta.prep.tensorize(img))
+                    .collect();
+                let (scores, maps) = self.score_inputs(inputs, ok.len());
+                for (((index, image), score), map) in ok.into_iter().zip(scores).zip(maps) {
+                    on_item(ScoredImage {
+                        index,
+                        path: paths[index].clone(),
+                        score,
+                        p_value: self.meta.calibration.p_value(score),
+                        is_anomaly: self.meta.calibration.is_anomaly(score),
+                        map,
+                        image,
+                    })?;
+                }
+            }
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
+        Ok(skipped)
+    }
+
+    /// Writes `item`'s heatmap overlay (`<rel>_heatmap.png`) and raw map at the image's own
+    /// size (`<rel>_map.npy`) under `dir`, mirroring the input's relative path.
+    pub fn write_maps(&self, dir: &Path, rel: &Path, item: &ScoredImage) -> Result<()> {
+        let (w, h) = (item.image.width(), item.image.height());
+        let full = maps::resize_map(&item.map, self.meta.prep.image_size, w, h);
+        let stem = rel.with_extension("");
+        let base = dir.join(stem);
+        let name = |suffix: &str| {
+            let mut s = base.as_os_str().to_owned();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        maps::write_png(
+            &name("_heatmap.png"),
+            &maps::overlay(&item.image, &full, self.meta.scoring.map_scale),
+        )?;
+        maps::write_npy(&name("_map.npy"), &full, w, h)
+    }
+
+    /// Scores the labelled test images of the MVTec-layout `root` and measures detection
+    /// and, where masks exist, localisation.
+    pub fn evaluate(&self, root: &Path, progress: &dyn Progress) -> Result<EvalReport> {
+        let tests = test_images(root)?;
+        let paths: Vec<PathBuf> = tests.iter().map(|t| t.path.clone()).collect();
+        let s = self.meta.prep.image_size;
+        let mut scores = vec![0.0f32; tests.len()];
+        let mut flagged = vec![false; tests.len()];
+        let mut by_reduction: Vec<[f32; 3]> = vec![[0.0; 3]; tests.len()];
+        let reductions = [Reduction::Mean, Reduction::Max, Reduction::TopK { fraction: 0.01 }];
+        let mut pixel_scores = Vec::new();
+        let mut pixel_labels = Vec::new();
+        let mask_prep = ImagePrep {
+            channels: 1,
+            image_size: s,
+        };
+        let any_mask = tests.iter().any(|t| t.mask.is_some());
+        self.score_paths(&paths, false, progress, |item| {
+            let t = &tests[item.index];
+            scores[item.index] = item.score;
+            flagged[item.index] = item.is_anomaly;
+            for (k, r) in reductions.iter().enumerate() {
+                by_reduction[item.index][k] = r.apply(&item.map);
+            }
+            if any_mask {
+                let labels: Vec<bool> = match &t.mask {
+                    Some(m) => mask_prep.load(m)?.into_iter().map(|v| v >= 0.5).collect(),
+                    None => vec![false; s * s],
+                };
+                pixel_scores.extend_from_slice(&item.map);
+                pixel_labels.extend(labels);
+            }
+            Ok(())
+        })?;
+        let labels: Vec<bool> = tests.iter().map(|t| t.anomalous).collect();
+        let good: Vec<usize> = (0..tests.len()).filter(|&i| !labels[i]).collect();
+        let false_alarms = good.iter().filter(|&&i| flagged[i]).count();
+        let cls = metrics::classification(&flagged, &labels);
+        let mut categories: Vec<String> = tests.iter().map(|t| t.category.clone()).collect();
+        categories.dedup();
+        let per_category = categories
+            .iter()
+            .map(|c| {
+                let idx: Vec<usize> = (0..tests.len()).filter(|&i| &tests[i].category == c).collect();
+                let detected = idx.iter().filter(|&&i| flagged[i]).count();
+                let auroc = if c == "good" {
+                    None
+                } else {
+                    let sel: Vec<usize> = good.iter().chain(idx.iter()).copied().collect();
+                    let sc: Vec<f32> = sel.iter().map(|&i| scores[i]).collect();
+                    let lb: Vec<bool> = sel.iter().map(|&i| labels[i]).collect();
+                    metrics::auroc(&sc, &lb)
+                };
+                CategoryReport {
+                    category: c.clone(),
+                    images: idx.len(),
+                    flagged: detected,
+                    image_auroc: auroc,
+                }
+            })
+            .collect();
+        let column = |k: usize| -> Vec<f32> { by_reduction.iter().map(|r| r[k]).collect() };
+        Ok(EvalReport {
+            images: tests.len(),
+            anomalous_images: labels.iter().filter(|&&l| l).count(),
+            image_auroc: metrics::auroc(&scores, &labels),
+            image_aupr: metrics::average_precision(&scores, &labels),
+            f1: cls.f1,
+            precision: cls.precision,
+            recall: cls.recall,
+            threshold: self.meta.calibration.threshold,
+            fpr_target: self.meta.calibration.effective_fpr,
+            false_alarm_rate_good: if good.is_empty() {
+                None
+            } else {
+                Some(false_alarms as f64 / good.len() as f64)
+            },
+            pixel_auroc: if any_mask {
+                metrics::auroc(&pixel_scores, &pixel_labels)
+            } else {
+                None
+            },
+            pixel_resolution: s,
+            image_auroc_by_reduction: ReductionAurocs {
+                mean: metrics::auroc(&column(0), &labels),
+                max: metrics::auroc(&column(1), &labels),
+                top1: metrics::auroc(&column(2), &labels),
+            },
+            per_category,
+        })
+    }
+}
+
+/// Image AUROC had the image score been each reduction of the same maps.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReductionAurocs {
+    pub mean: Option<f64>,
+    pub max: Option<f64>,
+    pub top1: Option<f64>,
+}
+
+/// Detection results for one test category.
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryReport {
+    pub category: String,
+    pub images: usize,
+    /// Images flagged anomalous at the model's threshold.
+    pub flagged: usize,
+    /// AUROC of this category against `test/good` (none for `good` itself).
+    pub image_auroc: Option<f64>,
+}
+
+/// What `eval` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub images: usize,
+    pub anomalous_images: usize,
+    pub image_auroc: Option<f64>,
+    pub image_aupr: Option<f64>,
+    /// F1, precision and recall of `is_anomaly` at the model's threshold.
+    pub f1: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub threshold: f32,
+    /// The false-alarm rate the threshold was calibrated for.
+    pub fpr_target: f64,
+    /// Share of `test/good` flagged.
+    pub false_alarm_rate_good: Option<f64>,
+    /// Pixel AUROC against the ground-truth masks (at the model's input size).
+    pub pixel_auroc: Option<f64>,
+    pub pixel_resolution: usize,
+    pub image_auroc_by_reduction: ReductionAurocs,
+    pub per_category: Vec<CategoryReport>,
+}
+
+/// Scores every image under `data` and writes `path,score,p_value,is_anomaly` rows (paths
+/// relative to `data`) to `out_csv`, and heatmaps to `maps_dir` when given. Returns the
+/// number of rows written and of files skipped.
+pub fn score_to_csv(
+    detector: &Detector,
+    data: &Path,
+    out_csv: &Path,
+    maps_dir: Option<&Path>,
+    skip_bad: bool,
+    progress: &dyn Progress,
+) -> Result<(usize, usize)> {
+    let paths = find_images(data)?;
+    let base = if data.is_file() {
+        data.parent().unwrap_or(Path::new("")).to_path_buf()
+    } else {
+        data.to_path_buf()
+    };
+    let mut rows = 0;
+    let mut skipped = 0;
+    crate::io::write_atomic(out_csv, |tmp| {
+        let mut w = csv::Writer::from_path(tmp).map_err(|e| csv_error(tmp, e))?;
+        w.write_record(["path", "score", "p_value", "is_anomaly"])
+            .map_err(|e| csv_error(tmp, e))?;
+        skipped = detector.score_paths(&paths, skip_bad, progress, |item| {
+            let rel = item.path.strip_prefix(&base).unwrap_or(&item.path).to_path_buf();
+            w.write_record([
+                rel.to_string_lossy().as_ref(),
+                &format!("{}", item.score),
+                &format!("{}", item.p_value),
+                if item.is_anomaly { "1" } else { "0" },
+            ])
+            .map_err(|e| csv_error(tmp, e))?;
+            if let Some(dir) = maps_dir {
+                detector.write_maps(dir, &rel, &item)?;
+            }
+            rows += 1;
+            Ok(())
+        })?;
+        w.flush().map_err(|e| Error::io(tmp, e))
+    })?;
+    Ok((rows, skipped))
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> Error {
+    Error::Invalid(format!("{}: {e}", path.display()))
+}
