@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates bench/.venv with the Python peers used by the benchmarks (scikit-learn, numpy,
-# Pillow; PyTorch CPU when BENCH_TORCH=1). Idempotent.
+# Pillow; PyTorch when BENCH_TORCH=1, run on CPU only). Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"
@@ -9,7 +9,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check numpy scikit-learn pillow
 if [ "${BENCH_TORCH:-0}" = "1" ]; then
-  "$venv/bin/pip" install -q --disable-pip-version-check torch --index-url https://download.pytorch.org/whl/cpu \
-    || "$venv/bin/pip" install -q --disable-pip-version-check torch
+  "$venv/bin/pip" install -q --disable-pip-version-check torch
 fi
 echo "$venv/bin/python"

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use bottleneck::data::synthetic::{BoardConfig, generate_boards};
 use bottleneck::device::device_by_name;
 use bottleneck::score::{Loss, Reduction};
 use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
@@ -58,6 +59,25 @@ enum Command {
         /// Root in the MVTec AD layout.
         root: PathBuf,
     },
+    /// Write synthetic circuit boards (good and defective, with masks) in the MVTec layout.
+    Boards {
+        /// Output root.
+        out: PathBuf,
+        /// Side of the images in pixels.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Good boards under train/good.
+        #[arg(long, default_value_t = 400)]
+        train: usize,
+        /// Good boards under test/good.
+        #[arg(long, default_value_t = 60)]
+        test_good: usize,
+        /// Boards per defect type under test/<defect>.
+        #[arg(long, default_value_t = 20)]
+        per_defect: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Generate synthetic circuit boards, train, evaluate and write heatmaps and a summary.
     Demo {
         /// Output folder.
@@ -104,11 +124,11 @@ struct TrainArgs {
     /// Share of the good images held out for calibration.
     #[arg(long, default_value_t = 0.15)]
     calibration: f64,
-    /// Training loss and map: mse or ssim.
-    #[arg(long, default_value = "mse")]
+    /// Training loss and map: ssim or mse.
+    #[arg(long, default_value = "ssim")]
     loss: Loss,
     /// Image score from the map: mean, max or topN (mean of the top N percent).
-    #[arg(long, default_value = "mean")]
+    #[arg(long, default_value = "max")]
     reduce: Reduction,
     /// Gaussian smoothing of the map in input pixels [default: image size / 32].
     #[arg(long)]
@@ -193,6 +213,24 @@ fn run(cli: Cli) -> Result<()> {
             let detector = Detector::load(&model, &device)?;
             let report = detector.evaluate(&root, &bars)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Boards {
+            out,
+            size,
+            train,
+            test_good,
+            per_defect,
+            seed,
+        } => {
+            let cfg = BoardConfig {
+                image_size: size,
+                train_good: train,
+                test_good,
+                test_per_defect: per_defect,
+                seed,
+            };
+            let n = generate_boards(&out, &cfg)?;
+            bars.note(&format!("wrote {n} boards under {}", out.display()));
         }
         Command::Demo { out, seed } => demo::run(&out, seed, &device, &bars)?,
     }

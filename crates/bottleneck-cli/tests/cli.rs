@@ -109,11 +109,24 @@ fn score_writes_one_row_per_image_in_input_order_with_maps() {
 #[test]
 fn eval_prints_metrics_json() {
     let (data, model) = trained();
-    let o = run(&["eval", model.to_str().unwrap(), data.to_str().unwrap(), "--quiet"]);
+    let o = run(&[
+        "eval",
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
-    for key in ["image_auroc", "image_aupr", "f1", "false_alarm_rate_good", "pixel_auroc"] {
-        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {v}"));
+    for key in [
+        "image_auroc",
+        "image_aupr",
+        "f1",
+        "false_alarm_rate_good",
+        "pixel_auroc",
+    ] {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
         assert!((0.0..=1.0).contains(&x), "{key} = {x}");
     }
     assert_eq!(v["images"], 18);
@@ -159,34 +172,68 @@ fn bad_inputs_are_one_line_errors_with_nonzero_exit() {
     let (data, model) = trained();
     let out = scratch("errors");
     // Missing path.
-    let o = run(&["train", "/no/such/dir", "-o", out.join("m").to_str().unwrap()]);
+    let o = run(&[
+        "train",
+        "/no/such/dir",
+        "-o",
+        out.join("m").to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("/no/such/dir"), "{}", text(&o));
     // Empty folder.
     let empty = out.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = run(&["train", empty.to_str().unwrap(), "-o", out.join("m").to_str().unwrap()]);
+    let o = run(&[
+        "train",
+        empty.to_str().unwrap(),
+        "-o",
+        out.join("m").to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no images found"), "{}", text(&o));
     // Not a model file.
     let fake = out.join("fake.safetensors");
     std::fs::write(&fake, b"definitely not a model").unwrap();
     let csv = out.join("s.csv");
-    let o = run(&["score", fake.to_str().unwrap(), data.to_str().unwrap(), "-o", csv.to_str().unwrap()]);
+    let o = run(&[
+        "score",
+        fake.to_str().unwrap(),
+        data.to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("not a bottleneck model file"), "{}", text(&o));
+    assert!(
+        text(&o).contains("not a bottleneck model file"),
+        "{}",
+        text(&o)
+    );
     // A corrupt image stops scoring, names the file, and keeps the previous output intact.
     let imgs = out.join("imgs");
     std::fs::create_dir_all(&imgs).unwrap();
     std::fs::copy(data.join("test/good/000.png"), imgs.join("a.png")).unwrap();
     std::fs::write(imgs.join("b.png"), b"truncated").unwrap();
     std::fs::write(&csv, b"previous results\n").unwrap();
-    let args = ["score", model.to_str().unwrap(), imgs.to_str().unwrap(), "-o", csv.to_str().unwrap(), "--quiet"];
+    let args = [
+        "score",
+        model.to_str().unwrap(),
+        imgs.to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+        "--quiet",
+    ];
     let o = run(&args);
     assert!(!o.status.success());
     assert!(text(&o).contains("b.png"), "{}", text(&o));
     assert_eq!(std::fs::read(&csv).unwrap(), b"previous results\n");
-    assert_eq!(std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(&out)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count(),
+        0
+    );
     // ... and is skipped with --skip-bad.
     let mut skip = args.to_vec();
     skip.push("--skip-bad");

@@ -71,9 +71,21 @@ pub struct Classification {
 
 /// Precision, recall and F1 of `predicted` against `labels`; zero where undefined.
 pub fn classification(predicted: &[bool], labels: &[bool]) -> Classification {
-    let tp = predicted.iter().zip(labels).filter(|(p, l)| **p && **l).count() as f64;
-    let fp = predicted.iter().zip(labels).filter(|(p, l)| **p && !**l).count() as f64;
-    let fn_ = predicted.iter().zip(labels).filter(|(p, l)| !**p && **l).count() as f64;
+    let tp = predicted
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p && **l)
+        .count() as f64;
+    let fp = predicted
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p && !**l)
+        .count() as f64;
+    let fn_ = predicted
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| !**p && **l)
+        .count() as f64;
     let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
     let recall = if tp + fn_ > 0.0 { tp / (tp + fn_) } else { 0.0 };
     let f1 = if precision + recall > 0.0 {

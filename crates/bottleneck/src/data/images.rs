@@ -56,7 +56,11 @@ pub fn find_images(dir: &Path) -> Result<Vec<PathBuf>> {
 /// layout, `data` itself otherwise.
 pub fn training_folder(data: &Path) -> PathBuf {
     let good = data.join("train").join("good");
-    if good.is_dir() { good } else { data.to_path_buf() }
+    if good.is_dir() {
+        good
+    } else {
+        data.to_path_buf()
+    }
 }
 
 /// Decodes one image file; the error names the file.

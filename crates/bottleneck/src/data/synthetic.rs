@@ -52,10 +52,30 @@ const HOLE: [f32; 3] = [0.05, 0.05, 0.05];
 
 #[derive(Debug, Clone, Copy)]
 enum Shape {
-    Rect { x0: f32, y0: f32, x1: f32, y1: f32 },
-    Circle { cx: f32, cy: f32, r: f32 },
-    Capsule { ax: f32, ay: f32, bx: f32, by: f32, w: f32 },
-    Ellipse { cx: f32, cy: f32, rx: f32, ry: f32 },
+    Rect {
+        x0: f32,
+        y0: f32,
+        x1: f32,
+        y1: f32,
+    },
+    Circle {
+        cx: f32,
+        cy: f32,
+        r: f32,
+    },
+    Capsule {
+        ax: f32,
+        ay: f32,
+        bx: f32,
+        by: f32,
+        w: f32,
+    },
+    Ellipse {
+        cx: f32,
+        cy: f32,
+        rx: f32,
+        ry: f32,
+    },
 }
 
 impl Shape {
@@ -211,37 +231,136 @@ fn design() -> Design {
     let mut vias = Vec::new();
     for i in 0..4 {
         let y = 19.0 + 5.0 * i as f32;
-        pads.push(Shape::Rect { x0: 16.0, y0: y, x1: 20.0, y1: y + 2.6 });
-        pads.push(Shape::Rect { x0: 35.0, y0: y, x1: 39.0, y1: y + 2.6 });
+        pads.push(Shape::Rect {
+            x0: 16.0,
+            y0: y,
+            x1: 20.0,
+            y1: y + 2.6,
+        });
+        pads.push(Shape::Rect {
+            x0: 35.0,
+            y0: y,
+            x1: 39.0,
+            y1: y + 2.6,
+        });
         let yc = y + 1.3;
-        traces.push(Shape::Capsule { ax: 39.0, ay: yc, bx: 52.0, by: yc, w: 1.4 });
+        traces.push(Shape::Capsule {
+            ax: 39.0,
+            ay: yc,
+            bx: 52.0,
+            by: yc,
+            w: 1.4,
+        });
         vias.push((54.5, yc));
-        traces.push(Shape::Capsule { ax: 8.0, ay: yc, bx: 16.0, by: yc, w: 1.4 });
+        traces.push(Shape::Capsule {
+            ax: 8.0,
+            ay: yc,
+            bx: 16.0,
+            by: yc,
+            w: 1.4,
+        });
         vias.push((6.0, yc));
     }
     // A two-pad part with its trace down to a via.
-    pads.push(Shape::Rect { x0: 42.0, y0: 6.0, x1: 45.5, y1: 9.5 });
-    pads.push(Shape::Rect { x0: 50.0, y0: 6.0, x1: 53.5, y1: 9.5 });
-    traces.push(Shape::Capsule { ax: 43.75, ay: 9.5, bx: 43.75, by: 14.0, w: 1.4 });
+    pads.push(Shape::Rect {
+        x0: 42.0,
+        y0: 6.0,
+        x1: 45.5,
+        y1: 9.5,
+    });
+    pads.push(Shape::Rect {
+        x0: 50.0,
+        y0: 6.0,
+        x1: 53.5,
+        y1: 9.5,
+    });
+    traces.push(Shape::Capsule {
+        ax: 43.75,
+        ay: 9.5,
+        bx: 43.75,
+        by: 14.0,
+        w: 1.4,
+    });
     vias.push((43.75, 15.5));
     // The bus: three parallel traces.
     let bus = vec![48.0, 51.0, 54.0];
     for &y in &bus {
-        traces.push(Shape::Capsule { ax: 8.0, ay: y, bx: 56.0, by: y, w: 1.4 });
+        traces.push(Shape::Capsule {
+            ax: 8.0,
+            ay: y,
+            bx: 56.0,
+            by: y,
+            w: 1.4,
+        });
     }
     let silk = vec![
-        Shape::Rect { x0: 22.0, y0: 17.0, x1: 33.0, y1: 17.7 },
-        Shape::Rect { x0: 22.0, y0: 39.3, x1: 33.0, y1: 40.0 },
-        Shape::Rect { x0: 22.0, y0: 17.0, x1: 22.7, y1: 40.0 },
-        Shape::Rect { x0: 32.3, y0: 17.0, x1: 33.0, y1: 40.0 },
-        Shape::Circle { cx: 24.5, cy: 19.5, r: 0.8 },
-        Shape::Rect { x0: 8.0, y0: 6.0, x1: 10.0, y1: 10.0 },
-        Shape::Rect { x0: 11.0, y0: 6.0, x1: 15.0, y1: 7.0 },
-        Shape::Rect { x0: 11.0, y0: 9.0, x1: 15.0, y1: 10.0 },
-        Shape::Rect { x0: 40.5, y0: 4.5, x1: 55.0, y1: 5.0 },
-        Shape::Rect { x0: 40.5, y0: 11.0, x1: 55.0, y1: 11.5 },
+        Shape::Rect {
+            x0: 22.0,
+            y0: 17.0,
+            x1: 33.0,
+            y1: 17.7,
+        },
+        Shape::Rect {
+            x0: 22.0,
+            y0: 39.3,
+            x1: 33.0,
+            y1: 40.0,
+        },
+        Shape::Rect {
+            x0: 22.0,
+            y0: 17.0,
+            x1: 22.7,
+            y1: 40.0,
+        },
+        Shape::Rect {
+            x0: 32.3,
+            y0: 17.0,
+            x1: 33.0,
+            y1: 40.0,
+        },
+        Shape::Circle {
+            cx: 24.5,
+            cy: 19.5,
+            r: 0.8,
+        },
+        Shape::Rect {
+            x0: 8.0,
+            y0: 6.0,
+            x1: 10.0,
+            y1: 10.0,
+        },
+        Shape::Rect {
+            x0: 11.0,
+            y0: 6.0,
+            x1: 15.0,
+            y1: 7.0,
+        },
+        Shape::Rect {
+            x0: 11.0,
+            y0: 9.0,
+            x1: 15.0,
+            y1: 10.0,
+        },
+        Shape::Rect {
+            x0: 40.5,
+            y0: 4.5,
+            x1: 55.0,
+            y1: 5.0,
+        },
+        Shape::Rect {
+            x0: 40.5,
+            y0: 11.0,
+            x1: 55.0,
+            y1: 11.5,
+        },
     ];
-    Design { pads, traces, bus, vias, silk }
+    Design {
+        pads,
+        traces,
+        bus,
+        vias,
+        silk,
+    }
 }
 
 /// A defect to inject: what to paint and where its mask is.
@@ -260,39 +379,79 @@ fn random_defect(kind: &str, d: &Design, board: [f32; 3], rng: &mut ChaCha8Rng) 
             };
             let f = rng.random_range(0.3..0.7);
             let (cx, cy) = (ax + f * (bx - ax), ay + f * (by - ay));
-            let half = rng.random_range(1.0..1.6);
+            let half = rng.random_range(1.3..2.0);
             let gap = if (by - ay).abs() > (bx - ax).abs() {
-                Shape::Rect { x0: cx - 1.2, y0: cy - half, x1: cx + 1.2, y1: cy + half }
+                Shape::Rect {
+                    x0: cx - 1.2,
+                    y0: cy - half,
+                    x1: cx + 1.2,
+                    y1: cy + half,
+                }
             } else {
-                Shape::Rect { x0: cx - half, y0: cy - 1.2, x1: cx + half, y1: cy + 1.2 }
+                Shape::Rect {
+                    x0: cx - half,
+                    y0: cy - 1.2,
+                    x1: cx + half,
+                    y1: cy + 1.2,
+                }
             };
-            Defect { paint: vec![(gap, board, 1.0)], stain: None, mask: gap }
+            Defect {
+                paint: vec![(gap, board, 1.0)],
+                stain: None,
+                mask: gap,
+            }
         }
         "short" => {
             let i = rng.random_range(0..d.bus.len() - 1);
             let x = rng.random_range(12.0..52.0);
-            let w = rng.random_range(1.2..2.2);
-            let bridge = Shape::Rect { x0: x, y0: d.bus[i], x1: x + w, y1: d.bus[i + 1] };
-            Defect { paint: vec![(bridge, TRACE, 1.0)], stain: None, mask: bridge }
+            let w = rng.random_range(2.0..3.0);
+            let bridge = Shape::Rect {
+                x0: x,
+                y0: d.bus[i],
+                x1: x + w,
+                y1: d.bus[i + 1],
+            };
+            Defect {
+                paint: vec![(bridge, TRACE, 1.0)],
+                stain: None,
+                mask: bridge,
+            }
         }
         "missing_pad" => {
             let pad = d.pads[rng.random_range(0..d.pads.len())];
             let Shape::Rect { x0, y0, x1, y1 } = pad else {
                 unreachable!("pads are rectangles")
             };
-            let hole = Shape::Rect { x0: x0 - 0.3, y0: y0 - 0.3, x1: x1 + 0.3, y1: y1 + 0.3 };
-            Defect { paint: vec![(hole, board, 1.0)], stain: None, mask: hole }
+            let hole = Shape::Rect {
+                x0: x0 - 0.3,
+                y0: y0 - 0.3,
+                x1: x1 + 0.3,
+                y1: y1 + 0.3,
+            };
+            Defect {
+                paint: vec![(hole, board, 1.0)],
+                stain: None,
+                mask: hole,
+            }
         }
         "spurious_copper" => {
             // Free areas of the design: below the part, between chip and vias, left margin.
-            let zones = [(26.0, 8.0, 36.0, 13.0), (44.0, 28.0, 50.0, 42.0), (4.0, 40.0, 14.0, 44.0)];
+            let zones = [
+                (26.0, 8.0, 36.0, 13.0),
+                (44.0, 28.0, 50.0, 42.0),
+                (4.0, 40.0, 14.0, 44.0),
+            ];
             let (x0, y0, x1, y1) = zones[rng.random_range(0..zones.len())];
             let blob = Shape::Circle {
                 cx: rng.random_range(x0..x1),
                 cy: rng.random_range(y0..y1),
                 r: rng.random_range(1.2..2.2),
             };
-            Defect { paint: vec![(blob, TRACE, 1.0)], stain: None, mask: blob }
+            Defect {
+                paint: vec![(blob, TRACE, 1.0)],
+                stain: None,
+                mask: blob,
+            }
         }
         "scratch" => {
             let (cx, cy) = (rng.random_range(12.0..52.0), rng.random_range(12.0..52.0));
@@ -300,9 +459,25 @@ fn random_defect(kind: &str, d: &Design, board: [f32; 3], rng: &mut ChaCha8Rng) 
             let len = rng.random_range(10.0..20.0);
             let (dx, dy) = (angle.cos() * len / 2.0, angle.sin() * len / 2.0);
             let w = rng.random_range(0.6..0.9);
-            let line = Shape::Capsule { ax: cx - dx, ay: cy - dy, bx: cx + dx, by: cy + dy, w };
-            let mask = Shape::Capsule { ax: cx - dx, ay: cy - dy, bx: cx + dx, by: cy + dy, w: w + 1.0 };
-            Defect { paint: vec![(line, [0.85, 0.85, 0.82], 0.8)], stain: None, mask }
+            let line = Shape::Capsule {
+                ax: cx - dx,
+                ay: cy - dy,
+                bx: cx + dx,
+                by: cy + dy,
+                w,
+            };
+            let mask = Shape::Capsule {
+                ax: cx - dx,
+                ay: cy - dy,
+                bx: cx + dx,
+                by: cy + dy,
+                w: w + 1.0,
+            };
+            Defect {
+                paint: vec![(line, [0.85, 0.85, 0.82], 0.8)],
+                stain: None,
+                mask,
+            }
         }
         _ => {
             let e = Shape::Ellipse {
@@ -311,7 +486,11 @@ fn random_defect(kind: &str, d: &Design, board: [f32; 3], rng: &mut ChaCha8Rng) 
                 rx: rng.random_range(3.0..6.0),
                 ry: rng.random_range(2.5..5.0),
             };
-            Defect { paint: vec![], stain: Some((e, [0.55, 0.42, 0.25])), mask: e }
+            Defect {
+                paint: vec![],
+                stain: Some((e, [0.55, 0.42, 0.25])),
+                mask: e,
+            }
         }
     }
 }
@@ -322,7 +501,11 @@ fn render(size: usize, defect: Option<&str>, rng: &mut ChaCha8Rng) -> (Vec<u8>, 
     let k = size as f32 / UNITS;
     let (dx, dy) = (rng.random_range(-1.5..1.5), rng.random_range(-1.5..1.5));
     let tone: f32 = rng.random_range(0.9..1.1);
-    let board = [BOARD[0] * tone, BOARD[1] * rng.random_range(0.92..1.08), BOARD[2] * tone];
+    let board = [
+        BOARD[0] * tone,
+        BOARD[1] * rng.random_range(0.92..1.08),
+        BOARD[2] * tone,
+    ];
     let mut c = Canvas::new(size, board);
     for t in &d.traces {
         c.paint(t.scaled(k, dx, dy), TRACE, 1.0);
@@ -331,8 +514,26 @@ fn render(size: usize, defect: Option<&str>, rng: &mut ChaCha8Rng) -> (Vec<u8>, 
         c.paint(p.scaled(k, dx, dy), PAD, 1.0);
     }
     for &(x, y) in &d.vias {
-        c.paint(Shape::Circle { cx: x, cy: y, r: 1.8 }.scaled(k, dx, dy), PAD, 1.0);
-        c.paint(Shape::Circle { cx: x, cy: y, r: 0.7 }.scaled(k, dx, dy), HOLE, 1.0);
+        c.paint(
+            Shape::Circle {
+                cx: x,
+                cy: y,
+                r: 1.8,
+            }
+            .scaled(k, dx, dy),
+            PAD,
+            1.0,
+        );
+        c.paint(
+            Shape::Circle {
+                cx: x,
+                cy: y,
+                r: 0.7,
+            }
+            .scaled(k, dx, dy),
+            HOLE,
+            1.0,
+        );
     }
     for s in &d.silk {
         c.paint(s.scaled(k, dx, dy), SILK, 0.9);
@@ -403,7 +604,9 @@ fn mkdir(path: &Path) -> Result<()> {
 /// The same config and seed give the same files.
 pub fn generate_boards(root: &Path, cfg: &BoardConfig) -> Result<usize> {
     if cfg.image_size < 16 {
-        return Err(Error::Invalid("boards need an image size of at least 16".into()));
+        return Err(Error::Invalid(
+            "boards need an image size of at least 16".into(),
+        ));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut written = 0;
@@ -456,7 +659,11 @@ mod tests {
                     }
                 }
             }
-            assert!(inside / area as f32 > 20.0, "{kind}: mean change {}", inside / area as f32);
+            assert!(
+                inside / area as f32 > 20.0,
+                "{kind}: mean change {}",
+                inside / area as f32
+            );
         }
     }
 
@@ -464,12 +671,21 @@ mod tests {
     fn layout_is_mvtec_and_reproducible() {
         let root = std::env::temp_dir().join(format!("bn-boards-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let cfg = BoardConfig { image_size: 32, train_good: 2, test_good: 1, test_per_defect: 1, seed: 1 };
+        let cfg = BoardConfig {
+            image_size: 32,
+            train_good: 2,
+            test_good: 1,
+            test_per_defect: 1,
+            seed: 1,
+        };
         assert_eq!(generate_boards(&root, &cfg).unwrap(), 2 + 1 + DEFECTS.len());
         let first = std::fs::read(root.join("test/short/000.png")).unwrap();
         assert!(root.join("ground_truth/short/000_mask.png").is_file());
         generate_boards(&root, &cfg).unwrap();
-        assert_eq!(first, std::fs::read(root.join("test/short/000.png")).unwrap());
+        assert_eq!(
+            first,
+            std::fs::read(root.join("test/short/000.png")).unwrap()
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

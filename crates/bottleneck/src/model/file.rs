@@ -145,16 +145,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bn-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let future = dir.join("future.safetensors");
-        let meta = HashMap::from([(META_KEY.to_string(), r#"{"format_version": 99}"#.to_string())]);
+        let meta = HashMap::from([(
+            META_KEY.to_string(),
+            r#"{"format_version": 99}"#.to_string(),
+        )]);
         write_safetensors(&future, Some(meta));
         let err = read_meta(&future).unwrap_err();
-        assert!(matches!(err, Error::FormatVersion { found: 99, .. }), "{err}");
+        assert!(
+            matches!(err, Error::FormatVersion { found: 99, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("future.safetensors"));
 
         let foreign = dir.join("foreign.safetensors");
         write_safetensors(&foreign, None);
         let err = read_meta(&foreign).unwrap_err();
-        assert!(err.to_string().contains("without bottleneck metadata"), "{err}");
+        assert!(
+            err.to_string().contains("without bottleneck metadata"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -83,11 +83,17 @@ mod tests {
 
     #[test]
     fn depth_follows_image_size() {
-        assert_eq!(ConvSpec::for_image(1, 28, None, None).unwrap().widths, vec![32, 64]);
+        assert_eq!(
+            ConvSpec::for_image(1, 28, None, None).unwrap().widths,
+            vec![32, 64]
+        );
         let s = ConvSpec::for_image(3, 128, None, None).unwrap();
         assert_eq!(s.widths, vec![32, 64, 128, 128, 128]);
         assert_eq!(s.grid_size(), 4);
-        assert_eq!(ConvSpec::for_image(3, 256, None, None).unwrap().grid_size(), 8);
+        assert_eq!(
+            ConvSpec::for_image(3, 256, None, None).unwrap().grid_size(),
+            8
+        );
         assert!(ConvSpec::for_image(1, 30, None, None).is_err());
         assert!(ConvSpec::for_image(2, 64, None, None).is_err());
     }

@@ -85,7 +85,9 @@ fn check_rate(name: &str, v: f64) -> Result<()> {
     if v > 0.0 && v < 1.0 {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("{name} must be between 0 and 1, got {v}")))
+        Err(Error::Invalid(format!(
+            "{name} must be between 0 and 1, got {v}"
+        )))
     }
 }
 
@@ -110,8 +112,8 @@ mod tests {
 
     #[test]
     fn too_few_calibration_scores_widen_the_bound_honestly() {
-        let c = Calibration::fit(vec![1.0, 2.0, 3.0], ThresholdRule::Conformal { fpr: 0.01 })
-            .unwrap();
+        let c =
+            Calibration::fit(vec![1.0, 2.0, 3.0], ThresholdRule::Conformal { fpr: 0.01 }).unwrap();
         assert_eq!(c.effective_fpr, 0.25);
         assert_eq!(c.threshold, 3.0);
         assert!(c.is_anomaly(3.5) && !c.is_anomaly(3.0));
@@ -120,8 +122,8 @@ mod tests {
     #[test]
     fn contamination_is_a_quantile() {
         let scores: Vec<f32> = (1..=100).map(|v| v as f32).collect();
-        let c = Calibration::fit(scores, ThresholdRule::Contamination { contamination: 0.1 })
-            .unwrap();
+        let c =
+            Calibration::fit(scores, ThresholdRule::Contamination { contamination: 0.1 }).unwrap();
         assert_eq!(c.threshold, 90.0);
         assert!(Calibration::fit(vec![1.0], ThresholdRule::Conformal { fpr: 1.5 }).is_err());
         assert!(Calibration::fit(vec![], ThresholdRule::Conformal { fpr: 0.1 }).is_err());

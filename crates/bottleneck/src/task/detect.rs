@@ -67,8 +67,8 @@ impl Default for DetectParams {
             fpr: 0.01,
             contamination: None,
             calibration_fraction: 0.15,
-            loss: Loss::Mse,
-            reduction: Reduction::Mean,
+            loss: Loss::Ssim,
+            reduction: Reduction::Max,
             smoothing_sigma: None,
             normalize_maps: true,
             skip_bad: false,
@@ -102,7 +102,11 @@ pub struct ScoredImage {
 }
 
 fn default_image_size(native: usize) -> usize {
-    if native >= 128 { 128 } else { (native / 4 * 4).max(8) }
+    if native >= 128 {
+        128
+    } else {
+        (native / 4 * 4).max(8)
+    }
 }
 
 impl Detector {
@@ -319,7 +323,9 @@ impl Detector {
         let y = self.model.forward(x.clone());
         let raw = maps::error_maps(x, y, self.meta.scoring.loss);
         let sigma = self.meta.scoring.smoothing_sigma;
-        raw.par_iter().map(|m| maps::smooth(m, s, s, sigma)).collect()
+        raw.par_iter()
+            .map(|m| maps::smooth(m, s, s, sigma))
+            .collect()
     }
 
     /// Scores and anomaly maps (smoothed, standardised when the model has pixel
@@ -418,7 +424,11 @@ impl Detector {
         let mut scores = vec![0.0f32; tests.len()];
         let mut flagged = vec![false; tests.len()];
         let mut by_reduction: Vec<[f32; 3]> = vec![[0.0; 3]; tests.len()];
-        let reductions = [Reduction::Mean, Reduction::Max, Reduction::TopK { fraction: 0.01 }];
+        let reductions = [
+            Reduction::Mean,
+            Reduction::Max,
+            Reduction::TopK { fraction: 0.01 },
+        ];
         let mut pixel_scores = Vec::new();
         let mut pixel_labels = Vec::new();
         let mask_prep = ImagePrep {
@@ -452,7 +462,9 @@ impl Detector {
         let per_category = categories
             .iter()
             .map(|c| {
-                let idx: Vec<usize> = (0..tests.len()).filter(|&i| &tests[i].category == c).collect();
+                let idx: Vec<usize> = (0..tests.len())
+                    .filter(|&i| &tests[i].category == c)
+                    .collect();
                 let detected = idx.iter().filter(|&&i| flagged[i]).count();
                 let auroc = if c == "good" {
                     None
@@ -568,7 +580,11 @@ pub fn score_to_csv(
         w.write_record(["path", "score", "p_value", "is_anomaly"])
             .map_err(|e| csv_error(tmp, e))?;
         skipped = detector.score_paths(&paths, skip_bad, progress, |item| {
-            let rel = item.path.strip_prefix(&base).unwrap_or(&item.path).to_path_buf();
+            let rel = item
+                .path
+                .strip_prefix(&base)
+                .unwrap_or(&item.path)
+                .to_path_buf();
             w.write_record([
                 rel.to_string_lossy().as_ref(),
                 &format!("{}", item.score),

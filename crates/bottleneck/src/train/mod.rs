@@ -80,14 +80,19 @@ pub fn train_autoencoder(
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             // Cosine decay to 5% of the base rate over the run.
             let t = step as f64 / total.max(1) as f64;
-            let lr = opts.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()));
+            let lr =
+                opts.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()));
             model = optim.step(lr, model, grads);
             step += 1;
             progress.advance(1);
         }
         let mean = (sum / count as f64) as f32;
         curve.push(mean);
-        progress.status(&format!("epoch {}/{} loss {mean:.5}", epoch + 1, opts.epochs));
+        progress.status(&format!(
+            "epoch {}/{} loss {mean:.5}",
+            epoch + 1,
+            opts.epochs
+        ));
     }
     progress.finish();
     Ok((model.valid(), curve))

@@ -1,0 +1,94 @@
+"""Training and scoring throughput: the same conv autoencoder (same layers, batch, float32,
+MSE, Adam) in PyTorch on CPU with 2 threads and in bottleneck, on the same images, in one
+run. Called by throughput.sh."""
+
+import argparse
+import json
+import os
+import subprocess
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+
+def build(channels, size, width, latent):
+    """Mirror of bottleneck's ConvAutoencoder (crates/bottleneck/src/model/conv.rs)."""
+    depth, side = 0, size
+    while side % 2 == 0 and side // 2 >= 4 and depth < 5:
+        side //= 2
+        depth += 1
+    widths = [min(width << i, 4 * width) for i in range(depth)]
+    act = nn.LeakyReLU(0.2)
+    enc, c = [], channels
+    for w in widths:
+        enc += [nn.Conv2d(c, w, 4, 2, 1), act]
+        c = w
+    flat = c * side * side
+    dec = []
+    ws = widths[::-1] + [widths[0]]
+    for a, b in zip(ws[:-1], ws[1:]):
+        dec += [nn.ConvTranspose2d(a, b, 4, 2, 1), act]
+    dec += [nn.Conv2d(widths[0], channels, 3, 1, 1), nn.Sigmoid()]
+    return nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, latent), nn.Linear(latent, flat), act,
+                         nn.Unflatten(1, (c, side, side)), *dec)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", required=True)
+    ap.add_argument("--example", required=True, help="path of the built throughput example")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--channels", type=int, default=3)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--latent", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=3)
+    a = ap.parse_args()
+
+    files = sorted(os.path.join(r, f) for r, _, fs in os.walk(a.images) for f in fs if f.endswith(".png"))
+    mode = "L" if a.channels == 1 else "RGB"
+    x = np.stack([np.asarray(Image.open(f).convert(mode).resize((a.size, a.size), Image.BILINEAR),
+                             dtype=np.float32) / 255.0 for f in files])
+    x = torch.from_numpy(x.reshape(len(files), a.size, a.size, a.channels).transpose(0, 3, 1, 2).copy())
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = build(a.channels, a.size, a.width, a.latent)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    t = time.time()
+    for _ in range(a.epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), a.batch):
+            xb = x[perm[i:i + a.batch]]
+            loss = ((model(xb) - xb) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    torch_train = len(x) * a.epochs / (time.time() - t)
+    t = time.time()
+    with torch.no_grad():
+        for i in range(0, len(x), a.batch):
+            xb = x[i:i + a.batch]
+            ((model(xb) - xb) ** 2).mean(1)
+    torch_score = len(x) / (time.time() - t)
+
+    out = subprocess.run([a.example, a.images, str(a.size), str(a.channels), str(a.width), str(a.latent),
+                          str(a.batch), str(a.epochs)], check=True, capture_output=True, text=True).stdout
+    ours = json.loads(out)
+    res = {"config": vars(a), "images": len(files), "torch_version": torch.__version__,
+           "pytorch": {"train_samples_per_s": torch_train, "score_samples_per_s": torch_score},
+           "bottleneck": ours}
+    res["ratio_train"] = ours["train_samples_per_s"] / torch_train
+    res["ratio_score"] = ours["score_samples_per_s"] / torch_score
+    print(f"train samples/s: bottleneck {ours['train_samples_per_s']:.1f}  pytorch {torch_train:.1f}  "
+          f"ratio {res['ratio_train']:.2f}")
+    print(f"score samples/s: bottleneck {ours['score_samples_per_s']:.1f}  pytorch {torch_score:.1f}  "
+          f"ratio {res['ratio_score']:.2f}")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

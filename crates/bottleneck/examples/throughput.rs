@@ -1,0 +1,61 @@
+//! Training and scoring throughput of the conv autoencoder on images held in memory, for
+//! bench/throughput.sh (which runs the same network in PyTorch beside it).
+//!
+//! Usage: throughput IMAGE_DIR IMAGE_SIZE CHANNELS WIDTH LATENT BATCH EPOCHS
+//! Prints one JSON object.
+
+use std::time::Instant;
+
+use bottleneck::data::images::{ImagePrep, ImageSet, find_images};
+use bottleneck::model::ConvSpec;
+use bottleneck::progress::Silent;
+use bottleneck::score::Loss;
+use bottleneck::score::maps::error_maps;
+use bottleneck::train::{TrainOptions, train_autoencoder};
+use burn::prelude::*;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    if a.len() != 7 {
+        return Err(
+            "usage: throughput IMAGE_DIR IMAGE_SIZE CHANNELS WIDTH LATENT BATCH EPOCHS".into(),
+        );
+    }
+    let n = |i: usize| a[i].parse::<usize>();
+    let (size, channels, width, latent, batch, epochs) = (n(1)?, n(2)?, n(3)?, n(4)?, n(5)?, n(6)?);
+    let prep = ImagePrep {
+        channels,
+        image_size: size,
+    };
+    let (set, _) = ImageSet::open(find_images(a[0].as_ref())?, prep.clone(), false, &|_| {})?;
+    let spec = ConvSpec::for_image(channels, size, Some(latent), Some(width))?;
+    let idx: Vec<usize> = (0..set.len()).collect();
+    let device = Device::flex();
+    let opts = TrainOptions {
+        epochs,
+        batch_size: batch,
+        learning_rate: 1e-3,
+        seed: 0,
+        loss: Loss::Mse,
+    };
+    let t = Instant::now();
+    let (model, _) = train_autoencoder(&spec, &set, &idx, &opts, &device, &Silent)?;
+    let train_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for chunk in idx.chunks(batch) {
+        let x = Tensor::<4>::from_data(
+            TensorData::new(set.batch(chunk)?, [chunk.len(), channels, size, size]),
+            &device,
+        );
+        let y = model.forward(x.clone());
+        let _ = error_maps(x, y, Loss::Mse);
+    }
+    let score_s = t.elapsed().as_secs_f64();
+    println!(
+        "{{\"train_samples_per_s\": {}, \"score_samples_per_s\": {}, \"images\": {}, \"epochs\": {epochs}}}",
+        (set.len() * epochs) as f64 / train_s,
+        set.len() as f64 / score_s,
+        set.len()
+    );
+    Ok(())
+}
