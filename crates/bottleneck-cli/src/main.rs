@@ -136,6 +136,10 @@ struct TrainArgs {
     /// Do not standardise maps per pixel by the training images' error statistics.
     #[arg(long)]
     raw_maps: bool,
+    /// Also score by the mean distance to the K nearest training images in the bottleneck;
+    /// the image score is the larger of the two on a common scale (0: map score only).
+    #[arg(long, default_value_t = 5)]
+    knn: usize,
     /// Skip unreadable images with a warning instead of stopping.
     #[arg(long)]
     skip_bad: bool,
@@ -158,6 +162,7 @@ impl TrainArgs {
             reduction: self.reduce,
             smoothing_sigma: self.smoothing,
             normalize_maps: !self.raw_maps,
+            knn: self.knn,
             skip_bad: self.skip_bad,
         }
     }

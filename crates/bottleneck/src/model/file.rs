@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use burn::module::Param;
 use burn::prelude::*;
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,32 @@ pub struct ScoreSettings {
     pub pixel_mean: Vec<f32>,
     #[serde(default)]
     pub pixel_std: Vec<f32>,
+    /// Distance to the training images in the bottleneck, added to the map score.
+    #[serde(default)]
+    pub knn: Option<KnnScore>,
+}
+
+/// The latent nearest-neighbour part of the score: the mean distance from an image's code
+/// to its `k` nearest training codes. Both parts are put on one scale by their centre and
+/// spread over the training images, and the score is the larger of the two: small local
+/// defects show in the map, images unlike any training image in the bottleneck.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnnScore {
+    pub k: usize,
+    /// Number of training codes stored in the file (tensor `train_codes`).
+    pub codes: usize,
+    pub map_center: f32,
+    pub map_spread: f32,
+    pub knn_center: f32,
+    pub knn_spread: f32,
+}
+
+/// What the weights part of the file holds: the network and, when the score uses them, the
+/// bottleneck codes of the training images.
+#[derive(Module, Debug)]
+pub struct DetectorWeights {
+    pub autoencoder: ConvAutoencoder,
+    pub train_codes: Option<Param<Tensor<2>>>,
 }
 
 /// What training did, for reports and `GET /v1/model`.
@@ -65,7 +92,7 @@ pub struct ModelMeta {
 
 /// Saves weights and metadata to `path`. The file appears whole or not at all (burn-store
 /// writes a scratch sibling and renames it).
-pub fn save(path: &Path, model: &ConvAutoencoder, meta: &ModelMeta) -> Result<()> {
+pub fn save(path: &Path, weights: &DetectorWeights, meta: &ModelMeta) -> Result<()> {
     let json = serde_json::to_string(meta).map_err(|e| Error::Invalid(e.to_string()))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -73,7 +100,7 @@ pub fn save(path: &Path, model: &ConvAutoencoder, meta: &ModelMeta) -> Result<()
     let mut store = SafetensorsStore::from_file(path)
         .metadata(META_KEY, json)
         .overwrite(true);
-    model.save_into(&mut store).map_err(|e| Error::ModelFile {
+    weights.save_into(&mut store).map_err(|e| Error::ModelFile {
         path: path.to_path_buf(),
         reason: format!("cannot write: {e}"),
     })
@@ -116,9 +143,16 @@ pub fn read_meta(path: &Path) -> Result<(ModelMeta, Vec<u8>)> {
 }
 
 /// Loads the model file at `path` onto `device`.
-pub fn load(path: &Path, device: &Device) -> Result<(ConvAutoencoder, ModelMeta)> {
+pub fn load(path: &Path, device: &Device) -> Result<(DetectorWeights, ModelMeta)> {
     let (meta, bytes) = read_meta(path)?;
-    let mut model = ConvAutoencoder::new(&meta.spec, device);
+    let mut model = DetectorWeights {
+        autoencoder: ConvAutoencoder::new(&meta.spec, device),
+        train_codes: meta
+            .scoring
+            .knn
+            .as_ref()
+            .map(|k| Param::from_tensor(Tensor::zeros([k.codes, meta.spec.latent], device))),
+    };
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     model.load_from(&mut store).map_err(|e| Error::ModelFile {
         path: path.to_path_buf(),

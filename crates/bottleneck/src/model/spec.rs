@@ -40,7 +40,7 @@ impl ConvSpec {
         }
         let mut depth = 0;
         let mut side = image_size;
-        while side % 2 == 0 && side / 2 >= 4 && depth < 5 {
+        while side.is_multiple_of(2) && side / 2 >= 4 && depth < 5 {
             side /= 2;
             depth += 1;
         }

@@ -204,8 +204,8 @@ pub fn overlay(image: &DynamicImage, map: &[f32], scale: f32) -> RgbImage {
         let t = (v / scale).clamp(0.0, 1.0);
         let c = jet(t);
         let a = 0.25 + 0.5 * t;
-        for i in 0..3 {
-            px.0[i] = ((px.0[i] as f32 / 255.0 * (1.0 - a) + c[i] * a) * 255.0).round() as u8;
+        for (p, c) in px.0.iter_mut().zip(c) {
+            *p = ((*p as f32 / 255.0 * (1.0 - a) + c * a) * 255.0).round() as u8;
         }
     }
     rgb

@@ -23,6 +23,7 @@ use crate::progress::Progress;
 use crate::score::maps::{self, Loss, Reduction};
 use crate::score::{Calibration, ThresholdRule};
 use crate::train::{TrainOptions, default_epochs, train_autoencoder};
+use burn::module::Param;
 
 /// Everything `fit` can be told; [`Default`] works without tuning.
 #[derive(Debug, Clone)]
@@ -50,6 +51,9 @@ pub struct DetectParams {
     pub smoothing_sigma: Option<f32>,
     /// Standardise maps per pixel by the training images' error statistics.
     pub normalize_maps: bool,
+    /// Join the map score with the mean distance to the `knn` nearest training codes
+    /// (0: map score only).
+    pub knn: usize,
     /// Skip unreadable images with a warning instead of stopping.
     pub skip_bad: bool,
 }
@@ -71,6 +75,7 @@ impl Default for DetectParams {
             reduction: Reduction::Max,
             smoothing_sigma: None,
             normalize_maps: true,
+            knn: 5,
             skip_bad: false,
         }
     }
@@ -84,6 +89,8 @@ const SCORE_BATCH: usize = 32;
 /// A trained detector: the network and its model-file metadata.
 pub struct Detector {
     model: ConvAutoencoder,
+    /// Training codes `[n, latent]` when the score has a nearest-neighbour part.
+    codes: Option<Tensor<2>>,
     meta: ModelMeta,
     device: Device,
 }
@@ -93,12 +100,24 @@ pub struct ScoredImage {
     pub index: usize,
     pub path: PathBuf,
     pub score: f32,
+    /// What the score is made of.
+    pub parts: ScoreParts,
     pub p_value: f64,
     pub is_anomaly: bool,
     /// Smoothed anomaly map at the model's input size (`image_size^2`).
     pub map: Vec<f32>,
     /// The decoded input, for drawing heatmaps at its own size.
     pub image: DynamicImage,
+}
+
+/// An image score and its parts.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreParts {
+    pub score: f32,
+    /// The reduced (standardised) map alone.
+    pub map_score: f32,
+    /// Map score and latent distance on their common scale, when the score has both.
+    pub knn_parts: Option<(f32, f32)>,
 }
 
 fn default_image_size(native: usize) -> usize {
@@ -178,6 +197,7 @@ impl Detector {
             map_scale: 1.0,
             pixel_mean: Vec::new(),
             pixel_std: Vec::new(),
+            knn: None,
         };
         let rule = match params.contamination {
             Some(c) => ThresholdRule::Contamination { contamination: c },
@@ -186,6 +206,7 @@ impl Detector {
         // Placeholder calibration until the held-out scores are known.
         let mut detector = Self {
             model,
+            codes: None,
             meta: ModelMeta {
                 format_version: FORMAT_VERSION,
                 task: "detect".into(),
@@ -211,6 +232,9 @@ impl Detector {
             let (mean, std) = detector.pixel_statistics(&set, &train_idx, progress)?;
             detector.meta.scoring.pixel_mean = mean;
             detector.meta.scoring.pixel_std = std;
+        }
+        if params.knn > 0 {
+            detector.fit_knn(&set, &train_idx, params.knn, progress)?;
         }
         let mut cal_idx = cal_idx.to_vec();
         cal_idx.sort_unstable();
@@ -259,7 +283,7 @@ impl Detector {
         let mut sum_sq = vec![0.0f64; s * s];
         progress.stage("map statistics", indices.len() as u64);
         for chunk in indices.chunks(SCORE_BATCH) {
-            for map in self.smoothed_maps(set.batch(chunk)?, chunk.len()) {
+            for map in self.smoothed_maps(set.batch(chunk)?, chunk.len()).0 {
                 for (i, &v) in map.iter().enumerate() {
                     sum[i] += v as f64;
                     sum_sq[i] += (v as f64) * (v as f64);
@@ -282,9 +306,80 @@ impl Detector {
         Ok((mean, std))
     }
 
+    /// Stores the training codes and puts map scores and nearest-neighbour distances on one
+    /// scale. Each training image's distance leaves the image itself out.
+    fn fit_knn(
+        &mut self,
+        set: &ImageSet,
+        indices: &[usize],
+        k: usize,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        if indices.len() <= k {
+            return Err(Error::Invalid(format!(
+                "--knn {k} needs more than {k} training images, got {}",
+                indices.len()
+            )));
+        }
+        let mut map_scores = Vec::with_capacity(indices.len());
+        let mut codes = Vec::with_capacity(indices.len());
+        progress.stage("training codes", indices.len() as u64);
+        for chunk in indices.chunks(SCORE_BATCH) {
+            let (s, _, z) = self.map_scores(set.batch(chunk)?, chunk.len());
+            map_scores.extend(s);
+            codes.push(z);
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
+        let codes = Tensor::cat(codes, 0);
+        self.codes = Some(codes.clone());
+        let mut dists = Vec::with_capacity(indices.len());
+        for (b, start) in (0..indices.len()).step_by(256).enumerate() {
+            let end = (start + 256).min(indices.len());
+            let q = codes.clone().slice([start..end]);
+            dists.extend(self.knn_distances(q, k, Some(b * 256)));
+        }
+        let (map_center, map_spread) = center_spread(&map_scores);
+        let (knn_center, knn_spread) = center_spread(&dists);
+        self.meta.scoring.knn = Some(file::KnnScore {
+            k,
+            codes: indices.len(),
+            map_center,
+            map_spread,
+            knn_center,
+            knn_spread,
+        });
+        Ok(())
+    }
+
+    /// Mean distance from each code in `queries` to its `k` nearest training codes; with
+    /// `exclude_from = Some(i)`, query j is training code i + j and skips itself.
+    fn knn_distances(&self, queries: Tensor<2>, k: usize, exclude_from: Option<usize>) -> Vec<f32> {
+        let codes = self.codes.as_ref().expect("knn needs training codes");
+        let n = codes.dims()[0];
+        let qq = queries.clone().powf_scalar(2.0).sum_dim(1);
+        let cc = codes.clone().powf_scalar(2.0).sum_dim(1).transpose();
+        let d2 = qq + cc - queries.matmul(codes.clone().transpose()) * 2.0;
+        let d2: Vec<f32> = d2.into_data().try_into_vec().expect("f32 distances");
+        d2.chunks(n)
+            .enumerate()
+            .map(|(j, row)| {
+                let mut row: Vec<f32> = row.iter().map(|v| v.max(0.0).sqrt()).collect();
+                if let Some(i) = exclude_from {
+                    row[i + j] = f32::INFINITY;
+                }
+                let k = k.min(row.len() - 1).max(1);
+                row.select_nth_unstable_by(k - 1, f32::total_cmp);
+                row[..k].iter().sum::<f32>() / k as f32
+            })
+            .collect()
+    }
+
     /// Loads a model file for scoring on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let (model, meta) = file::load(path, device)?;
+        let (weights, meta) = file::load(path, device)?;
+        let model = weights.autoencoder;
+        let codes = weights.train_codes.map(|p| p.val());
         if meta.task != "detect" {
             return Err(Error::ModelFile {
                 path: path.to_path_buf(),
@@ -293,6 +388,7 @@ impl Detector {
         }
         Ok(Self {
             model,
+            codes,
             meta,
             device: device.clone(),
         })
@@ -300,7 +396,11 @@ impl Detector {
 
     /// Writes the model file (weights and metadata) to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        file::save(path, &self.model, &self.meta)
+        let weights = file::DetectorWeights {
+            autoencoder: self.model.clone(),
+            train_codes: self.codes.clone().map(Param::from_tensor),
+        };
+        file::save(path, &weights, &self.meta)
     }
 
     /// The model file's metadata.
@@ -313,25 +413,30 @@ impl Detector {
         &self.model
     }
 
-    /// Smoothed error maps of `n` prepared inputs (channel-major, concatenated).
-    fn smoothed_maps(&self, inputs: Vec<f32>, n: usize) -> Vec<Vec<f32>> {
+    /// Smoothed error maps and bottleneck codes of `n` prepared inputs (channel-major,
+    /// concatenated).
+    fn smoothed_maps(&self, inputs: Vec<f32>, n: usize) -> (Vec<Vec<f32>>, Tensor<2>) {
         let s = self.meta.prep.image_size;
         let x = Tensor::<4>::from_data(
             TensorData::new(inputs, [n, self.meta.prep.channels, s, s]),
             &self.device,
         );
-        let y = self.model.forward(x.clone());
+        let z = self.model.encode(x.clone());
+        let y = self.model.decode(z.clone());
         let raw = maps::error_maps(x, y, self.meta.scoring.loss);
         let sigma = self.meta.scoring.smoothing_sigma;
-        raw.par_iter()
-            .map(|m| maps::smooth(m, s, s, sigma))
-            .collect()
+        (
+            raw.par_iter()
+                .map(|m| maps::smooth(m, s, s, sigma))
+                .collect(),
+            z,
+        )
     }
 
-    /// Scores and anomaly maps (smoothed, standardised when the model has pixel
-    /// statistics) of `n` prepared inputs (channel-major, concatenated).
-    pub fn score_inputs(&self, inputs: Vec<f32>, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
-        let mut smoothed = self.smoothed_maps(inputs, n);
+    /// Map scores, anomaly maps (standardised when the model has pixel statistics) and
+    /// codes of `n` prepared inputs.
+    fn map_scores(&self, inputs: Vec<f32>, n: usize) -> (Vec<f32>, Vec<Vec<f32>>, Tensor<2>) {
+        let (mut smoothed, z) = self.smoothed_maps(inputs, n);
         let sc = &self.meta.scoring;
         if !sc.pixel_mean.is_empty() {
             for map in &mut smoothed {
@@ -340,11 +445,47 @@ impl Detector {
                 }
             }
         }
-        let scores = smoothed
-            .iter()
-            .map(|m| self.meta.scoring.reduction.apply(m))
-            .collect();
-        (scores, smoothed)
+        let scores = smoothed.iter().map(|m| sc.reduction.apply(m)).collect();
+        (scores, smoothed, z)
+    }
+
+    /// Scores and anomaly maps (smoothed, standardised when the model has pixel
+    /// statistics) of `n` prepared inputs (channel-major, concatenated).
+    pub fn score_inputs(&self, inputs: Vec<f32>, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let (parts, maps) = self.score_parts(inputs, n);
+        (parts.iter().map(|p| p.score).collect(), maps)
+    }
+
+    /// Like [`Detector::score_inputs`], with each score's parts.
+    fn score_parts(&self, inputs: Vec<f32>, n: usize) -> (Vec<ScoreParts>, Vec<Vec<f32>>) {
+        let (map_scores, maps, z) = self.map_scores(inputs, n);
+        let parts = match &self.meta.scoring.knn {
+            Some(knn) => {
+                let d = self.knn_distances(z, knn.k, None);
+                map_scores
+                    .into_iter()
+                    .zip(d)
+                    .map(|(m, d)| {
+                        let zm = (m - knn.map_center) / knn.map_spread;
+                        let zk = (d - knn.knn_center) / knn.knn_spread;
+                        ScoreParts {
+                            score: zm.max(zk),
+                            map_score: m,
+                            knn_parts: Some((zm, zk)),
+                        }
+                    })
+                    .collect()
+            }
+            None => map_scores
+                .into_iter()
+                .map(|m| ScoreParts {
+                    score: m,
+                    map_score: m,
+                    knn_parts: None,
+                })
+                .collect(),
+        };
+        (parts, maps)
     }
 
     /// Scores `paths` in batches (bounded memory whatever their number) and hands each
@@ -377,12 +518,14 @@ impl Detector {
                     .par_iter()
                     .flat_map_iter(|(_, img)| self.meta.prep.tensorize(img))
                     .collect();
-                let (scores, maps) = self.score_inputs(inputs, ok.len());
-                for (((index, image), score), map) in ok.into_iter().zip(scores).zip(maps) {
+                let (parts, maps) = self.score_parts(inputs, ok.len());
+                for (((index, image), p), map) in ok.into_iter().zip(parts).zip(maps) {
+                    let score = p.score;
                     on_item(ScoredImage {
                         index,
                         path: paths[index].clone(),
                         score,
+                        parts: p,
                         p_value: self.meta.calibration.p_value(score),
                         is_anomaly: self.meta.calibration.is_anomaly(score),
                         map,
@@ -429,6 +572,7 @@ impl Detector {
             Reduction::Max,
             Reduction::TopK { fraction: 0.01 },
         ];
+        let mut knn_parts: Vec<Option<(f32, f32)>> = vec![None; tests.len()];
         let mut pixel_scores = Vec::new();
         let mut pixel_labels = Vec::new();
         let mask_prep = ImagePrep {
@@ -442,6 +586,9 @@ impl Detector {
             flagged[item.index] = item.is_anomaly;
             for (k, r) in reductions.iter().enumerate() {
                 by_reduction[item.index][k] = r.apply(&item.map);
+            }
+            if let Some(p) = item.parts.knn_parts {
+                knn_parts[item.index] = Some(p);
             }
             if any_mask {
                 let labels: Vec<bool> = match &t.mask {
@@ -509,6 +656,19 @@ impl Detector {
                 max: metrics::auroc(&column(1), &labels),
                 top1: metrics::auroc(&column(2), &labels),
             },
+            knn_parts: if knn_parts.iter().all(Option::is_some) {
+                let p: Vec<(f32, f32)> = knn_parts.into_iter().flatten().collect();
+                let col =
+                    |f: &dyn Fn(&(f32, f32)) -> f32| -> Vec<f32> { p.iter().map(f).collect() };
+                Some(KnnAurocs {
+                    map_only: metrics::auroc(&col(&|p| p.0), &labels),
+                    knn_only: metrics::auroc(&col(&|p| p.1), &labels),
+                    sum: metrics::auroc(&col(&|p| p.0 + p.1), &labels),
+                    max: metrics::auroc(&col(&|p| p.0.max(p.1)), &labels),
+                })
+            } else {
+                None
+            },
             per_category,
         })
     }
@@ -522,6 +682,15 @@ pub struct ReductionAurocs {
     pub top1: Option<f64>,
 }
 
+/// Image AUROC of each part of a map + nearest-neighbour score and of two ways to join them.
+#[derive(Debug, Clone, Serialize)]
+pub struct KnnAurocs {
+    pub map_only: Option<f64>,
+    pub knn_only: Option<f64>,
+    pub sum: Option<f64>,
+    pub max: Option<f64>,
+}
+
 /// Detection results for one test category.
 #[derive(Debug, Clone, Serialize)]
 pub struct CategoryReport {
@@ -531,6 +700,16 @@ pub struct CategoryReport {
     pub flagged: usize,
     /// AUROC of this category against `test/good` (none for `good` itself).
     pub image_auroc: Option<f64>,
+}
+
+/// Median and standard deviation of `v` (the spread floored away from zero).
+fn center_spread(v: &[f32]) -> (f32, f32) {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let mean = v.iter().sum::<f32>() / v.len() as f32;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32;
+    (median, var.sqrt().max(1e-6))
 }
 
 /// What `eval` prints.
@@ -553,6 +732,9 @@ pub struct EvalReport {
     pub pixel_auroc: Option<f64>,
     pub pixel_resolution: usize,
     pub image_auroc_by_reduction: ReductionAurocs,
+    /// With a latent nearest-neighbour part: AUROC of each part and of their joins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_parts: Option<KnnAurocs>,
     pub per_category: Vec<CategoryReport>,
 }
 
