@@ -788,3 +788,65 @@ pub fn score_to_csv(
 fn csv_error(path: &Path, e: csv::Error) -> Error {
     Error::Invalid(format!("{}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic::{BoardConfig, generate_boards};
+    use crate::progress::Silent;
+
+    #[test]
+    fn model_file_round_trip_keeps_every_score_and_calibration_holds() {
+        let root = std::env::temp_dir().join(format!("bn-detect-{}", std::process::id()));
+        let cfg = BoardConfig {
+            image_size: 16,
+            train_good: 30,
+            test_good: 4,
+            test_per_defect: 1,
+            seed: 4,
+        };
+        generate_boards(&root, &cfg).unwrap();
+        let params = DetectParams {
+            epochs: Some(2),
+            width: Some(8),
+            calibration_fraction: 0.3,
+            knn: 3,
+            ..DetectParams::default()
+        };
+        let device = Device::flex();
+        let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
+        let meta = det.meta();
+        assert_eq!(meta.training.calibration_images, 9);
+        assert_eq!(meta.calibration.scores.len(), 9);
+        assert_eq!(meta.scoring.pixel_mean.len(), 16 * 16);
+        assert_eq!(meta.scoring.knn.as_ref().unwrap().codes, 21);
+        // With 9 calibration scores the smallest p-value is 1/10 > fpr 0.01: the bound is
+        // widened to 0.1 and only scores above every calibration score are flagged.
+        assert_eq!(meta.calibration.effective_fpr, 0.1);
+        let top = *meta.calibration.scores.last().unwrap();
+        assert!(!meta.calibration.is_anomaly(top));
+        assert!(meta.calibration.is_anomaly(top + 1e-3));
+        assert_eq!(meta.calibration.p_value(top), 0.2);
+        assert_eq!(meta.calibration.p_value(top + 1e-3), 0.1);
+
+        let paths = find_images(&root.join("test")).unwrap();
+        let collect = |d: &Detector| {
+            let mut v = Vec::new();
+            d.score_paths(&paths, false, &Silent, |item| {
+                v.push((item.score, item.p_value, item.map));
+                Ok(())
+            })
+            .unwrap();
+            v
+        };
+        let before = collect(&det);
+        let file = root.join("m.safetensors");
+        det.save(&file).unwrap();
+        let loaded = Detector::load(&file, &device).unwrap();
+        assert_eq!(loaded.meta(), det.meta());
+        let after = collect(&loaded);
+        assert_eq!(before.len(), paths.len());
+        assert_eq!(before, after, "scores change after a save/load round trip");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
