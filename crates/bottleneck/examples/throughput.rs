@@ -14,6 +14,10 @@ use bottleneck::score::maps::error_maps;
 use bottleneck::train::{TrainOptions, train_autoencoder};
 use burn::prelude::*;
 
+// The same allocator as the `bottleneck` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() != 7 {
