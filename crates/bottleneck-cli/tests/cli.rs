@@ -29,6 +29,22 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Trains a small, quick model on `data` with default settings otherwise.
+fn train_small(data: &Path, model: &Path) {
+    let o = run(&[
+        "train",
+        data.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--width",
+        "8",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// Small boards and a model trained on them, shared by the tests.
 fn trained() -> &'static (PathBuf, PathBuf) {
     static CELL: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -44,18 +60,7 @@ fn trained() -> &'static (PathBuf, PathBuf) {
         };
         generate_boards(&data, &cfg).unwrap();
         let model = dir.join("model.safetensors");
-        let o = run(&[
-            "train",
-            data.to_str().unwrap(),
-            "-o",
-            model.to_str().unwrap(),
-            "--epochs",
-            "3",
-            "--width",
-            "8",
-            "--quiet",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
+        train_small(&data, &model);
         (data, model)
     })
 }
@@ -137,18 +142,7 @@ fn same_seed_gives_identical_scores() {
     let (data, model) = trained();
     let out = scratch("determinism");
     let again = out.join("again.safetensors");
-    let o = run(&[
-        "train",
-        data.to_str().unwrap(),
-        "-o",
-        again.to_str().unwrap(),
-        "--epochs",
-        "3",
-        "--width",
-        "8",
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    train_small(data, &again);
     let test = data.join("test");
     let mut outputs = Vec::new();
     for (i, m) in [model, &again].iter().enumerate() {

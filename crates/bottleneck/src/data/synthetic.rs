@@ -578,19 +578,14 @@ fn gaussian(rng: &mut ChaCha8Rng) -> f32 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
 }
 
-fn save_rgb(path: &Path, size: usize, pixels: Vec<u8>) -> Result<()> {
-    let img = image::RgbImage::from_raw(size as u32, size as u32, pixels)
-        .ok_or_else(|| Error::Invalid("board buffer has the wrong size".into()))?;
-    img.save(path).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
-}
-
-fn save_mask(path: &Path, size: usize, pixels: Vec<u8>) -> Result<()> {
-    let img = image::GrayImage::from_raw(size as u32, size as u32, pixels)
-        .ok_or_else(|| Error::Invalid("mask buffer has the wrong size".into()))?;
-    img.save(path).map_err(|e| Error::Image {
+/// Saves `pixels` (row-major, `channels` per pixel: 1 for masks, 3 for boards) as PNG.
+fn save_png(path: &Path, size: usize, channels: usize, pixels: Vec<u8>) -> Result<()> {
+    let color = if channels == 1 {
+        image::ExtendedColorType::L8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
+    image::save_buffer(path, &pixels, size as u32, size as u32, color).map_err(|e| Error::Image {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
@@ -615,7 +610,7 @@ pub fn generate_boards(root: &Path, cfg: &BoardConfig) -> Result<usize> {
         mkdir(&d)?;
         for i in 0..count {
             let (img, _) = render(cfg.image_size, None, &mut rng);
-            save_rgb(&d.join(format!("{i:03}.png")), cfg.image_size, img)?;
+            save_png(&d.join(format!("{i:03}.png")), cfg.image_size, 3, img)?;
             written += 1;
         }
     }
@@ -626,9 +621,9 @@ pub fn generate_boards(root: &Path, cfg: &BoardConfig) -> Result<usize> {
         mkdir(&g)?;
         for i in 0..cfg.test_per_defect {
             let (img, mask) = render(cfg.image_size, Some(kind), &mut rng);
-            save_rgb(&d.join(format!("{i:03}.png")), cfg.image_size, img)?;
+            save_png(&d.join(format!("{i:03}.png")), cfg.image_size, 3, img)?;
             if let Some(m) = mask {
-                save_mask(&g.join(format!("{i:03}_mask.png")), cfg.image_size, m)?;
+                save_png(&g.join(format!("{i:03}_mask.png")), cfg.image_size, 1, m)?;
             }
             written += 1;
         }
