@@ -336,7 +336,7 @@ impl Detector {
         let mut dists = Vec::with_capacity(indices.len());
         for (b, start) in (0..indices.len()).step_by(256).enumerate() {
             let end = (start + 256).min(indices.len());
-            let q = codes.clone().slice([start..end]);
+            let q = codes.clone().narrow(0, start, end - start);
             dists.extend(self.knn_distances(q, k, Some(b * 256)));
         }
         let (map_center, map_spread) = center_spread(&map_scores);
