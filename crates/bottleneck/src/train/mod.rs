@@ -12,6 +12,8 @@ use crate::model::{ConvAutoencoder, ConvSpec};
 use crate::progress::Progress;
 use crate::score::maps::{Loss, pixel_loss};
 
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Settings of one training run.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -31,7 +33,9 @@ pub fn default_epochs(n: usize, batch_size: usize, target_steps: usize) -> usize
 
 /// Trains a fresh autoencoder of shape `spec` on the images of `set` at `indices`, on
 /// `device` (a CPU or GPU device; autodiff is added here). Returns the inference model
-/// (without autodiff) and the mean loss of each epoch. Fails when a batch cannot be read
+/// (without autodiff) and the mean loss of each epoch. Runs with the same seed give the same
+/// model on CPU, including concurrent runs, as long as no other code draws from the device's
+/// random generator while a run initialises its weights. Fails when a batch cannot be read
 /// or the loss stops being finite.
 pub fn train_autoencoder(
     spec: &ConvSpec,
@@ -45,8 +49,18 @@ pub fn train_autoencoder(
         return Err(Error::Invalid("no training images".into()));
     }
     let ad = device.clone().autodiff();
-    ad.seed(opts.seed);
-    let mut model = ConvAutoencoder::new(spec, &ad);
+    let mut model = {
+        // The device's generator is shared by every user of the device in this process:
+        // seeding and drawing the initial weights under one lock keeps concurrent trainings
+        // (tests, a service) from interleaving their draws and losing reproducibility.
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        ad.seed(opts.seed);
+        let model = ConvAutoencoder::new(spec, &ad);
+        // Parameters are drawn lazily, on first use: use them all once while locked.
+        let side = spec.image_size;
+        let _ = model.forward(Tensor::zeros([1, spec.channels, side, side], &ad));
+        model
+    };
     let mut optim = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut order = indices.to_vec();
