@@ -32,7 +32,7 @@ pub fn run(out: &Path, seed: u64, device: &Device, bars: &Bars) -> Result<()> {
         seed,
         width: Some(16),
         batch_size: 16,
-        epochs: Some(60),
+        epochs: Some(80),
         learning_rate: 2e-3,
         fpr: 0.02,
         calibration_fraction: 0.2,
