@@ -114,10 +114,13 @@ struct TrainArgs {
     /// Passes over the training images [default: about 2,000 optimizer steps].
     #[arg(long)]
     epochs: Option<usize>,
+    /// Images per optimizer step.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Adam learning rate (decays to 5% of it over the run, cosine).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Seed for weights, shuffling and the calibration split: same seed, same model.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Target false-alarm rate: flag images whose conformal p-value is at most this.
