@@ -102,7 +102,8 @@ struct TrainArgs {
     /// Model file to write.
     #[arg(short, long)]
     output: PathBuf,
-    /// Side of the square network input [default: the images' size, at most 128].
+    /// Side of the square network input [default: the images' size rounded down to a
+    /// multiple of 16 (of 4 below 32 px), at most 128].
     #[arg(long)]
     image_size: Option<usize>,
     /// Bottleneck size [default: 32, 64 or 128 by image size].

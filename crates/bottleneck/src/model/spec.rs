@@ -47,7 +47,7 @@ impl ConvSpec {
         if depth < 2 {
             return Err(Error::Invalid(format!(
                 "--image-size {image_size} cannot be halved twice; use a multiple of 4 such as {}",
-                (image_size / 4).max(2) * 4
+                (image_size / 4).max(4) * 4
             )));
         }
         let base = width.unwrap_or(32);

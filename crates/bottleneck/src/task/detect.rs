@@ -120,11 +120,14 @@ pub struct ScoreParts {
     pub knn_parts: Option<(f32, f32)>,
 }
 
+/// The input side used when none is given: the images' own size up to 128, rounded down so
+/// the encoder can halve it several times (a multiple of 16 from 32 px, of 4 below: 28 stays
+/// 28, 100 becomes 96).
 fn default_image_size(native: usize) -> usize {
-    if native >= 128 {
-        128
-    } else {
-        (native / 4 * 4).max(8)
+    match native {
+        128.. => 128,
+        32..=127 => native / 16 * 16,
+        _ => (native / 4 * 4).max(16),
     }
 }
 
@@ -793,6 +796,19 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
 mod tests {
     use super::*;
     use crate::data::synthetic::{BoardConfig, generate_boards};
+
+    #[test]
+    fn default_sizes_can_be_halved_and_keep_small_images_native() {
+        assert_eq!(default_image_size(28), 28);
+        assert_eq!(default_image_size(64), 64);
+        assert_eq!(default_image_size(100), 96);
+        assert_eq!(default_image_size(1024), 128);
+        assert_eq!(default_image_size(10), 16);
+        for n in [9, 17, 28, 33, 64, 100, 127, 500] {
+            let s = default_image_size(n);
+            assert!(ConvSpec::for_image(1, s, None, None).is_ok(), "{n} -> {s}");
+        }
+    }
     use crate::progress::Silent;
 
     #[test]
