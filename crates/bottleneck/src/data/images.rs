@@ -168,31 +168,51 @@ impl ImageSet {
         skip_bad: bool,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<(Self, Vec<Error>)> {
-        let cache_it = paths.len() * prep.len() * 4 <= CACHE_BUDGET_BYTES;
+        let n = prep.len();
+        let cache_it = paths.len() * n * 4 <= CACHE_BUDGET_BYTES;
         let done = std::sync::atomic::AtomicUsize::new(0);
-        let loaded: Vec<Result<Option<Vec<f32>>>> = paths
-            .par_iter()
-            .map(|p| {
-                let r = prep.load(p).map(|v| cache_it.then_some(v));
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                progress(n);
-                r
-            })
-            .collect();
+        let tick = || progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+        // Decode straight into the cache's slots so the peak is one copy of the set.
+        let mut cache = cache_it.then(|| vec![0.0f32; paths.len() * n]);
+        let results: Vec<Result<()>> = match cache.as_mut() {
+            Some(c) => c
+                .par_chunks_mut(n)
+                .zip(paths.par_iter())
+                .map(|(slot, p)| {
+                    let r = prep.load(p).map(|v| slot.copy_from_slice(&v));
+                    tick();
+                    r
+                })
+                .collect(),
+            None => paths
+                .par_iter()
+                .map(|p| {
+                    let r = prep.load(p).map(|_| ());
+                    tick();
+                    r
+                })
+                .collect(),
+        };
         let mut kept_paths = Vec::with_capacity(paths.len());
-        let mut cache = cache_it.then(|| Vec::with_capacity(paths.len() * prep.len()));
         let mut skipped = Vec::new();
-        for (path, r) in paths.into_iter().zip(loaded) {
+        let mut write = 0;
+        for (read, (path, r)) in paths.into_iter().zip(results).enumerate() {
             match r {
-                Ok(v) => {
-                    if let (Some(c), Some(v)) = (cache.as_mut(), v) {
-                        c.extend_from_slice(&v);
+                Ok(()) => {
+                    if let Some(c) = cache.as_mut()
+                        && write != read
+                    {
+                        c.copy_within(read * n..(read + 1) * n, write * n);
                     }
+                    write += 1;
                     kept_paths.push(path);
                 }
                 Err(e) if skip_bad => skipped.push(e),
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(c) = cache.as_mut() {
+            c.truncate(write * n);
         }
         if kept_paths.is_empty() {
             return Err(Error::Invalid(
@@ -304,6 +324,8 @@ mod tests {
         let (set, skipped) = ImageSet::open(paths, prep, true, &|_| {}).unwrap();
         assert_eq!(set.len(), 1);
         assert_eq!(skipped.len(), 1);
+        // broken.png sorts first: the cache is compacted so slot 0 holds red.png.
+        assert_eq!(set.batch(&[0]).unwrap(), v);
     }
 
     #[test]
