@@ -180,36 +180,14 @@ impl Canvas {
         }
     }
 
+    /// Gaussian blur, one colour plane at a time with the anomaly maps' smoothing.
     fn blur(&mut self, sigma: f32) {
-        let kernel = crate::score::maps::gaussian_kernel(sigma);
-        let r = kernel.len() / 2;
         let s = self.size;
-        let mut tmp = self.rgb.clone();
-        for pass in 0..2 {
-            let src = if pass == 0 { &self.rgb } else { &tmp };
-            let mut dst = vec![[0.0f32; 3]; s * s];
-            for y in 0..s {
-                for x in 0..s {
-                    let mut acc = [0.0f32; 3];
-                    for (k, w) in kernel.iter().enumerate() {
-                        let o = k as isize - r as isize;
-                        let (xx, yy) = if pass == 0 {
-                            ((x as isize + o).clamp(0, s as isize - 1) as usize, y)
-                        } else {
-                            (x, (y as isize + o).clamp(0, s as isize - 1) as usize)
-                        };
-                        let c = src[yy * s + xx];
-                        for i in 0..3 {
-                            acc[i] += w * c[i];
-                        }
-                    }
-                    dst[y * s + x] = acc;
-                }
-            }
-            if pass == 0 {
-                tmp = dst;
-            } else {
-                self.rgb = dst;
+        for c in 0..3 {
+            let plane: Vec<f32> = self.rgb.iter().map(|p| p[c]).collect();
+            let blurred = crate::score::maps::smooth(&plane, s, s, sigma);
+            for (p, v) in self.rgb.iter_mut().zip(blurred) {
+                p[c] = v;
             }
         }
     }
