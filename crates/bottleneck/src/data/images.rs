@@ -31,13 +31,21 @@ pub fn find_images(dir: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![dir.to_path_buf()]);
     }
     let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
+    // Folders are followed through symlinks (two links to one folder list it twice), but
+    // never into a folder that is already on the way down, so a link loop cannot recurse
+    // forever. Each entry carries the real paths of the folders above it.
+    let mut stack = vec![(dir.to_path_buf(), Vec::<PathBuf>::new())];
+    while let Some((d, mut above)) = stack.pop() {
+        let real = std::fs::canonicalize(&d).map_err(|e| Error::io(&d, e))?;
+        if above.contains(&real) {
+            continue;
+        }
+        above.push(real);
         let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
         for entry in entries {
             let path = entry.map_err(|e| Error::io(&d, e))?.path();
             if path.is_dir() {
-                stack.push(path);
+                stack.push((path, above.clone()));
             } else if is_image_file(&path) {
                 found.push(path);
             }
@@ -326,6 +334,23 @@ mod tests {
         assert_eq!(skipped.len(), 1);
         // broken.png sorts first: the cache is compacted so slot 0 holds red.png.
         assert_eq!(set.batch(&[0]).unwrap(), v);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_are_cut_and_repeated_links_kept() {
+        let d = tmpdir("loop");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        image::GrayImage::new(4, 4)
+            .save(d.join("sub/a.png"))
+            .unwrap();
+        std::os::unix::fs::symlink(&d, d.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink(d.join("sub"), d.join("again")).unwrap();
+        // The loop (sub/up -> root) is cut; a second link to sub lists its image again.
+        let mut want = vec![d.join("again/a.png"), d.join("sub/a.png")];
+        want.sort();
+        let got = find_images(&d).unwrap();
+        assert_eq!(got, want);
     }
 
     #[test]
