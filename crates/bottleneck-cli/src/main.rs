@@ -183,9 +183,6 @@ fn run(cli: Cli) -> Result<()> {
     let device = device_by_name(&cli.device)?;
     match cli.command {
         Command::Train(args) => {
-            if args.batch_size == 0 {
-                anyhow::bail!("--batch-size must be at least 1");
-            }
             let detector = Detector::fit(&args.data, &args.params(), &device, &bars)?;
             detector
                 .save(&args.output)

@@ -235,3 +235,29 @@ fn bad_inputs_are_one_line_errors_with_nonzero_exit() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(read_csv(&csv).len(), 2);
 }
+
+#[test]
+fn contamination_sets_the_threshold_rule_and_conflicts_with_fpr() {
+    let (data, _) = trained();
+    let out = scratch("contamination");
+    let model = out.join("m.safetensors");
+    let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let base = [
+        "train", d, "-o", m, "--epochs", "1", "--width", "8", "--quiet",
+    ];
+    let o = run(&[&base[..], &["--contamination", "0.25", "--fpr", "0.1"]].concat());
+    assert!(!o.status.success(), "both rules at once must be refused");
+    let o = run(&[&base[..], &["--contamination", "0.25"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["eval", m, d, "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["fpr_target"], 0.25);
+    let o = run(&[&base[..], &["--contamination", "1.5"]].concat());
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--contamination must be between 0 and 1"),
+        "{}",
+        text(&o)
+    );
+}

@@ -81,7 +81,8 @@ impl Calibration {
     }
 }
 
-fn check_rate(name: &str, v: f64) -> Result<()> {
+/// Fails unless `v` is strictly between 0 and 1, naming the flag.
+pub(crate) fn check_rate(name: &str, v: f64) -> Result<()> {
     if v > 0.0 && v < 1.0 {
         Ok(())
     } else {

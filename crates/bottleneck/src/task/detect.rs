@@ -141,6 +141,15 @@ impl Detector {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
+        // Settings are checked before any work so a typo never costs a training run.
+        match params.contamination {
+            Some(c) => crate::score::calibration::check_rate("--contamination", c)?,
+            None => crate::score::calibration::check_rate("--fpr", params.fpr)?,
+        }
+        crate::score::calibration::check_rate("--calibration", params.calibration_fraction)?;
+        if params.batch_size == 0 {
+            return Err(Error::Invalid("--batch-size must be at least 1".into()));
+        }
         let folder = training_folder(data);
         let paths = find_images(&folder)?;
         let image_size = match params.image_size {
@@ -149,12 +158,6 @@ impl Detector {
         };
         let channels = detect_channels(&paths)?;
         let spec = ConvSpec::for_image(channels, image_size, params.latent, params.width)?;
-        if !(params.calibration_fraction > 0.0 && params.calibration_fraction < 1.0) {
-            return Err(Error::Invalid(format!(
-                "calibration fraction must be between 0 and 1, got {}",
-                params.calibration_fraction
-            )));
-        }
         let prep = ImagePrep {
             channels,
             image_size,
