@@ -97,25 +97,25 @@ pub fn smooth(map: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
         return map.to_vec();
     }
     let k = gaussian_kernel(sigma);
+    let rows = blur_pass(map, w, h, &k, true);
+    blur_pass(&rows, w, h, &k, false)
+}
+
+/// One 1-D pass of a separable blur along rows (`along_rows`) or columns, edges clamped.
+fn blur_pass(src: &[f32], w: usize, h: usize, k: &[f32], along_rows: bool) -> Vec<f32> {
     let r = (k.len() / 2) as isize;
-    let mut tmp = vec![0.0f32; map.len()];
+    let mut out = vec![0.0f32; src.len()];
     for y in 0..h {
         for x in 0..w {
             let mut acc = 0.0;
             for (i, kv) in k.iter().enumerate() {
-                let xx = (x as isize + i as isize - r).clamp(0, w as isize - 1) as usize;
-                acc += kv * map[y * w + xx];
-            }
-            tmp[y * w + x] = acc;
-        }
-    }
-    let mut out = vec![0.0f32; map.len()];
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0;
-            for (i, kv) in k.iter().enumerate() {
-                let yy = (y as isize + i as isize - r).clamp(0, h as isize - 1) as usize;
-                acc += kv * tmp[yy * w + x];
+                let o = i as isize - r;
+                let at = if along_rows {
+                    y * w + (x as isize + o).clamp(0, w as isize - 1) as usize
+                } else {
+                    (y as isize + o).clamp(0, h as isize - 1) as usize * w + x
+                };
+                acc += kv * src[at];
             }
             out[y * w + x] = acc;
         }

@@ -100,8 +100,8 @@ pub struct ScoredImage {
     pub index: usize,
     pub path: PathBuf,
     pub score: f32,
-    /// What the score is made of.
-    pub parts: ScoreParts,
+    /// Map score and latent distance on their common scale, when the score has both.
+    pub knn_parts: Option<(f32, f32)>,
     pub p_value: f64,
     pub is_anomaly: bool,
     /// Smoothed anomaly map at the model's input size (`image_size^2`).
@@ -112,12 +112,10 @@ pub struct ScoredImage {
 
 /// An image score and its parts.
 #[derive(Debug, Clone, Copy)]
-pub struct ScoreParts {
-    pub score: f32,
-    /// The reduced (standardised) map alone.
-    pub map_score: f32,
+struct ScoreParts {
+    score: f32,
     /// Map score and latent distance on their common scale, when the score has both.
-    pub knn_parts: Option<(f32, f32)>,
+    knn_parts: Option<(f32, f32)>,
 }
 
 /// The input side used when none is given: the images' own size up to 128, rounded down so
@@ -476,7 +474,6 @@ impl Detector {
                         let zk = (d - knn.knn_center) / knn.knn_spread;
                         ScoreParts {
                             score: zm.max(zk),
-                            map_score: m,
                             knn_parts: Some((zm, zk)),
                         }
                     })
@@ -486,7 +483,6 @@ impl Detector {
                 .into_iter()
                 .map(|m| ScoreParts {
                     score: m,
-                    map_score: m,
                     knn_parts: None,
                 })
                 .collect(),
@@ -526,14 +522,13 @@ impl Detector {
                     .collect();
                 let (parts, maps) = self.score_parts(inputs, ok.len());
                 for (((index, image), p), map) in ok.into_iter().zip(parts).zip(maps) {
-                    let score = p.score;
                     on_item(ScoredImage {
                         index,
                         path: paths[index].clone(),
-                        score,
-                        parts: p,
-                        p_value: self.meta.calibration.p_value(score),
-                        is_anomaly: self.meta.calibration.is_anomaly(score),
+                        score: p.score,
+                        knn_parts: p.knn_parts,
+                        p_value: self.meta.calibration.p_value(p.score),
+                        is_anomaly: self.meta.calibration.is_anomaly(p.score),
                         map,
                         image,
                     })?;
@@ -593,9 +588,7 @@ impl Detector {
             for (k, r) in reductions.iter().enumerate() {
                 by_reduction[item.index][k] = r.apply(&item.map);
             }
-            if let Some(p) = item.parts.knn_parts {
-                knn_parts[item.index] = Some(p);
-            }
+            knn_parts[item.index] = item.knn_parts;
             if any_mask {
                 let labels: Vec<bool> = match &t.mask {
                     Some(m) => mask_prep.load(m)?.into_iter().map(|v| v >= 0.5).collect(),
