@@ -1,5 +1,8 @@
-//! Data sources. Every source ends in flat channel-major `f32` inputs for the network.
+//! Data sources. Images end in flat channel-major `f32` inputs for the network, tables in
+//! row-major feature values with NaN for missing cells.
 
 pub mod images;
 pub mod mvtec;
+pub mod scaling;
 pub mod synthetic;
+pub mod table;
