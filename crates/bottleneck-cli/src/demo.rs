@@ -66,8 +66,8 @@ pub fn run(out: &Path, seed: u64, device: &Device, bars: &Bars) -> Result<()> {
          Model: `model.safetensors`; scores: `scores.csv`; heatmaps: `maps/`; all metrics: \
          `metrics.json`. Total time {secs:.0}s.\n",
         size = m.prep.image_size,
-        train = m.training.train_images,
-        cal = m.training.calibration_images,
+        train = m.training.train_samples,
+        cal = m.training.calibration_samples,
         n = report.images,
         anom = report.anomalous_images,
         auroc = fmt(report.image_auroc),

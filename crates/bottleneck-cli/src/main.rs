@@ -8,10 +8,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bottleneck::data::synthetic::{BoardConfig, generate_boards};
+use bottleneck::data::table::{ColumnSelection, is_table_path};
 use bottleneck::device::device_by_name;
+use bottleneck::model::file::{self, KIND_TABLE, TableScore};
 use bottleneck::score::{Loss, Reduction};
 use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
-use clap::{Args, Parser, Subcommand};
+use bottleneck::task::{TableModel, TableParams, encode_to_file};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::progress::Bars;
 
@@ -22,7 +25,8 @@ use crate::progress::Bars;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Autoencoders trained on normal data: anomaly detection with calibrated thresholds and
-/// heatmaps.
+/// heatmaps (images) or per-column explanations (tables), bottleneck codes, and filling
+/// missing cells.
 #[derive(Parser)]
 #[command(name = "bottleneck", version, about, long_about = None)]
 struct Cli {
@@ -38,22 +42,57 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train on good images (a folder searched recursively, or an MVTec root's train/good)
-    /// and calibrate a threshold on held-out good images.
-    Train(TrainArgs),
-    /// Score images: writes path,score,p_value,is_anomaly, and heatmaps with --maps.
+    /// Train on normal data and calibrate a threshold on a held-out part of it. DATA is a
+    /// folder of good images (searched recursively, or an MVTec root's train/good) or a
+    /// table (.csv, .tsv, .parquet, .npy) of normal rows.
+    Train(Box<TrainArgs>),
+    /// Score images (path,score,p_value,is_anomaly; heatmaps with --maps) or table rows
+    /// (row or id,score,p_value,is_anomaly; the top columns with --explain). Rows are
+    /// numbered from 1, header not counted.
     Score {
         /// Model file written by `train`.
         model: PathBuf,
-        /// An image or a folder of images (searched recursively).
+        /// An image, a folder of images, or a table (as the model was trained on).
         data: PathBuf,
         /// CSV file to write.
         #[arg(short, long)]
         output: PathBuf,
-        /// Folder for per-image heatmap overlays (PNG) and raw maps (.npy).
+        /// Images: folder for per-image heatmap overlays (PNG) and raw maps (.npy).
         #[arg(long)]
         maps: Option<PathBuf>,
-        /// Skip unreadable images with a warning instead of stopping.
+        /// Tables: add the K columns contributing most to each row's reconstruction error
+        /// (explain_k) with their share of it (share_k).
+        #[arg(long, default_value_t = 0, value_name = "K")]
+        explain: usize,
+        /// Skip unreadable images or bad rows with a warning instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Write the bottleneck code of every image or row (feature extraction, dimensionality
+    /// reduction): the path or id first, then z0, z1, ... (.npy: the codes only).
+    Encode {
+        /// Model file written by `train` (images or table).
+        model: PathBuf,
+        /// An image, a folder of images, or a table.
+        data: PathBuf,
+        /// Output file: .csv, .parquet or .npy.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Skip unreadable images or bad rows with a warning instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Fill the missing cells (empty, NA, NaN, null) of a table with a table model; every
+    /// other cell, the column order and the id column are kept as they were.
+    Impute {
+        /// Table model file written by `train`.
+        model: PathBuf,
+        /// Table with gaps (.csv, .tsv, .parquet, .npy).
+        data: PathBuf,
+        /// Output file: .csv (or .npy when every column is a feature).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Copy rows with no observed feature through unfilled instead of stopping.
         #[arg(long)]
         skip_bad: bool,
     },
@@ -95,29 +134,43 @@ enum Command {
     },
 }
 
+/// What a training set is.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// A table file by its extension, otherwise images.
+    Auto,
+    Images,
+    Table,
+}
+
 #[derive(Args)]
 struct TrainArgs {
-    /// Folder of good images, or a root in the MVTec AD layout.
+    /// Folder of good images, a root in the MVTec AD layout, or a table of normal rows.
     data: PathBuf,
     /// Model file to write.
     #[arg(short, long)]
     output: PathBuf,
+    /// What DATA holds.
+    #[arg(long, value_enum, default_value = "auto")]
+    kind: Kind,
     /// Side of the square network input [default: the images' size rounded down to a
     /// multiple of 16 (of 4 below 32 px), at most 128].
     #[arg(long)]
     image_size: Option<usize>,
-    /// Bottleneck size [default: 32, 64 or 128 by image size].
+    /// Bottleneck size [default: images 32, 64 or 128 by image size; tables a quarter of
+    /// the number of features, 2 to 32].
     #[arg(long)]
     latent: Option<usize>,
     /// Channels of the first convolution; doubles per level up to 4x [default: 32].
     #[arg(long)]
     width: Option<usize>,
-    /// Passes over the training images [default: about 2,000 optimizer steps].
+    /// Passes over the training data [default: about 2,000 optimizer steps for images,
+    /// 3,000 for tables].
     #[arg(long)]
     epochs: Option<usize>,
-    /// Images per optimizer step.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Samples per optimizer step [default: 32 images, 64 rows].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Adam learning rate (decays to 5% of it over the run, cosine).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
@@ -150,19 +203,87 @@ struct TrainArgs {
     /// the image score is the larger of the two on a common scale (0: map score only).
     #[arg(long, default_value_t = 5)]
     knn: usize,
-    /// Skip unreadable images with a warning instead of stopping.
+    /// Tables: use only these columns as features (comma-separated).
+    #[arg(long, value_delimiter = ',', help_heading = "Tables")]
+    columns: Option<Vec<String>>,
+    /// Tables: leave these columns out (comma-separated).
+    #[arg(long, value_delimiter = ',', help_heading = "Tables")]
+    exclude: Vec<String>,
+    /// Tables: the column that names each row in outputs (not a feature).
+    #[arg(long, help_heading = "Tables")]
+    id_column: Option<String>,
+    /// Tables: train a variational autoencoder.
+    #[arg(long, help_heading = "Tables")]
+    vae: bool,
+    /// Tables: score a --vae model by its negative ELBO instead of reconstruction error.
+    #[arg(long, requires = "vae", help_heading = "Tables")]
+    elbo: bool,
+    /// Tables: hidden layer widths, comma-separated [default: from the number of features].
+    #[arg(long, value_delimiter = ',', help_heading = "Tables")]
+    hidden: Option<Vec<usize>>,
+    /// Tables: batch normalisation after each hidden layer.
+    #[arg(long, help_heading = "Tables")]
+    batch_norm: bool,
+    /// Tables: share of observed cells hidden from the network at each training step.
+    #[arg(long, default_value_t = 0.2, help_heading = "Tables")]
+    mask_rate: f32,
+    /// Tables: refinement passes of `impute` after the first fill.
+    #[arg(long, default_value_t = 3, help_heading = "Tables")]
+    impute_iterations: usize,
+    /// Skip unreadable images or bad rows with a warning instead of stopping.
     #[arg(long)]
     skip_bad: bool,
 }
 
 impl TrainArgs {
+    fn is_table(&self) -> bool {
+        match self.kind {
+            Kind::Auto => is_table_path(&self.data),
+            Kind::Images => false,
+            Kind::Table => true,
+        }
+    }
+
+    fn table_params(&self) -> TableParams {
+        let d = TableParams::default();
+        TableParams {
+            selection: ColumnSelection {
+                columns: self.columns.clone(),
+                exclude: self.exclude.clone(),
+                id_column: self.id_column.clone(),
+            },
+            latent: self.latent,
+            hidden: self.hidden.clone(),
+            variational: self.vae,
+            score: if self.elbo {
+                TableScore::Elbo
+            } else {
+                TableScore::Reconstruction
+            },
+            batch_norm: self.batch_norm,
+            epochs: self.epochs,
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            learning_rate: self.lr,
+            seed: self.seed,
+            fpr: self.fpr,
+            contamination: self.contamination,
+            calibration_fraction: self.calibration,
+            mask_rate: self.mask_rate,
+            impute_iterations: self.impute_iterations,
+            skip_bad: self.skip_bad,
+            ..d
+        }
+    }
+
     fn params(&self) -> DetectParams {
         DetectParams {
             image_size: self.image_size,
             latent: self.latent,
             width: self.width,
             epochs: self.epochs,
-            batch_size: self.batch_size,
+            batch_size: self
+                .batch_size
+                .unwrap_or(DetectParams::default().batch_size),
             learning_rate: self.lr,
             seed: self.seed,
             fpr: self.fpr,
@@ -182,7 +303,41 @@ fn run(cli: Cli) -> Result<()> {
     let bars = Bars::new(cli.quiet);
     let device = device_by_name(&cli.device)?;
     match cli.command {
+        Command::Train(args) if args.is_table() => {
+            let model = TableModel::fit(&args.data, &args.table_params(), &device, &bars)?;
+            model
+                .save(&args.output)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            let m = model.meta();
+            bars.note(&format!(
+                "wrote {}: {} features, latent {}{}, {} epochs on {} rows, threshold {:.6} \
+                 (false-alarm bound {:.4}, {} calibration rows), {:.1}s",
+                args.output.display(),
+                m.spec.features,
+                m.spec.latent,
+                if m.spec.variational { " (VAE)" } else { "" },
+                m.training.epochs,
+                m.training.train_samples,
+                m.calibration.threshold,
+                m.calibration.effective_fpr,
+                m.training.calibration_samples,
+                m.training.seconds
+            ));
+        }
         Command::Train(args) => {
+            if args.vae
+                || args.columns.is_some()
+                || !args.exclude.is_empty()
+                || args.id_column.is_some()
+                || args.hidden.is_some()
+                || args.batch_norm
+            {
+                anyhow::bail!(
+                    "{}: table options (--columns, --exclude, --id-column, --vae, --hidden, \
+                     --batch-norm) need a table file (.csv, .tsv, .parquet, .npy) or --kind table",
+                    args.data.display()
+                );
+            }
             let detector = Detector::fit(&args.data, &args.params(), &device, &bars)?;
             detector
                 .save(&args.output)
@@ -197,11 +352,30 @@ fn run(cli: Cli) -> Result<()> {
                 m.prep.image_size,
                 m.spec.latent,
                 m.training.epochs,
-                m.training.train_images,
+                m.training.train_samples,
                 m.calibration.threshold,
                 m.calibration.effective_fpr,
-                m.training.calibration_images,
+                m.training.calibration_samples,
                 m.training.seconds
+            ));
+        }
+        Command::Score {
+            model,
+            data,
+            output,
+            explain,
+            skip_bad,
+            maps,
+        } if file::kind_of(&model)? == KIND_TABLE => {
+            if maps.is_some() {
+                anyhow::bail!("--maps draws heatmaps of images; use --explain K for tables");
+            }
+            let table = TableModel::load(&model, &device)?;
+            let (rows, skipped) = table.score_file(&data, &output, explain, skip_bad, &bars)?;
+            bars.note(&format!(
+                "wrote {rows} rows to {}{}",
+                output.display(),
+                skipped_note(skipped)
             ));
         }
         Command::Score {
@@ -210,16 +384,45 @@ fn run(cli: Cli) -> Result<()> {
             output,
             maps,
             skip_bad,
+            explain,
         } => {
+            if explain > 0 {
+                anyhow::bail!("--explain names table columns; use --maps for images");
+            }
             let detector = Detector::load(&model, &device)?;
             let (rows, skipped) =
                 score_to_csv(&detector, &data, &output, maps.as_deref(), skip_bad, &bars)?;
-            let extra = if skipped > 0 {
-                format!(", {skipped} skipped")
-            } else {
-                String::new()
-            };
-            bars.note(&format!("wrote {rows} rows to {}{extra}", output.display()));
+            bars.note(&format!(
+                "wrote {rows} rows to {}{}",
+                output.display(),
+                skipped_note(skipped)
+            ));
+        }
+        Command::Encode {
+            model,
+            data,
+            output,
+            skip_bad,
+        } => {
+            let (rows, skipped) = encode_to_file(&model, &data, &output, skip_bad, &device, &bars)?;
+            bars.note(&format!(
+                "wrote {rows} codes to {}{}",
+                output.display(),
+                skipped_note(skipped)
+            ));
+        }
+        Command::Impute {
+            model,
+            data,
+            output,
+            skip_bad,
+        } => {
+            let table = TableModel::load(&model, &device)?;
+            let (rows, filled) = table.impute_file(&data, &output, skip_bad, &bars)?;
+            bars.note(&format!(
+                "wrote {rows} rows to {}, {filled} cells filled",
+                output.display()
+            ));
         }
         Command::Eval { model, root } => {
             let detector = Detector::load(&model, &device)?;
@@ -247,6 +450,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { out, seed } => demo::run(&out, seed, &device, &bars)?,
     }
     Ok(())
+}
+
+fn skipped_note(skipped: usize) -> String {
+    if skipped > 0 {
+        format!(", {skipped} skipped")
+    } else {
+        String::new()
+    }
 }
 
 fn main() -> ExitCode {

@@ -261,3 +261,229 @@ fn contamination_sets_the_threshold_rule_and_conflicts_with_fpr() {
         text(&o)
     );
 }
+
+/// Sensor readings as CSV: `id,site,<sensors>`, with `gap` of the sensor cells written NA.
+fn sensor_csv(path: &Path, n: usize, faulty: bool, seed: u64, gap: f64) {
+    use bottleneck::data::synthetic::{SENSORS, sensor_rows};
+    let mut text = format!("id,site,{}\n", SENSORS.join(","));
+    let mut k = 0u64;
+    for (i, (row, _)) in sensor_rows(n, faulty, seed).iter().enumerate() {
+        text.push_str(&format!("s{seed}-{i},north"));
+        for v in row {
+            // A fixed pseudo-random pattern of gaps.
+            k = k
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if ((k >> 33) as f64 / (1u64 << 31) as f64) < gap {
+                text.push_str(",NA");
+            } else {
+                text.push_str(&format!(",{v}"));
+            }
+        }
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn tables_train_score_explain_encode_and_impute_end_to_end() {
+    let dir = scratch("tables");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    sensor_csv(&dir.join("train.csv"), 400, false, 1, 0.05);
+    sensor_csv(&dir.join("test.csv"), 30, true, 2, 0.0);
+    // A text column that is neither excluded nor the id is named.
+    let o = run(&[
+        "train",
+        &p("train.csv"),
+        "-o",
+        &p("m.safetensors"),
+        "--id-column",
+        "id",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("non-numeric column 'site' (row 1: 'north')"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&[
+        "train",
+        &p("train.csv"),
+        "-o",
+        &p("m.safetensors"),
+        "--id-column",
+        "id",
+        "--exclude",
+        "site",
+        "--epochs",
+        "30",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = run(&[
+        "score",
+        &p("m.safetensors"),
+        &p("test.csv"),
+        "-o",
+        &p("s.csv"),
+        "--explain",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = read_csv(&dir.join("s.csv"));
+    assert_eq!(
+        rows[0].join(","),
+        "id,score,p_value,is_anomaly,explain_1,share_1,explain_2,share_2"
+    );
+    assert_eq!(rows.len(), 31);
+    assert_eq!(rows[1][0], "s2-0");
+    let flagged = rows[1..].iter().filter(|r| r[3] == "1").count();
+    assert!(flagged >= 20, "{flagged}/30 faulty rows flagged");
+
+    // Codes as Parquet, readable again as a table (id first, then z0..).
+    let o = run(&[
+        "encode",
+        &p("m.safetensors"),
+        &p("test.csv"),
+        "-o",
+        &p("codes.parquet"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[
+        "train",
+        &p("codes.parquet"),
+        "-o",
+        &p("codes.safetensors"),
+        "--id-column",
+        "id",
+        "--epochs",
+        "2",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[
+        "encode",
+        &p("m.safetensors"),
+        &p("test.csv"),
+        "-o",
+        &p("codes.csv"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let codes = read_csv(&dir.join("codes.csv"));
+    assert_eq!(codes[0][..2], ["id".to_string(), "z0".to_string()]);
+    assert_eq!(codes.len(), 31);
+
+    // Impute keeps every observed cell as written and fills every gap.
+    sensor_csv(&dir.join("gappy.csv"), 50, false, 3, 0.2);
+    let o = run(&[
+        "impute",
+        &p("m.safetensors"),
+        &p("gappy.csv"),
+        "-o",
+        &p("filled.csv"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let before = read_csv(&dir.join("gappy.csv"));
+    let after = read_csv(&dir.join("filled.csv"));
+    assert_eq!(before.len(), after.len());
+    let mut filled = 0;
+    for (b, a) in before.iter().zip(&after) {
+        for (x, y) in b.iter().zip(a) {
+            if x == "NA" {
+                assert!(y.parse::<f32>().is_ok(), "{y}");
+                filled += 1;
+            } else {
+                assert_eq!(x, y);
+            }
+        }
+    }
+    assert!(filled > 40, "{filled}");
+    assert!(
+        text(&o).contains(&format!("{filled} cells filled")),
+        "{}",
+        text(&o)
+    );
+
+    // An image model cannot impute; a table missing a column is named.
+    let (_, image_model) = trained();
+    let o = run(&[
+        "impute",
+        image_model.to_str().unwrap(),
+        &p("gappy.csv"),
+        "-o",
+        &p("x.csv"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("this needs a model of table"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(dir.join("short.csv"), "id,temp_in\na,1\n").unwrap();
+    let o = run(&[
+        "score",
+        &p("m.safetensors"),
+        &p("short.csv"),
+        "-o",
+        &p("x.csv"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("missing columns the model was trained on: temp_out"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("x.csv").exists());
+}
+
+#[test]
+fn bad_table_cells_name_row_and_column_or_are_skipped() {
+    let dir = scratch("badcells");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    sensor_csv(&dir.join("train.csv"), 200, false, 4, 0.0);
+    let mut text_in = std::fs::read_to_string(dir.join("train.csv")).unwrap();
+    text_in = text_in.replacen("s4-5,north,", "s4-5,north,oops", 1);
+    text_in.push_str("s4-x,north,inf,1,2,3,4,5,6,7\ns4-y,north,NA,NA,NA,NA,NA,NA,NA,NA\n");
+    std::fs::write(dir.join("bad.csv"), &text_in).unwrap();
+    let args = |skip: bool| {
+        let mut a = vec![
+            "train".to_string(),
+            p("bad.csv"),
+            "-o".into(),
+            p("m.safetensors"),
+            "--id-column".into(),
+            "id".into(),
+            "--exclude".into(),
+            "site".into(),
+            "--epochs".into(),
+            "2".into(),
+        ];
+        if skip {
+            a.push("--skip-bad".into());
+        }
+        a
+    };
+    let a = args(false);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    // 'oops...' makes temp_in a text column: named with its row.
+    assert!(text(&o).contains("'temp_in' (row 6: 'oops"), "{}", text(&o));
+    // With the text cell fixed, the infinite value and the empty row are named in turn.
+    std::fs::write(dir.join("bad.csv"), text_in.replacen("oops", "", 1)).unwrap();
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        text(&o).contains("row 201, column 'temp_in': inf is not a finite number"),
+        "{}",
+        text(&o)
+    );
+    let a = args(true);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("row 202: every feature is missing"),
+        "{}",
+        text(&o)
+    );
+    assert!(dir.join("m.safetensors").exists());
+}

@@ -609,6 +609,55 @@ pub fn generate_boards(root: &Path, cfg: &BoardConfig) -> Result<usize> {
     Ok(written)
 }
 
+/// Names of the sensors in [`sensor_rows`].
+pub const SENSORS: [&str; 8] = [
+    "temp_in",
+    "temp_out",
+    "pressure",
+    "flow",
+    "vibration",
+    "current",
+    "speed",
+    "noise_db",
+];
+
+/// `n` rows of readings from 8 sensors of a machine, driven by 3 hidden factors (load,
+/// ambient temperature, wear) with noise, in each sensor's own units. With `faulty`, each
+/// row has one sensor (returned beside it) whose reading breaks its relation to the others:
+/// stuck, drifted or noisy. For tests and examples; seeded.
+pub fn sensor_rows(n: usize, faulty: bool, seed: u64) -> Vec<([f32; 8], Option<usize>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let load: f32 = rng.random_range(0.2..1.0);
+            let ambient: f32 = rng.random_range(10.0..30.0);
+            let wear: f32 = rng.random_range(0.0..1.0);
+            let mut noise = |s: f32| s * (rng.random::<f32>() - 0.5) * 2.0;
+            let mut row = [
+                ambient + 40.0 * load + noise(0.5),
+                ambient + 55.0 * load + 5.0 * wear + noise(0.5),
+                2.0 + 3.0 * load + noise(0.05),
+                100.0 * load - 10.0 * wear + noise(1.0),
+                0.5 + 2.0 * wear + load + noise(0.05),
+                5.0 + 20.0 * load + 2.0 * wear + noise(0.2),
+                1500.0 * load + noise(10.0),
+                60.0 + 15.0 * load + 10.0 * wear + noise(0.5),
+            ];
+            let broken = faulty.then(|| {
+                let j = rng.random_range(0..8);
+                let spread = [20.0, 28.0, 1.5, 50.0, 1.5, 10.0, 750.0, 9.0][j];
+                row[j] += if rng.random::<bool>() {
+                    spread
+                } else {
+                    -spread
+                };
+                j
+            });
+            (row, broken)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
 //! The model file: safetensors weights plus, under the metadata key `bottleneck`, everything
 //! scoring needs (spec, preprocessing, scoring settings, calibration, training summary).
+//! Its `kind` says what the model reads: `images` (a [`ModelMeta`]) or `table` (a
+//! [`TableMeta`]).
 
 use std::path::Path;
 
@@ -9,8 +11,9 @@ use burn_store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
 use crate::data::images::ImagePrep;
+use crate::data::scaling::TablePrep;
 use crate::error::{Error, Result};
-use crate::model::{ConvAutoencoder, ConvSpec};
+use crate::model::{ConvAutoencoder, ConvSpec, DenseAutoencoder, DenseSpec};
 use crate::score::{Calibration, Loss, Reduction};
 
 /// Version of the metadata layout; a file with another version is refused with a message.
@@ -65,9 +68,15 @@ pub struct DetectorWeights {
 /// What training did, for reports and `GET /v1/model`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingSummary {
-    pub train_images: usize,
-    pub calibration_images: usize,
-    pub skipped_images: usize,
+    /// Images or rows trained on.
+    #[serde(alias = "train_images")]
+    pub train_samples: usize,
+    /// Images or rows held out to calibrate the threshold.
+    #[serde(alias = "calibration_images")]
+    pub calibration_samples: usize,
+    /// Unreadable images or bad rows left out under `--skip-bad`.
+    #[serde(alias = "skipped_images")]
+    pub skipped_samples: usize,
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
@@ -81,6 +90,9 @@ pub struct TrainingSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
     pub format_version: u32,
+    /// What the model reads: `images`.
+    #[serde(default = "images_kind")]
+    pub kind: String,
     /// What the model is for: `detect`.
     pub task: String,
     pub spec: ConvSpec,
@@ -90,9 +102,72 @@ pub struct ModelMeta {
     pub training: TrainingSummary,
 }
 
+fn images_kind() -> String {
+    KIND_IMAGES.into()
+}
+
+/// `kind` of image models.
+pub const KIND_IMAGES: &str = "images";
+/// `kind` of table models.
+pub const KIND_TABLE: &str = "table";
+
+/// How a table row's score is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableScore {
+    /// Mean squared reconstruction error over the observed cells, each feature's error
+    /// divided by its typical size on the training rows.
+    Reconstruction,
+    /// Negative evidence lower bound of a variational model (at the mean code).
+    Elbo,
+}
+
+/// Scoring settings of a table model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableScoring {
+    pub score: TableScore,
+    /// Root-mean-square reconstruction error of each feature on the training rows
+    /// (standardised units, floored at a tenth of their mean).
+    pub error_scale: Vec<f32>,
+    /// Refinement passes of `impute` after the first fill.
+    pub impute_iterations: usize,
+    /// Share of observed cells hidden from the network during training.
+    pub mask_rate: f32,
+}
+
+/// Everything in a table model's file besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableMeta {
+    pub format_version: u32,
+    /// `table`.
+    pub kind: String,
+    /// What the model is for: `detect`.
+    pub task: String,
+    pub spec: DenseSpec,
+    pub prep: TablePrep,
+    pub scoring: TableScoring,
+    pub calibration: Calibration,
+    pub training: TrainingSummary,
+}
+
+/// What the weights part of a table model's file holds.
+#[derive(Module, Debug)]
+pub struct TableWeights {
+    pub autoencoder: DenseAutoencoder,
+}
+
 /// Saves weights and metadata to `path`. The file appears whole or not at all (burn-store
 /// writes a scratch sibling and renames it).
 pub fn save(path: &Path, weights: &DetectorWeights, meta: &ModelMeta) -> Result<()> {
+    save_module(path, weights, meta)
+}
+
+/// Saves a table model's weights and metadata to `path`, atomically.
+pub fn save_table(path: &Path, weights: &TableWeights, meta: &TableMeta) -> Result<()> {
+    save_module(path, weights, meta)
+}
+
+fn save_module<M: Module>(path: &Path, weights: &M, meta: &impl Serialize) -> Result<()> {
     let json = serde_json::to_string(meta).map_err(|e| Error::Invalid(e.to_string()))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -106,8 +181,55 @@ pub fn save(path: &Path, weights: &DetectorWeights, meta: &ModelMeta) -> Result<
     })
 }
 
-/// Reads only the metadata of the model file at `path`.
+/// Reads the metadata of an image model file at `path`; a table model is refused by name.
 pub fn read_meta(path: &Path) -> Result<(ModelMeta, Vec<u8>)> {
+    let (value, bytes) = read_header(path)?;
+    check_kind(path, &value, KIND_IMAGES)?;
+    let meta = serde_json::from_value(value).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("bad metadata ({e})"),
+    })?;
+    Ok((meta, bytes))
+}
+
+/// Reads the metadata of a table model file at `path`; an image model is refused by name.
+pub fn read_table_meta(path: &Path) -> Result<(TableMeta, Vec<u8>)> {
+    let (value, bytes) = read_header(path)?;
+    check_kind(path, &value, KIND_TABLE)?;
+    let meta = serde_json::from_value(value).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("bad metadata ({e})"),
+    })?;
+    Ok((meta, bytes))
+}
+
+/// The `kind` of the model file at `path`: [`KIND_IMAGES`] or [`KIND_TABLE`].
+pub fn kind_of(path: &Path) -> Result<String> {
+    let (value, _) = read_header(path)?;
+    Ok(kind_in(&value))
+}
+
+fn kind_in(value: &serde_json::Value) -> String {
+    value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or(KIND_IMAGES)
+        .to_string()
+}
+
+fn check_kind(path: &Path, value: &serde_json::Value, expected: &str) -> Result<()> {
+    let kind = kind_in(value);
+    if kind != expected {
+        return Err(Error::Invalid(format!(
+            "{}: a model of {kind}, this needs a model of {expected}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The metadata JSON and bytes of the model file at `path`, after checking its version.
+fn read_header(path: &Path) -> Result<(serde_json::Value, Vec<u8>)> {
     if !path.exists() {
         return Err(Error::Missing {
             path: path.to_path_buf(),
@@ -138,8 +260,7 @@ pub fn read_meta(path: &Path) -> Result<(ModelMeta, Vec<u8>)> {
             expected: FORMAT_VERSION,
         });
     }
-    let meta = serde_json::from_value(value).map_err(|e| bad(format!("bad metadata ({e})")))?;
-    Ok((meta, bytes))
+    Ok((value, bytes))
 }
 
 /// Loads the model file at `path` onto `device`.
@@ -152,6 +273,20 @@ pub fn load(path: &Path, device: &Device) -> Result<(DetectorWeights, ModelMeta)
             .knn
             .as_ref()
             .map(|k| Param::from_tensor(Tensor::zeros([k.codes, meta.spec.latent], device))),
+    };
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    model.load_from(&mut store).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("weights do not match the spec ({e})"),
+    })?;
+    Ok((model, meta))
+}
+
+/// Loads a table model file at `path` onto `device`.
+pub fn load_table(path: &Path, device: &Device) -> Result<(TableWeights, TableMeta)> {
+    let (meta, bytes) = read_table_meta(path)?;
+    let mut model = TableWeights {
+        autoencoder: DenseAutoencoder::new(&meta.spec, device),
     };
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     model.load_from(&mut store).map_err(|e| Error::ModelFile {

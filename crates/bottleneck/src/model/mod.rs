@@ -1,8 +1,10 @@
 //! Model definitions and the model file.
 
 pub mod conv;
+pub mod dense;
 pub mod file;
 pub mod spec;
 
 pub use conv::ConvAutoencoder;
+pub use dense::{DenseAutoencoder, DenseSpec};
 pub use spec::ConvSpec;

@@ -181,9 +181,9 @@ impl Detector {
         let (cal_idx, train_idx) = order.split_at(n_cal);
         let mut train_idx = train_idx.to_vec();
         train_idx.sort_unstable();
-        let epochs = params
-            .epochs
-            .unwrap_or_else(|| default_epochs(train_idx.len(), params.batch_size, TARGET_STEPS));
+        let epochs = params.epochs.unwrap_or_else(|| {
+            default_epochs(train_idx.len(), params.batch_size, TARGET_STEPS, 300)
+        });
         let opts = TrainOptions {
             epochs,
             batch_size: params.batch_size,
@@ -213,15 +213,16 @@ impl Detector {
             codes: None,
             meta: ModelMeta {
                 format_version: FORMAT_VERSION,
+                kind: file::KIND_IMAGES.into(),
                 task: "detect".into(),
                 spec,
                 prep,
                 scoring,
                 calibration: Calibration::fit(vec![0.0], rule)?,
                 training: TrainingSummary {
-                    train_images: train_idx.len(),
-                    calibration_images: n_cal,
-                    skipped_images: skipped.len(),
+                    train_samples: train_idx.len(),
+                    calibration_samples: n_cal,
+                    skipped_samples: skipped.len(),
                     epochs,
                     batch_size: params.batch_size,
                     learning_rate: params.learning_rate,
@@ -490,18 +491,18 @@ impl Detector {
         (parts, maps)
     }
 
-    /// Scores `paths` in batches (bounded memory whatever their number) and hands each
-    /// result to `on_item` in input order. A file that cannot be decoded stops the run, or
-    /// with `skip_bad` is reported to `progress` and left out. Returns how many were skipped.
-    pub fn score_paths(
-        &self,
+    /// Decodes `paths` in batches and hands each batch of `(index, image)` to `each`, with
+    /// progress under `stage`. A file that cannot be decoded stops the run, or with
+    /// `skip_bad` is reported to `progress` and left out. Returns how many were skipped.
+    fn decode_batches(
         paths: &[PathBuf],
         skip_bad: bool,
+        stage: &str,
         progress: &dyn Progress,
-        mut on_item: impl FnMut(ScoredImage) -> Result<()>,
+        mut each: impl FnMut(Vec<(usize, DynamicImage)>) -> Result<()>,
     ) -> Result<usize> {
         let mut skipped = 0;
-        progress.stage("scoring", paths.len() as u64);
+        progress.stage(stage, paths.len() as u64);
         for (b, chunk) in paths.chunks(SCORE_BATCH).enumerate() {
             let decoded: Vec<Result<DynamicImage>> = chunk.par_iter().map(|p| decode(p)).collect();
             let mut ok = Vec::with_capacity(chunk.len());
@@ -516,28 +517,80 @@ impl Detector {
                 }
             }
             if !ok.is_empty() {
-                let inputs: Vec<f32> = ok
-                    .par_iter()
-                    .flat_map_iter(|(_, img)| self.meta.prep.tensorize(img))
-                    .collect();
-                let (parts, maps) = self.score_parts(inputs, ok.len());
-                for (((index, image), p), map) in ok.into_iter().zip(parts).zip(maps) {
-                    on_item(ScoredImage {
-                        index,
-                        path: paths[index].clone(),
-                        score: p.score,
-                        knn_parts: p.knn_parts,
-                        p_value: self.meta.calibration.p_value(p.score),
-                        is_anomaly: self.meta.calibration.is_anomaly(p.score),
-                        map,
-                        image,
-                    })?;
-                }
+                each(ok)?;
             }
             progress.advance(chunk.len() as u64);
         }
         progress.finish();
         Ok(skipped)
+    }
+
+    /// The prepared network inputs of decoded images, concatenated.
+    fn tensorize(&self, images: &[(usize, DynamicImage)]) -> Vec<f32> {
+        images
+            .par_iter()
+            .flat_map_iter(|(_, img)| self.meta.prep.tensorize(img))
+            .collect()
+    }
+
+    /// Scores `paths` in batches (bounded memory whatever their number) and hands each
+    /// result to `on_item` in input order. A file that cannot be decoded stops the run, or
+    /// with `skip_bad` is reported to `progress` and left out. Returns how many were skipped.
+    pub fn score_paths(
+        &self,
+        paths: &[PathBuf],
+        skip_bad: bool,
+        progress: &dyn Progress,
+        mut on_item: impl FnMut(ScoredImage) -> Result<()>,
+    ) -> Result<usize> {
+        Self::decode_batches(paths, skip_bad, "scoring", progress, |ok| {
+            let (parts, maps) = self.score_parts(self.tensorize(&ok), ok.len());
+            for (((index, image), p), map) in ok.into_iter().zip(parts).zip(maps) {
+                on_item(ScoredImage {
+                    index,
+                    path: paths[index].clone(),
+                    score: p.score,
+                    knn_parts: p.knn_parts,
+                    p_value: self.meta.calibration.p_value(p.score),
+                    is_anomaly: self.meta.calibration.is_anomaly(p.score),
+                    map,
+                    image,
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Bottleneck codes of the images at `paths`, in batches: hands `(index, code)` to
+    /// `on_item` in input order. Unreadable files as in [`Detector::score_paths`].
+    pub fn encode_paths(
+        &self,
+        paths: &[PathBuf],
+        skip_bad: bool,
+        progress: &dyn Progress,
+        mut on_item: impl FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<usize> {
+        let s = self.meta.prep.image_size;
+        let latent = self.meta.spec.latent;
+        Self::decode_batches(paths, skip_bad, "encoding", progress, |ok| {
+            let x = Tensor::<4>::from_data(
+                TensorData::new(
+                    self.tensorize(&ok),
+                    [ok.len(), self.meta.prep.channels, s, s],
+                ),
+                &self.device,
+            );
+            let codes: Vec<f32> = self
+                .model
+                .encode(x)
+                .into_data()
+                .try_into_vec()
+                .expect("f32 codes");
+            for ((index, _), code) in ok.iter().zip(codes.chunks(latent)) {
+                on_item(*index, code)?;
+            }
+            Ok(())
+        })
     }
 
     /// Writes `item`'s heatmap overlay (`<rel>_heatmap.png`) and raw map at the image's own
@@ -828,7 +881,7 @@ mod tests {
         let device = Device::flex();
         let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
         let meta = det.meta();
-        assert_eq!(meta.training.calibration_images, 9);
+        assert_eq!(meta.training.calibration_samples, 9);
         assert_eq!(meta.calibration.scores.len(), 9);
         assert_eq!(meta.scoring.pixel_mean.len(), 16 * 16);
         assert_eq!(meta.scoring.knn.as_ref().unwrap().codes, 21);

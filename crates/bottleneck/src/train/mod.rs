@@ -1,4 +1,8 @@
-//! The training loop: seeded shuffling, Adam with cosine decay, mean loss per epoch.
+//! The training loops: seeded shuffling, Adam with cosine decay, mean loss per epoch.
+
+pub mod dense;
+
+pub use dense::{DenseTrainOptions, train_dense};
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
@@ -14,6 +18,23 @@ use crate::score::maps::{Loss, pixel_loss};
 
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Builds a model with `build` on the autodiff device `ad` seeded with `seed`. The device's
+/// generator is shared by every user of the device in this process: seeding and drawing the
+/// initial weights under one lock keeps concurrent trainings (tests, a service) from
+/// interleaving their draws and losing reproducibility. Parameters are drawn lazily, on
+/// first use, so `build` must run the model once.
+pub(crate) fn seeded<M>(ad: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    ad.seed(seed);
+    build()
+}
+
+/// Learning rate at `step` of `total`: cosine decay to 5% of `base` over the run.
+pub(crate) fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
+    let t = step as f64 / total.max(1) as f64;
+    base * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
 /// Settings of one training run.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -24,11 +45,16 @@ pub struct TrainOptions {
     pub loss: Loss,
 }
 
-/// Number of epochs that gives about `target_steps` optimizer steps on `n` samples, within
-/// [min, max]: small sets get more passes, large sets fewer.
-pub fn default_epochs(n: usize, batch_size: usize, target_steps: usize) -> usize {
+/// Number of epochs that gives about `target_steps` optimizer steps on `n` samples, from 5
+/// to `max_epochs`: small sets get more passes, large sets fewer.
+pub fn default_epochs(
+    n: usize,
+    batch_size: usize,
+    target_steps: usize,
+    max_epochs: usize,
+) -> usize {
     let per_epoch = n.div_ceil(batch_size.max(1)).max(1);
-    target_steps.div_ceil(per_epoch).clamp(5, 300)
+    target_steps.div_ceil(per_epoch).clamp(5, max_epochs.max(5))
 }
 
 /// Trains a fresh autoencoder of shape `spec` on the images of `set` at `indices`, on
@@ -49,18 +75,12 @@ pub fn train_autoencoder(
         return Err(Error::Invalid("no training images".into()));
     }
     let ad = device.clone().autodiff();
-    let mut model = {
-        // The device's generator is shared by every user of the device in this process:
-        // seeding and drawing the initial weights under one lock keeps concurrent trainings
-        // (tests, a service) from interleaving their draws and losing reproducibility.
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        ad.seed(opts.seed);
+    let mut model = seeded(&ad, opts.seed, || {
         let model = ConvAutoencoder::new(spec, &ad);
-        // Parameters are drawn lazily, on first use: use them all once while locked.
         let side = spec.image_size;
         let _ = model.forward(Tensor::zeros([1, spec.channels, side, side], &ad));
         model
-    };
+    });
     let mut optim = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut order = indices.to_vec();
@@ -92,11 +112,11 @@ pub fn train_autoencoder(
             sum += value as f64 * chunk.len() as f64;
             count += chunk.len();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            // Cosine decay to 5% of the base rate over the run.
-            let t = step as f64 / total.max(1) as f64;
-            let lr =
-                opts.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()));
-            model = optim.step(lr, model, grads);
+            model = optim.step(
+                cosine_lr(opts.learning_rate, step, total as usize),
+                model,
+                grads,
+            );
             step += 1;
             progress.advance(1);
         }

@@ -1,0 +1,178 @@
+//! The dense autoencoder for tables, plain or variational. Its input is the standardised row
+//! with missing cells set to 0 beside the mask of observed cells, so the same network
+//! scores rows with gaps and fills them.
+
+use burn::nn::{BatchNorm, BatchNormConfig, LeakyRelu, LeakyReluConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The shape of a dense autoencoder; stored in the model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenseSpec {
+    pub features: usize,
+    /// Widths of the encoder's hidden layers; the decoder mirrors them.
+    pub hidden: Vec<usize>,
+    pub latent: usize,
+    /// A variational autoencoder: the encoder gives a mean and a log-variance per code.
+    pub variational: bool,
+    /// Batch normalisation after each hidden layer.
+    pub batch_norm: bool,
+}
+
+impl DenseSpec {
+    /// The default shape for `features` columns: two hidden layers (the first the next power
+    /// of two at or above four times the width, 64 to 512; the second half of it) and a
+    /// bottleneck of a quarter of the width (2 to 32). `latent` and `hidden` override.
+    pub fn for_table(
+        features: usize,
+        latent: Option<usize>,
+        hidden: Option<Vec<usize>>,
+        variational: bool,
+        batch_norm: bool,
+    ) -> Result<Self> {
+        if features == 0 {
+            return Err(Error::Invalid(
+                "a table model needs at least one feature".into(),
+            ));
+        }
+        let latent = latent.unwrap_or((features / 4).clamp(2, 32));
+        if latent == 0 {
+            return Err(Error::Invalid("--latent must be at least 1".into()));
+        }
+        let hidden = hidden.unwrap_or_else(|| {
+            let first = (4 * features).next_power_of_two().clamp(64, 512);
+            vec![first, first / 2]
+        });
+        if hidden.contains(&0) {
+            return Err(Error::Invalid(
+                "hidden layer widths must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            features,
+            hidden,
+            latent,
+            variational,
+            batch_norm,
+        })
+    }
+}
+
+/// A dense autoencoder; its shape is fully described by a [`DenseSpec`].
+#[derive(Module, Debug)]
+pub struct DenseAutoencoder {
+    encoder: Vec<Linear>,
+    encoder_norm: Vec<BatchNorm>,
+    to_latent: Linear,
+    to_log_var: Option<Linear>,
+    decoder: Vec<Linear>,
+    decoder_norm: Vec<BatchNorm>,
+    output: Linear,
+    activation: LeakyRelu,
+}
+
+/// What the encoder gives: the code (the mean for a VAE) and, for a VAE, its log-variance.
+pub struct Encoded {
+    pub mean: Tensor<2>,
+    pub log_var: Option<Tensor<2>>,
+}
+
+impl DenseAutoencoder {
+    /// Builds a freshly initialised network on `device`.
+    pub fn new(spec: &DenseSpec, device: &Device) -> Self {
+        let norms = |widths: &[usize]| {
+            if spec.batch_norm {
+                widths
+                    .iter()
+                    .map(|&w| BatchNormConfig::new(w).init(device))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        let mut encoder = Vec::new();
+        let mut width = spec.features * 2;
+        for &h in &spec.hidden {
+            encoder.push(LinearConfig::new(width, h).init(device));
+            width = h;
+        }
+        let to_latent = LinearConfig::new(width, spec.latent).init(device);
+        let to_log_var = spec
+            .variational
+            .then(|| LinearConfig::new(width, spec.latent).init(device));
+        let mut decoder = Vec::new();
+        let mut width = spec.latent;
+        let back: Vec<usize> = spec.hidden.iter().rev().copied().collect();
+        for &h in &back {
+            decoder.push(LinearConfig::new(width, h).init(device));
+            width = h;
+        }
+        Self {
+            encoder,
+            encoder_norm: norms(&spec.hidden),
+            to_latent,
+            to_log_var,
+            decoder,
+            decoder_norm: norms(&back),
+            output: LinearConfig::new(width, spec.features).init(device),
+            activation: LeakyReluConfig::new().with_negative_slope(0.1).init(),
+        }
+    }
+
+    /// Codes of rows `values` `[batch, features]` (missing cells 0) with `mask` (1 where
+    /// observed).
+    pub fn encode(&self, values: Tensor<2>, mask: Tensor<2>) -> Encoded {
+        let mut x = Tensor::cat(vec![values, mask], 1);
+        for (i, layer) in self.encoder.iter().enumerate() {
+            x = layer.forward(x);
+            if let Some(norm) = self.encoder_norm.get(i) {
+                x = norm.forward(x);
+            }
+            x = self.activation.forward(x);
+        }
+        Encoded {
+            mean: self.to_latent.forward(x.clone()),
+            log_var: self.to_log_var.as_ref().map(|l| l.forward(x)),
+        }
+    }
+
+    /// Rows `[batch, features]` rebuilt from codes.
+    pub fn decode(&self, codes: Tensor<2>) -> Tensor<2> {
+        let mut x = codes;
+        for (i, layer) in self.decoder.iter().enumerate() {
+            x = layer.forward(x);
+            if let Some(norm) = self.decoder_norm.get(i) {
+                x = norm.forward(x);
+            }
+            x = self.activation.forward(x);
+        }
+        self.output.forward(x)
+    }
+
+    /// Reconstruction from the mean code.
+    pub fn forward(&self, values: Tensor<2>, mask: Tensor<2>) -> Tensor<2> {
+        self.decode(self.encode(values, mask).mean)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_shape_follows_the_width() {
+        let s = DenseSpec::for_table(13, None, None, false, false).unwrap();
+        assert_eq!((s.hidden.clone(), s.latent), (vec![64, 32], 3));
+        let s = DenseSpec::for_table(784, None, None, true, false).unwrap();
+        assert_eq!((s.hidden.clone(), s.latent), (vec![512, 256], 32));
+        let device = Device::flex();
+        let model = DenseAutoencoder::new(&s, &device);
+        let x = Tensor::<2>::zeros([3, 784], &device);
+        let e = model.encode(x.clone(), x.clone().ones_like());
+        assert_eq!(e.mean.dims(), [3, 32]);
+        assert_eq!(e.log_var.map(|t| t.dims()), Some([3, 32]));
+        assert_eq!(model.forward(x.clone(), x.ones_like()).dims(), [3, 784]);
+    }
+}
