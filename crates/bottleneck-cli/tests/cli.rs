@@ -487,3 +487,43 @@ fn bad_table_cells_name_row_and_column_or_are_skipped() {
     );
     assert!(dir.join("m.safetensors").exists());
 }
+
+#[test]
+fn encode_gives_one_code_per_image_path_first() {
+    let (data, model) = trained();
+    let out = scratch("encode-images");
+    let csv = out.join("codes.csv");
+    let test_dir = data.join("test");
+    let o = run(&[
+        "encode",
+        model.to_str().unwrap(),
+        test_dir.to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = read_csv(&csv);
+    let images = bottleneck::data::images::find_images(&test_dir).unwrap();
+    assert_eq!(rows.len(), images.len() + 1);
+    assert_eq!(rows[0][0], "path");
+    assert_eq!(rows[0].len(), 1 + 32, "path and 32 codes: {:?}", rows[0]);
+    assert!(rows[1][0].starts_with("good/") || rows[1][0].contains('/'));
+    let codes: Vec<f32> = rows[1][1..].iter().map(|v| v.parse().unwrap()).collect();
+    assert!(codes.iter().any(|&v| v != 0.0));
+    // .npy holds the codes only: a 2-D float32 array of the same shape.
+    let npy = out.join("codes.npy");
+    let o = run(&[
+        "encode",
+        model.to_str().unwrap(),
+        test_dir.to_str().unwrap(),
+        "-o",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bytes = std::fs::read(&npy).unwrap();
+    let header = String::from_utf8_lossy(&bytes[..128]);
+    assert!(
+        header.contains(&format!("'shape': ({}, 32)", images.len())),
+        "{header}"
+    );
+}

@@ -1,7 +1,11 @@
 //! Standardisation of table columns, fitted on the training rows and stored in the model
-//! file. Robust to outliers in the training data: centre at the median, scale by the
-//! interquartile range (as a normal standard deviation), so a few wild readings do not
-//! squash every other value.
+//! file. Robust to a few wild readings (glitches) in the training data: the centre is the
+//! median, and the scale is the standard deviation of the values inside wide fences around
+//! it, so one value of 1e6 among readings of 1 to 10 does not squash the rest. Measured with
+//! bench/tables.py: an IQR scale (scikit-learn's RobustScaler), or fences on a one-sided
+//! column, blow up the columns that are mostly one value with a long tail (sparse pixels,
+//! counts, zero-inflated sensors): 1-NN accuracy of Fashion-MNIST codes fell from 0.81 to
+//! 0.72-0.74. Such columns keep their plain standard deviation.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,11 +28,28 @@ fn quantile(v: &[f32], q: f64) -> f32 {
     v[lo] * (1.0 - t) + v[hi] * t
 }
 
+/// Standard deviation of `values` (0 for fewer than two).
+fn std_dev(values: impl Iterator<Item = f32>) -> f32 {
+    let (mut n, mut sum, mut sum_sq) = (0f64, 0f64, 0f64);
+    for v in values {
+        n += 1.0;
+        sum += v as f64;
+        sum_sq += (v as f64) * (v as f64);
+    }
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mean = sum / n;
+    ((sum_sq / n - mean * mean).max(0.0)).sqrt() as f32
+}
+
 impl TablePrep {
     /// Fits centre and scale of each of the `features` columns of `values` (`rows x
-    /// features`, NaN missing) on the observed cells. The scale is IQR / 1.349; where the
-    /// IQR is 0 (a mostly constant column) the standard deviation; where that is 0 too, 1.
-    /// A column with no observed cell gets centre 0 and scale 1.
+    /// features`, NaN missing) on the observed cells. Centre: the median. Scale: the
+    /// standard deviation of the values between `median - 10 x (median - q01)` and
+    /// `median + 10 x (q99 - median)` (no fences when q01 or q99 is the median itself: a
+    /// one-sided column); where that is 0, of all values; where that is 0 too, 1. A column
+    /// with no observed cell gets centre 0 and scale 1.
     pub fn fit(features: Vec<String>, id_column: Option<String>, values: &[f32]) -> Self {
         let d = features.len();
         let mut center = vec![0.0; d];
@@ -41,19 +62,27 @@ impl TablePrep {
                 continue;
             }
             column.sort_by(f32::total_cmp);
-            center[j] = quantile(&column, 0.5);
-            let iqr = quantile(&column, 0.75) - quantile(&column, 0.25);
-            scale[j] = if iqr > 0.0 {
-                iqr / 1.349
+            let median = quantile(&column, 0.5);
+            let (q01, q99) = (quantile(&column, 0.01), quantile(&column, 0.99));
+            // Fences only where values spread on both sides of the median: in a column that
+            // is mostly one value with a tail on one side, the tail is the data.
+            let (lo, hi) = if q01 < median && median < q99 {
+                (
+                    median - 10.0 * (median - q01),
+                    median + 10.0 * (q99 - median),
+                )
             } else {
-                let n = column.len() as f64;
-                let mean = column.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let var = column
-                    .iter()
-                    .map(|&v| (v as f64 - mean).powi(2))
-                    .sum::<f64>()
-                    / n;
-                if var > 0.0 { var.sqrt() as f32 } else { 1.0 }
+                (f32::NEG_INFINITY, f32::INFINITY)
+            };
+            center[j] = median;
+            let fenced = std_dev(column.iter().copied().filter(|&v| v >= lo && v <= hi));
+            let all = std_dev(column.iter().copied());
+            scale[j] = if fenced > 0.0 {
+                fenced
+            } else if all > 0.0 {
+                all
+            } else {
+                1.0
             };
         }
         Self {
@@ -85,21 +114,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outliers_do_not_move_the_scale_and_constant_columns_survive() {
-        // Column a: 1..=8 plus one wild reading; b: constant; c: never observed.
+    fn a_glitch_does_not_move_the_scale_and_constant_columns_survive() {
+        // Column a: 1..=200 plus one wild reading; b: constant; c: never observed;
+        // d: mostly 0 with a long tail (a sparse pixel).
         let mut values = Vec::new();
-        for i in 1..=8 {
-            values.extend([i as f32, 5.0, f32::NAN]);
+        for i in 1..=200 {
+            let tail = if i % 20 == 0 { i as f32 } else { 0.0 };
+            values.extend([i as f32, 5.0, f32::NAN, tail]);
         }
-        values.extend([1e6, 5.0, f32::NAN]);
-        let names = vec!["a".into(), "b".into(), "c".into()];
+        values.extend([1e6, 5.0, f32::NAN, 0.0]);
+        let names = vec!["a".into(), "b".into(), "c".into(), "d".into()];
         let p = TablePrep::fit(names, None, &values);
-        assert_eq!(p.center, vec![5.0, 5.0, 0.0]);
-        assert!((p.scale[0] - 4.0 / 1.349).abs() < 1e-5, "{:?}", p.scale);
-        assert_eq!(&p.scale[1..], &[1.0, 1.0]);
-        let mut row = vec![9.0, 5.0, f32::NAN];
+        assert_eq!(&p.center[..3], &[101.0, 5.0, 0.0]);
+        let clean = std_dev((1..=200).map(|i| i as f32));
+        assert!(
+            (p.scale[0] - clean).abs() < 1e-3,
+            "{:?} vs {clean}",
+            p.scale
+        );
+        assert_eq!(&p.scale[1..3], &[1.0, 1.0]);
+        // The tail column keeps its whole spread.
+        let tail = std_dev(values.iter().skip(3).step_by(4).copied());
+        assert!((p.scale[3] - tail).abs() < 1e-4, "{} vs {tail}", p.scale[3]);
+        let mut row = vec![101.0 + clean, 5.0, f32::NAN, 0.0];
         p.standardize(&mut row);
-        assert!((row[0] - 1.349).abs() < 1e-5 && row[1] == 0.0 && row[2].is_nan());
-        assert!((p.unstandardize(0, row[0]) - 9.0).abs() < 1e-4);
+        assert!((row[0] - 1.0).abs() < 1e-5 && row[1] == 0.0 && row[2].is_nan());
+        assert!((p.unstandardize(0, row[0]) - (101.0 + clean)).abs() < 1e-3);
     }
 }

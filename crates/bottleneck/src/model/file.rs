@@ -115,8 +115,7 @@ pub const KIND_TABLE: &str = "table";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TableScore {
-    /// Mean squared reconstruction error over the observed cells, each feature's error
-    /// divided by its typical size on the training rows.
+    /// Mean squared reconstruction error over the observed cells, in standardised units.
     Reconstruction,
     /// Negative evidence lower bound of a variational model (at the mean code).
     Elbo,
@@ -126,9 +125,6 @@ pub enum TableScore {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableScoring {
     pub score: TableScore,
-    /// Root-mean-square reconstruction error of each feature on the training rows
-    /// (standardised units, floored at a tenth of their mean).
-    pub error_scale: Vec<f32>,
     /// Refinement passes of `impute` after the first fill.
     pub impute_iterations: usize,
     /// Share of observed cells hidden from the network during training.
