@@ -485,6 +485,7 @@ fn bad_table_cells_name_row_and_column_or_are_skipped() {
         "{}",
         text(&o)
     );
+    assert!(text(&o).contains("skipped 2 bad rows"), "{}", text(&o));
     assert!(dir.join("m.safetensors").exists());
 }
 

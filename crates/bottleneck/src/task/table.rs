@@ -153,8 +153,13 @@ impl TableModel {
         for s in rows.skipped.iter().take(5) {
             progress.warn(&format!("skipped {s}"));
         }
-        if rows.skipped.len() > 5 {
-            progress.warn(&format!("skipped {} bad rows in all", rows.skipped.len()));
+        if !rows.skipped.is_empty() {
+            progress.warn(&format!(
+                "skipped {} bad row{} of {}",
+                rows.skipped.len(),
+                if rows.skipped.len() > 1 { "s" } else { "" },
+                data.display()
+            ));
         }
         let n = rows.len();
         if n < 2 {
