@@ -14,7 +14,7 @@ work="$root/bench/out/memory_tables"
 mkdir -p "$work"
 big="$work/big_$rows.csv"
 if [ ! -f "$big" ]; then
-  "$py" - "$big" "$rows" <<'PY'
+  "$py" - "$big.tmp" "$rows" <<'PY'
 import sys, numpy as np
 path, rows = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(0)
@@ -27,6 +27,7 @@ with open(path, "w") as f:
         ids = np.arange(start, start + n).reshape(-1, 1)
         np.savetxt(f, np.hstack([ids, x]), fmt=["%d"] + ["%.5f"] * 24, delimiter=",")
 PY
+  mv "$big.tmp" "$big"
 fi
 head -n 20001 "$big" > "$work/train.csv"
 "$bin" --quiet train "$work/train.csv" -o "$work/model.safetensors" --id-column id

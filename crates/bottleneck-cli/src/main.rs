@@ -228,7 +228,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.2, help_heading = "Tables")]
     mask_rate: f32,
     /// Tables: refinement passes of `impute` after the first fill.
-    #[arg(long, default_value_t = 3, help_heading = "Tables")]
+    #[arg(long, default_value_t = 1, help_heading = "Tables")]
     impute_iterations: usize,
     /// Skip unreadable images or bad rows with a warning instead of stopping.
     #[arg(long)]

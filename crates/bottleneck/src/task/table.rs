@@ -75,7 +75,7 @@ impl Default for TableParams {
             calibration_fraction: 0.15,
             mask_rate: 0.2,
             kl_weight: 1.0,
-            impute_iterations: 3,
+            impute_iterations: 1,
             skip_bad: false,
         }
     }
