@@ -136,6 +136,24 @@ pub struct TableReader {
     header: Vec<String>,
     source: Source,
     next_row: usize,
+    keep_records: bool,
+}
+
+/// The first text cell of each column seen so far: `(1-based row, text)`.
+pub type TextCells = Vec<Option<(usize, Box<str>)>>;
+
+/// Notes in `text` the first text cell of each column of `chunk` not noted yet.
+pub fn note_text_cells(chunk: &RawChunk, text: &mut TextCells) {
+    let cols = text.len();
+    for r in 0..chunk.rows {
+        for (j, slot) in text.iter_mut().enumerate() {
+            if slot.is_none()
+                && let Cell::Text(t) = &chunk.cells[r * cols + j]
+            {
+                *slot = Some((chunk.first_row + r + 1, t.clone()));
+            }
+        }
+    }
 }
 
 impl TableReader {
@@ -199,7 +217,14 @@ impl TableReader {
             header,
             source,
             next_row: 0,
+            keep_records: false,
         })
+    }
+
+    /// Keeps each CSV row as written in [`RawChunk::records`] (for copying cells through).
+    pub fn with_records(mut self) -> Self {
+        self.keep_records = true;
+        self
     }
 
     /// Column names in file order (`x0, x1, ...` for `.npy`).
@@ -236,6 +261,7 @@ impl TableReader {
         let mut rows = 0;
         let path = self.path.clone();
         let mut records = None;
+        let keep = self.keep_records;
         match &mut self.source {
             Source::Csv(reader) => {
                 let mut recs = Vec::new();
@@ -252,10 +278,12 @@ impl TableReader {
                         break;
                     }
                     cells.extend(record.iter().map(Cell::parse));
-                    recs.push(record.clone());
+                    if keep {
+                        recs.push(record.clone());
+                    }
                     rows += 1;
                 }
-                records = Some(recs);
+                records = keep.then_some(recs);
             }
             Source::Parquet(iter, _) => {
                 while rows < max_rows {
@@ -368,12 +396,13 @@ fn find_column(header: &[String], name: &str, path: &Path, what: &str) -> Result
 }
 
 impl Layout {
-    /// The training layout: the selected columns, which must all be numeric. `sample` is
-    /// the training data (every chunk): a column is numeric when none of its cells is text.
-    /// Fails naming non-numeric columns that were not excluded, and unknown names.
+    /// The training layout: the selected columns, which must all be numeric. `text` holds
+    /// the first text cell of each column over the whole training table (see
+    /// [`note_text_cells`]): a column is numeric when it has none. Fails naming non-numeric
+    /// columns that were not excluded, and unknown names.
     pub fn for_training(
         header: &[String],
-        sample: &[RawChunk],
+        text: &TextCells,
         selection: &ColumnSelection,
         path: &Path,
     ) -> Result<Self> {
@@ -395,17 +424,9 @@ impl Layout {
             id.as_ref().is_none_or(|(_, i)| *i != j) && !selection.exclude.contains(&header[j])
         });
         let cols = header.len();
-        let text_column = |j: usize| {
-            sample.iter().find_map(|c| {
-                (0..c.rows).find_map(|r| match &c.cells[r * cols + j] {
-                    Cell::Text(t) => Some((c.first_row + r + 1, t.clone())),
-                    _ => None,
-                })
-            })
-        };
         let mut non_numeric = Vec::new();
         for &j in &candidates {
-            if let Some((row, text)) = text_column(j) {
+            if let Some((row, text)) = &text[j] {
                 non_numeric.push(format!("'{}' (row {row}: '{text}')", header[j]));
             }
         }
@@ -558,27 +579,37 @@ impl Layout {
 }
 
 /// Reads a whole table for training: the layout chosen by `selection` and every row's
-/// features. Fails like [`Layout::extract`]; an empty table is an error.
+/// features. Two passes over the file, so only the features stay in memory: the first finds
+/// the text columns, the second reads the values. Fails like [`Layout::extract`]; an empty
+/// table is an error.
 pub fn read_training_table(
     path: &Path,
     selection: &ColumnSelection,
     skip_bad: bool,
 ) -> Result<(Layout, Rows)> {
+    const CHUNK: usize = 8192;
     let mut reader = TableReader::open(path)?;
-    let mut chunks = Vec::new();
-    while let Some(c) = reader.next_chunk(8192)? {
-        chunks.push(c);
+    let header = reader.header().to_vec();
+    let mut text: TextCells = vec![None; header.len()];
+    let mut rows_seen = 0;
+    if reader.format() != TableFormat::Npy {
+        while let Some(c) = reader.next_chunk(CHUNK)? {
+            note_text_cells(&c, &mut text);
+            rows_seen += c.rows;
+        }
+        reader = TableReader::open(path)?;
     }
-    if chunks.is_empty() {
-        return Err(Error::Invalid(format!("{}: no data rows", path.display())));
-    }
-    let layout = Layout::for_training(reader.header(), &chunks, selection, path)?;
+    let layout = Layout::for_training(&header, &text, selection, path)?;
     let mut all = Rows::default();
-    for c in &chunks {
-        let rows = layout.extract(c, path, skip_bad)?;
+    while let Some(c) = reader.next_chunk(CHUNK)? {
+        rows_seen += c.rows;
+        let rows = layout.extract(&c, path, skip_bad)?;
         all.values.extend(rows.values);
         all.ids.extend(rows.ids);
         all.skipped.extend(rows.skipped);
+    }
+    if rows_seen == 0 {
+        return Err(Error::Invalid(format!("{}: no data rows", path.display())));
     }
     if all.is_empty() {
         return Err(Error::Invalid(format!(
@@ -795,8 +826,11 @@ mod tests {
         };
         let mut reader = TableReader::open(&p).unwrap();
         let chunk = reader.next_chunk(10).unwrap().unwrap();
-        let l =
-            Layout::for_training(reader.header(), std::slice::from_ref(&chunk), &sel, &p).unwrap();
+        let mut text: TextCells = vec![None; 4];
+        note_text_cells(&chunk, &mut text);
+        assert_eq!(text[3], Some((1, "x".into())));
+        assert_eq!(text[2], Some((3, "oops".into())));
+        let l = Layout::for_training(reader.header(), &text, &sel, &p).unwrap();
         let err = l.extract(&chunk, &p, false).unwrap_err().to_string();
         assert!(err.contains("row 2: every feature is missing"), "{err}");
         let rows = l.extract(&chunk, &p, true).unwrap();

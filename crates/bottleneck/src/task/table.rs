@@ -426,9 +426,15 @@ impl TableModel {
         out
     }
 
-    /// Opens `data` and finds the model's columns in it.
-    fn open(&self, data: &Path) -> Result<(TableReader, Layout)> {
+    /// Opens `data` (keeping CSV rows as written with `records`) and finds the model's
+    /// columns in it.
+    fn open(&self, data: &Path, records: bool) -> Result<(TableReader, Layout)> {
         let reader = TableReader::open(data)?;
+        let reader = if records {
+            reader.with_records()
+        } else {
+            reader
+        };
         let layout = Layout::for_model(
             &reader,
             &self.meta.prep.features,
@@ -437,17 +443,19 @@ impl TableModel {
         Ok((reader, layout))
     }
 
-    /// Streams `data` chunk by chunk through `each`, with progress; returns the number of
-    /// rows skipped under `skip_bad` (each reported to `progress`).
+    /// Streams `data` chunk by chunk through `each` (with the CSV rows as written when
+    /// `records`), with progress; returns the number of rows skipped under `skip_bad` (each
+    /// reported to `progress`).
     fn stream(
         &self,
         data: &Path,
         skip_bad: bool,
+        records: bool,
         stage: &str,
         progress: &dyn Progress,
         mut each: impl FnMut(&Layout, &RawChunk, Rows) -> Result<()>,
     ) -> Result<usize> {
-        let (mut reader, layout) = self.open(data)?;
+        let (mut reader, layout) = self.open(data, records)?;
         let mut skipped = 0;
         progress.stage(stage, reader.position().1);
         let mut done = 0;
@@ -494,41 +502,48 @@ impl TableModel {
         crate::io::write_atomic(out, |tmp| {
             let mut w = csv::Writer::from_path(tmp).map_err(|e| csv_error(tmp, e))?;
             let mut header_done = false;
-            skipped = self.stream(data, skip_bad, "scoring", progress, |layout, _, rows| {
-                if !header_done {
-                    let mut h = vec![
-                        Self::id_header(layout),
-                        "score".into(),
-                        "p_value".into(),
-                        "is_anomaly".into(),
-                    ];
-                    for k in 1..=explain {
-                        h.push(format!("explain_{k}"));
-                        h.push(format!("share_{k}"));
-                    }
-                    w.write_record(&h).map_err(|e| csv_error(tmp, e))?;
-                    header_done = true;
-                }
-                for row in self.score_rows(&rows) {
-                    let mut rec = vec![
-                        row.id.clone(),
-                        format!("{}", row.score),
-                        format!("{}", row.p_value),
-                        (row.is_anomaly as u8).to_string(),
-                    ];
-                    if explain > 0 {
-                        let mut order: Vec<usize> = (0..row.shares.len()).collect();
-                        order.sort_by(|&a, &b| row.shares[b].total_cmp(&row.shares[a]));
-                        for &j in &order[..explain] {
-                            rec.push(self.meta.prep.features[j].clone());
-                            rec.push(format!("{:.4}", row.shares[j]));
+            skipped = self.stream(
+                data,
+                skip_bad,
+                false,
+                "scoring",
+                progress,
+                |layout, _, rows| {
+                    if !header_done {
+                        let mut h = vec![
+                            Self::id_header(layout),
+                            "score".into(),
+                            "p_value".into(),
+                            "is_anomaly".into(),
+                        ];
+                        for k in 1..=explain {
+                            h.push(format!("explain_{k}"));
+                            h.push(format!("share_{k}"));
                         }
+                        w.write_record(&h).map_err(|e| csv_error(tmp, e))?;
+                        header_done = true;
                     }
-                    w.write_record(&rec).map_err(|e| csv_error(tmp, e))?;
-                    written += 1;
-                }
-                Ok(())
-            })?;
+                    for row in self.score_rows(&rows) {
+                        let mut rec = vec![
+                            row.id.clone(),
+                            format!("{}", row.score),
+                            format!("{}", row.p_value),
+                            (row.is_anomaly as u8).to_string(),
+                        ];
+                        if explain > 0 {
+                            let mut order: Vec<usize> = (0..row.shares.len()).collect();
+                            order.sort_by(|&a, &b| row.shares[b].total_cmp(&row.shares[a]));
+                            for &j in &order[..explain] {
+                                rec.push(self.meta.prep.features[j].clone());
+                                rec.push(format!("{:.4}", row.shares[j]));
+                            }
+                        }
+                        w.write_record(&rec).map_err(|e| csv_error(tmp, e))?;
+                        written += 1;
+                    }
+                    Ok(())
+                },
+            )?;
             if !header_done {
                 return Err(Error::Invalid(format!("{}: no data rows", data.display())));
             }
@@ -552,22 +567,29 @@ impl TableModel {
         let mut skipped = 0;
         crate::io::write_atomic(out, |tmp| {
             let mut writer: Option<TableWriter> = None;
-            skipped = self.stream(data, skip_bad, "encoding", progress, |layout, _, rows| {
-                if writer.is_none() {
-                    writer = Some(TableWriter::create(
-                        out,
-                        tmp,
-                        &Self::id_header(layout),
-                        &columns,
-                    )?);
-                }
-                let codes = self.encode_rows(&rows);
-                if let Some(w) = writer.as_mut() {
-                    w.write(&rows.ids, &codes)?;
-                }
-                written += rows.len();
-                Ok(())
-            })?;
+            skipped = self.stream(
+                data,
+                skip_bad,
+                false,
+                "encoding",
+                progress,
+                |layout, _, rows| {
+                    if writer.is_none() {
+                        writer = Some(TableWriter::create(
+                            out,
+                            tmp,
+                            &Self::id_header(layout),
+                            &columns,
+                        )?);
+                    }
+                    let codes = self.encode_rows(&rows);
+                    if let Some(w) = writer.as_mut() {
+                        w.write(&rows.ids, &codes)?;
+                    }
+                    written += rows.len();
+                    Ok(())
+                },
+            )?;
             match writer {
                 Some(w) => w.finish(),
                 None => Err(Error::Invalid(format!("{}: no data rows", data.display()))),
@@ -589,7 +611,7 @@ impl TableModel {
         progress: &dyn Progress,
     ) -> Result<(usize, usize)> {
         let out_format = TableFormat::require(out)?;
-        let (reader, layout) = self.open(data)?;
+        let (reader, layout) = self.open(data, false)?;
         let header: Vec<String> = reader.header().to_vec();
         drop(reader);
         let d = layout.features.len();
@@ -631,6 +653,7 @@ impl TableModel {
             self.stream(
                 data,
                 skip_bad,
+                true,
                 "imputing",
                 progress,
                 |layout, chunk, rows| {
