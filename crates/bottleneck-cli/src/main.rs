@@ -370,6 +370,13 @@ fn run(cli: Cli) -> Result<()> {
             if maps.is_some() {
                 anyhow::bail!("--maps draws heatmaps of images; use --explain K for tables");
             }
+            if !is_table_path(&data) {
+                anyhow::bail!(
+                    "{} is a table model; {} is not a table file (.csv, .tsv, .parquet, .npy)",
+                    model.display(),
+                    data.display()
+                );
+            }
             let table = TableModel::load(&model, &device)?;
             let (rows, skipped) = table.score_file(&data, &output, explain, skip_bad, &bars)?;
             bars.note(&format!(
@@ -388,6 +395,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             if explain > 0 {
                 anyhow::bail!("--explain names table columns; use --maps for images");
+            }
+            if is_table_path(&data) {
+                anyhow::bail!(
+                    "{} is an image model; {} is a table: train a table model on it",
+                    model.display(),
+                    data.display()
+                );
             }
             let detector = Detector::load(&model, &device)?;
             let (rows, skipped) =

@@ -420,6 +420,15 @@ fn tables_train_score_explain_encode_and_impute_end_to_end() {
         "{}",
         text(&o)
     );
+    let o = run(&[
+        "score",
+        image_model.to_str().unwrap(),
+        &p("gappy.csv"),
+        "-o",
+        &p("x.csv"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("is an image model"), "{}", text(&o));
     std::fs::write(dir.join("short.csv"), "id,temp_in\na,1\n").unwrap();
     let o = run(&[
         "score",
