@@ -179,19 +179,18 @@ fn save_module<M: Module>(path: &Path, weights: &M, meta: &impl Serialize) -> Re
 
 /// Reads the metadata of an image model file at `path`; a table model is refused by name.
 pub fn read_meta(path: &Path) -> Result<(ModelMeta, Vec<u8>)> {
-    let (value, bytes) = read_header(path)?;
-    check_kind(path, &value, KIND_IMAGES)?;
-    let meta = serde_json::from_value(value).map_err(|e| Error::ModelFile {
-        path: path.to_path_buf(),
-        reason: format!("bad metadata ({e})"),
-    })?;
-    Ok((meta, bytes))
+    read_meta_of(path, KIND_IMAGES)
 }
 
 /// Reads the metadata of a table model file at `path`; an image model is refused by name.
 pub fn read_table_meta(path: &Path) -> Result<(TableMeta, Vec<u8>)> {
+    read_meta_of(path, KIND_TABLE)
+}
+
+/// Reads the metadata of a model file of `kind` at `path`.
+fn read_meta_of<M: serde::de::DeserializeOwned>(path: &Path, kind: &str) -> Result<(M, Vec<u8>)> {
     let (value, bytes) = read_header(path)?;
-    check_kind(path, &value, KIND_TABLE)?;
+    check_kind(path, &value, kind)?;
     let meta = serde_json::from_value(value).map_err(|e| Error::ModelFile {
         path: path.to_path_buf(),
         reason: format!("bad metadata ({e})"),

@@ -81,6 +81,29 @@ impl Calibration {
     }
 }
 
+impl Calibration {
+    /// The warning to give when too few calibration samples were held out for the
+    /// requested false-alarm rate (the conformal bound had to widen), or `None`. `what` names
+    /// the samples (`images`, `rows`); `fraction` is the share held out.
+    pub fn shortfall(&self, what: &str, fraction: f64) -> Option<String> {
+        let ThresholdRule::Conformal { fpr } = self.rule else {
+            return None;
+        };
+        if self.effective_fpr <= fpr {
+            return None;
+        }
+        let n = self.scores.len();
+        Some(format!(
+            "only {n} calibration {what}: the smallest p-value is {:.4}, so {what} are flagged \
+             at p <= {:.4} instead of --fpr {fpr}; add normal {what} (>= {} in all) for the \
+             requested rate",
+            1.0 / (n as f64 + 1.0),
+            self.effective_fpr,
+            ((1.0 / fpr - 1.0) / fraction).ceil()
+        ))
+    }
+}
+
 /// Fails unless `v` is strictly between 0 and 1, naming the flag.
 pub(crate) fn check_rate(name: &str, v: f64) -> Result<()> {
     if v > 0.0 && v < 1.0 {
@@ -117,6 +140,9 @@ mod tests {
             Calibration::fit(vec![1.0, 2.0, 3.0], ThresholdRule::Conformal { fpr: 0.01 }).unwrap();
         assert_eq!(c.effective_fpr, 0.25);
         assert_eq!(c.threshold, 3.0);
+        let warning = c.shortfall("rows", 0.15).unwrap();
+        assert!(warning.starts_with("only 3 calibration rows"), "{warning}");
+        assert!(warning.contains(">= 660 in all"), "{warning}");
         assert!(c.is_anomaly(3.5) && !c.is_anomaly(3.0));
     }
 

@@ -256,17 +256,8 @@ impl Detector {
         }
         progress.finish();
         let calibration = Calibration::fit(scores, rule)?;
-        if let ThresholdRule::Conformal { fpr } = rule
-            && calibration.effective_fpr > fpr
-        {
-            progress.warn(&format!(
-                "only {n_cal} calibration images: the smallest p-value is {:.4}, so images are \
-                 flagged at p <= {:.4} instead of --fpr {fpr}; add good images (>= {} in all) \
-                 for the requested rate",
-                1.0 / (n_cal as f64 + 1.0),
-                calibration.effective_fpr,
-                ((1.0 / fpr - 1.0) / params.calibration_fraction).ceil()
-            ));
+        if let Some(w) = calibration.shortfall("images", params.calibration_fraction) {
+            progress.warn(&w);
         }
         detector.meta.calibration = calibration;
         detector.meta.scoring.map_scale = if map_scale > 0.0 { map_scale } else { 1.0 };

@@ -247,17 +247,8 @@ impl TableModel {
             scores.extend(this.score_standardized(chunk).0);
         }
         let calibration = Calibration::fit(scores, rule)?;
-        if let ThresholdRule::Conformal { fpr } = rule
-            && calibration.effective_fpr > fpr
-        {
-            progress.warn(&format!(
-                "only {n_cal} calibration rows: the smallest p-value is {:.4}, so rows are \
-                 flagged at p <= {:.4} instead of --fpr {fpr}; add normal rows (>= {} in all) \
-                 for the requested rate",
-                1.0 / (n_cal as f64 + 1.0),
-                calibration.effective_fpr,
-                ((1.0 / fpr - 1.0) / params.calibration_fraction).ceil()
-            ));
+        if let Some(w) = calibration.shortfall("rows", params.calibration_fraction) {
+            progress.warn(&w);
         }
         this.meta.calibration = calibration;
         this.meta.training.seconds = started.elapsed().as_secs_f64();
