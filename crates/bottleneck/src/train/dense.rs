@@ -3,14 +3,12 @@
 //! noise) so the network learns to rebuild cells it does not see, which is what imputation
 //! asks of it and makes detection less prone to copying its input.
 
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::{cosine_lr, seeded};
+use super::{Schedule, run_epochs, seeded};
 use crate::error::{Error, Result};
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
@@ -104,76 +102,47 @@ pub fn train_dense(
     }
     let d = spec.features;
     let ad = device.clone().autodiff();
-    let mut model = seeded(&ad, opts.seed, || {
+    let model = seeded(&ad, opts.seed, || {
         let model = DenseAutoencoder::new(spec, &ad);
         let x = Tensor::<2>::zeros([2, d], &ad);
         let _ = model.forward(x.clone(), x);
         model
     });
-    let mut optim = AdamConfig::new().init();
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let mut order = indices.to_vec();
-    let per_epoch = order.len().div_ceil(opts.batch_size);
-    let total = per_epoch * opts.epochs;
-    progress.stage("training", total as u64);
-    let mut curve = Vec::with_capacity(opts.epochs);
-    let mut step = 0usize;
-    for epoch in 0..opts.epochs {
-        order.shuffle(&mut rng);
-        let mut sum = 0.0f64;
-        let mut count = 0usize;
-        for chunk in order.chunks(opts.batch_size) {
-            let m = chunk.len();
-            let b = make_batch(rows, d, chunk, opts.mask_rate, &mut rng);
-            let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [m, d]), &ad);
-            let observed = t(b.observed);
-            let targets = t(b.targets);
-            let enc = model.encode(t(b.shown_values), t(b.shown));
-            let (code, kl) = match enc.log_var {
-                Some(log_var) => {
-                    let eps: Vec<f32> = (0..m * spec.latent)
-                        .map(|_| StandardNormal.sample(&mut rng))
-                        .collect();
-                    let eps = Tensor::<2>::from_data(TensorData::new(eps, [m, spec.latent]), &ad);
-                    let std = (log_var.clone() * 0.5).exp();
-                    let kl =
-                        (log_var.clone().exp() + enc.mean.clone().powi_scalar(2) - log_var - 1.0)
-                            .sum()
-                            * 0.5;
-                    (enc.mean + std * eps, Some(kl))
-                }
-                None => (enc.mean, None),
-            };
-            let y = model.decode(code);
-            let cells = observed.clone().sum();
-            let err = ((y - targets).powi_scalar(2) * observed).sum();
-            let loss = match kl {
-                Some(kl) => (err * 0.5 + kl * opts.kl_weight) / cells,
-                None => err / cells,
-            };
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "training diverged at epoch {} (loss {value}); try a lower learning rate",
-                    epoch + 1
-                )));
+    let schedule = Schedule {
+        epochs: opts.epochs,
+        batch_size: opts.batch_size,
+        learning_rate: opts.learning_rate,
+        seed: opts.seed,
+    };
+    let (model, curve) = run_epochs(model, indices, schedule, progress, |model, chunk, rng| {
+        let m = chunk.len();
+        let b = make_batch(rows, d, chunk, opts.mask_rate, rng);
+        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [m, d]), &ad);
+        let observed = t(b.observed);
+        let targets = t(b.targets);
+        let enc = model.encode(t(b.shown_values), t(b.shown));
+        let (code, kl) = match enc.log_var {
+            Some(log_var) => {
+                let eps: Vec<f32> = (0..m * spec.latent)
+                    .map(|_| StandardNormal.sample(rng))
+                    .collect();
+                let eps = Tensor::<2>::from_data(TensorData::new(eps, [m, spec.latent]), &ad);
+                let std = (log_var.clone() * 0.5).exp();
+                let kl = (log_var.clone().exp() + enc.mean.clone().powi_scalar(2) - log_var - 1.0)
+                    .sum()
+                    * 0.5;
+                (enc.mean + std * eps, Some(kl))
             }
-            sum += value as f64 * m as f64;
-            count += m;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cosine_lr(opts.learning_rate, step, total), model, grads);
-            step += 1;
-            progress.advance(1);
-        }
-        let mean = (sum / count as f64) as f32;
-        curve.push(mean);
-        progress.status(&format!(
-            "epoch {}/{} loss {mean:.5}",
-            epoch + 1,
-            opts.epochs
-        ));
-    }
-    progress.finish();
+            None => (enc.mean, None),
+        };
+        let y = model.decode(code);
+        let cells = observed.clone().sum();
+        let err = ((y - targets).powi_scalar(2) * observed).sum();
+        Ok(match kl {
+            Some(kl) => (err * 0.5 + kl * opts.kl_weight) / cells,
+            None => err / cells,
+        })
+    })?;
     Ok((model.valid(), curve))
 }
 
@@ -181,6 +150,7 @@ pub fn train_dense(
 mod tests {
     use super::*;
     use crate::progress::Silent;
+    use rand::SeedableRng;
 
     #[test]
     fn batches_hide_cells_but_never_a_whole_row() {

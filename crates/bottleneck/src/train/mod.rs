@@ -45,6 +45,68 @@ pub struct TrainOptions {
     pub loss: Loss,
 }
 
+/// How long and how fast a training run goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+}
+
+/// The loop every training shares: each epoch the samples at `indices` are shuffled (seeded)
+/// into batches, `batch_loss` gives the loss of one batch from its sample indices (drawing
+/// any noise from the same generator), and Adam takes a step at a cosine-decayed rate.
+/// Reports progress and returns the trained model with the mean loss of each epoch. Fails
+/// when `batch_loss` fails or the loss stops being finite.
+pub(crate) fn run_epochs<M: Module>(
+    mut model: M,
+    indices: &[usize],
+    schedule: Schedule,
+    progress: &dyn Progress,
+    mut batch_loss: impl FnMut(&M, &[usize], &mut ChaCha8Rng) -> Result<Tensor<1>>,
+) -> Result<(M, Vec<f32>)> {
+    let mut optim = AdamConfig::new().init();
+    let mut rng = ChaCha8Rng::seed_from_u64(schedule.seed);
+    let mut order = indices.to_vec();
+    let per_epoch = order.len().div_ceil(schedule.batch_size);
+    let total = per_epoch * schedule.epochs;
+    progress.stage("training", total as u64);
+    let mut curve = Vec::with_capacity(schedule.epochs);
+    let mut step = 0usize;
+    for epoch in 0..schedule.epochs {
+        order.shuffle(&mut rng);
+        let mut sum = 0.0f64;
+        let mut count = 0usize;
+        for chunk in order.chunks(schedule.batch_size) {
+            let loss = batch_loss(&model, chunk, &mut rng)?;
+            let value = loss.clone().into_scalar::<f32>();
+            if !value.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "training diverged at epoch {} (loss {value}); try a lower learning rate",
+                    epoch + 1
+                )));
+            }
+            sum += value as f64 * chunk.len() as f64;
+            count += chunk.len();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let lr = cosine_lr(schedule.learning_rate, step, total);
+            model = optim.step(lr, model, grads);
+            step += 1;
+            progress.advance(1);
+        }
+        let mean = (sum / count as f64) as f32;
+        curve.push(mean);
+        progress.status(&format!(
+            "epoch {}/{} loss {mean:.5}",
+            epoch + 1,
+            schedule.epochs
+        ));
+    }
+    progress.finish();
+    Ok((model, curve))
+}
+
 /// Number of epochs that gives about `target_steps` optimizer steps on `n` samples, from 5
 /// to `max_epochs`: small sets get more passes, large sets fewer.
 pub fn default_epochs(
@@ -75,60 +137,27 @@ pub fn train_autoencoder(
         return Err(Error::Invalid("no training images".into()));
     }
     let ad = device.clone().autodiff();
-    let mut model = seeded(&ad, opts.seed, || {
+    let model = seeded(&ad, opts.seed, || {
         let model = ConvAutoencoder::new(spec, &ad);
         let side = spec.image_size;
         let _ = model.forward(Tensor::zeros([1, spec.channels, side, side], &ad));
         model
     });
-    let mut optim = AdamConfig::new().init();
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let mut order = indices.to_vec();
-    let per_epoch = order.len().div_ceil(opts.batch_size);
-    let total = (per_epoch * opts.epochs) as u64;
     let side = spec.image_size;
-    progress.stage("training", total);
-    let mut curve = Vec::with_capacity(opts.epochs);
-    let mut step = 0usize;
-    for epoch in 0..opts.epochs {
-        order.shuffle(&mut rng);
-        let mut sum = 0.0f64;
-        let mut count = 0usize;
-        for chunk in order.chunks(opts.batch_size) {
-            let data = set.batch(chunk)?;
-            let x = Tensor::<4>::from_data(
-                TensorData::new(data, [chunk.len(), spec.channels, side, side]),
-                &ad,
-            );
-            let y = model.forward(x.clone());
-            let loss = pixel_loss(x, y, opts.loss).mean();
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "training diverged at epoch {} (loss {value}); try a lower learning rate",
-                    epoch + 1
-                )));
-            }
-            sum += value as f64 * chunk.len() as f64;
-            count += chunk.len();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(
-                cosine_lr(opts.learning_rate, step, total as usize),
-                model,
-                grads,
-            );
-            step += 1;
-            progress.advance(1);
-        }
-        let mean = (sum / count as f64) as f32;
-        curve.push(mean);
-        progress.status(&format!(
-            "epoch {}/{} loss {mean:.5}",
-            epoch + 1,
-            opts.epochs
-        ));
-    }
-    progress.finish();
+    let schedule = Schedule {
+        epochs: opts.epochs,
+        batch_size: opts.batch_size,
+        learning_rate: opts.learning_rate,
+        seed: opts.seed,
+    };
+    let (model, curve) = run_epochs(model, indices, schedule, progress, |model, chunk, _| {
+        let x = Tensor::<4>::from_data(
+            TensorData::new(set.batch(chunk)?, [chunk.len(), spec.channels, side, side]),
+            &ad,
+        );
+        let y = model.forward(x.clone());
+        Ok(pixel_loss(x, y, opts.loss).mean())
+    })?;
     Ok((model.valid(), curve))
 }
 
