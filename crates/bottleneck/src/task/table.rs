@@ -16,6 +16,7 @@ use crate::data::table::{
     read_training_table,
 };
 use crate::error::{Error, Result};
+use crate::model::dense::Encoded;
 use crate::model::file::{
     self, FORMAT_VERSION, KIND_TABLE, TableMeta, TableScore, TableScoring, TableWeights,
     TrainingSummary,
@@ -95,8 +96,6 @@ const CHUNK_ROWS: usize = 4096;
 struct Pass {
     /// Reconstruction, `rows x features`, standardised.
     recon: Vec<f32>,
-    /// Bottleneck codes (means for a VAE), `rows x latent`.
-    codes: Vec<f32>,
     /// KL divergence of each row's code distribution from the prior (VAE only).
     kl: Option<Vec<f32>>,
 }
@@ -278,8 +277,9 @@ impl TableModel {
         &self.meta
     }
 
-    /// Runs the network on standardised rows (NaN missing), in the order given.
-    fn pass(&self, values: &[f32]) -> Pass {
+    /// Codes (means for a VAE) and, for a VAE, log-variances of standardised rows (NaN
+    /// missing): the network is shown missing cells as 0 beside the mask of observed ones.
+    fn encode_standardized(&self, values: &[f32]) -> Encoded {
         let d = self.meta.spec.features;
         let n = values.len() / d;
         let mask: Vec<f32> = values.iter().map(|v| (!v.is_nan()) as u8 as f32).collect();
@@ -290,22 +290,25 @@ impl TableModel {
         // Inputs are made on the inference device itself: tensors moved over from an
         // autodiff device leak on every forward.
         let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, d]), &self.device);
-        let enc = self.model.encode(t(shown), t(mask));
+        self.model.encode(t(shown), t(mask))
+    }
+
+    /// Runs the network on standardised rows (NaN missing), in the order given.
+    fn pass(&self, values: &[f32]) -> Pass {
+        let enc = self.encode_standardized(values);
         let kl = enc.log_var.map(|lv| {
             let kl =
                 (lv.clone().exp() + enc.mean.clone().powi_scalar(2) - lv - 1.0).sum_dim(1) * 0.5;
             to_vec(kl)
         });
-        let recon = self.model.decode(enc.mean.clone());
         Pass {
-            recon: to_vec(recon),
-            codes: to_vec(enc.mean),
+            recon: to_vec(self.model.decode(enc.mean)),
             kl,
         }
     }
 
     /// Scores of standardised rows and each row's per-feature error contributions.
-    fn score_standardized(&self, values: &[f32]) -> (Vec<f32>, Vec<Vec<f32>>, Pass) {
+    fn score_standardized(&self, values: &[f32]) -> (Vec<f32>, Vec<Vec<f32>>) {
         let d = self.meta.spec.features;
         let pass = self.pass(values);
         let mut scores = Vec::with_capacity(values.len() / d);
@@ -330,7 +333,7 @@ impl TableModel {
             scores.push(score);
             parts.push(contrib);
         }
-        (scores, parts, pass)
+        (scores, parts)
     }
 
     /// Scores rows of raw feature values (`rows x features`, the model's column order, NaN
@@ -338,7 +341,7 @@ impl TableModel {
     pub fn score_rows(&self, rows: &Rows) -> Vec<ScoredRow> {
         let mut values = rows.values.clone();
         self.meta.prep.standardize(&mut values);
-        let (scores, parts, _) = self.score_standardized(&values);
+        let (scores, parts) = self.score_standardized(&values);
         scores
             .into_iter()
             .zip(parts)
@@ -360,7 +363,7 @@ impl TableModel {
     pub fn encode_rows(&self, rows: &Rows) -> Vec<f32> {
         let mut values = rows.values.clone();
         self.meta.prep.standardize(&mut values);
-        self.pass(&values).codes
+        to_vec(self.encode_standardized(&values).mean)
     }
 
     /// Fills the missing cells of `rows` (raw values, NaN missing) and returns the filled
@@ -434,19 +437,18 @@ impl TableModel {
         Ok((reader, layout))
     }
 
-    /// Streams `data` chunk by chunk through `each` (with the CSV rows as written when
-    /// `records`), with progress; returns the number of rows skipped under `skip_bad` (each
+    /// Streams the table `data`, opened by [`TableModel::open`], chunk by chunk through
+    /// `each`, with progress; returns the number of rows skipped under `skip_bad` (each
     /// reported to `progress`).
     fn stream(
         &self,
+        (mut reader, layout): (TableReader, Layout),
         data: &Path,
         skip_bad: bool,
-        records: bool,
         stage: &str,
         progress: &dyn Progress,
         mut each: impl FnMut(&Layout, &RawChunk, Rows) -> Result<()>,
     ) -> Result<usize> {
-        let (mut reader, layout) = self.open(data, records)?;
         let mut skipped = 0;
         progress.stage(stage, reader.position().1);
         let mut done = 0;
@@ -488,15 +490,16 @@ impl TableModel {
         progress: &dyn Progress,
     ) -> Result<(usize, usize)> {
         let explain = explain.min(self.meta.spec.features);
+        let opened = self.open(data, false)?;
         let mut written = 0;
         let mut skipped = 0;
         crate::io::write_atomic(out, |tmp| {
             let mut w = csv::Writer::from_path(tmp).map_err(|e| csv_error(tmp, e))?;
             let mut header_done = false;
             skipped = self.stream(
+                opened,
                 data,
                 skip_bad,
-                false,
                 "scoring",
                 progress,
                 |layout, _, rows| {
@@ -554,14 +557,15 @@ impl TableModel {
         progress: &dyn Progress,
     ) -> Result<(usize, usize)> {
         let columns = code_columns(self.meta.spec.latent);
+        let opened = self.open(data, false)?;
         let mut written = 0;
         let mut skipped = 0;
         crate::io::write_atomic(out, |tmp| {
             let mut writer: Option<TableWriter> = None;
             skipped = self.stream(
+                opened,
                 data,
                 skip_bad,
-                false,
                 "encoding",
                 progress,
                 |layout, _, rows| {
@@ -602,9 +606,8 @@ impl TableModel {
         progress: &dyn Progress,
     ) -> Result<(usize, usize)> {
         let out_format = TableFormat::require(out)?;
-        let (reader, layout) = self.open(data, false)?;
+        let (reader, layout) = self.open(data, true)?;
         let header: Vec<String> = reader.header().to_vec();
-        drop(reader);
         let d = layout.features.len();
         if out_format == TableFormat::Npy
             && (layout.columns != d || (0..d).any(|k| layout.feature_column(k) != k))
@@ -642,9 +645,9 @@ impl TableModel {
                 _ => None,
             };
             self.stream(
+                (reader, layout),
                 data,
                 skip_bad,
-                true,
                 "imputing",
                 progress,
                 |layout, chunk, rows| {
