@@ -7,7 +7,7 @@ venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check numpy scikit-learn pillow
+"$venv/bin/pip" install -q --disable-pip-version-check numpy scikit-learn pillow scikit-image pooch
 if [ "${BENCH_TORCH:-0}" = "1" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check torch
 fi

@@ -13,7 +13,10 @@ use bottleneck::device::device_by_name;
 use bottleneck::model::file::{self, KIND_TABLE, TableScore};
 use bottleneck::score::{Loss, Reduction};
 use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
-use bottleneck::task::{TableModel, TableParams, encode_to_file};
+use bottleneck::task::{
+    Catalogue, DenoiseParams, Denoiser, TableModel, TableParams, encode_to_file,
+};
+use bottleneck::train::NoiseModel;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::progress::Bars;
@@ -25,8 +28,8 @@ use crate::progress::Bars;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Autoencoders trained on normal data: anomaly detection with calibrated thresholds and
-/// heatmaps (images) or per-column explanations (tables), bottleneck codes, and filling
-/// missing cells.
+/// heatmaps (images) or per-column explanations (tables), bottleneck codes, filling
+/// missing cells, and image denoising.
 #[derive(Parser)]
 #[command(name = "bottleneck", version, about, long_about = None)]
 struct Cli {
@@ -68,6 +71,24 @@ enum Command {
         #[arg(long)]
         skip_bad: bool,
     },
+    /// Remove noise from images with a model trained by `train --task denoise`. Outputs keep
+    /// the input's size, channels, bit depth and format; inputs are never overwritten.
+    Denoise {
+        /// Denoising model file.
+        model: PathBuf,
+        /// An image or a folder of images (searched recursively).
+        input: PathBuf,
+        /// Output folder (same relative paths as the input), or an image path for one input
+        /// file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Side of the tiles large images are cut into (they overlap and are blended).
+        #[arg(long, default_value_t = bottleneck::task::denoise::DEFAULT_TILE)]
+        tile: usize,
+        /// Skip unreadable images with a warning instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+    },
     /// Write the bottleneck code of every image or row (feature extraction, dimensionality
     /// reduction): the path or id first, then z0, z1, ... (.npy: the codes only).
     Encode {
@@ -78,6 +99,49 @@ enum Command {
         /// Output file: .csv, .parquet or .npy.
         #[arg(short, long)]
         output: PathBuf,
+        /// Skip unreadable images or bad rows with a warning instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Build a catalogue for similarity search: the bottleneck codes of every image or row
+    /// of DATA, where each came from, and the model (so `search` needs nothing else).
+    /// Large catalogues get an approximate nearest-neighbour graph (HNSW).
+    Index {
+        /// Model file written by `train` (images or table; not a denoiser).
+        model: PathBuf,
+        /// An image, a folder of images, or a table.
+        data: PathBuf,
+        /// Catalogue file to write (.bnidx).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Add DATA to an existing catalogue made with the same model (items already in it
+        /// by name are left out) instead of writing a new one.
+        #[arg(long)]
+        append: bool,
+        /// Give the catalogue an approximate search graph (HNSW) from this many items on;
+        /// smaller catalogues are searched exactly.
+        #[arg(long, default_value_t = bottleneck::task::search::ANN_THRESHOLD)]
+        graph_from: usize,
+        /// Skip unreadable images or bad rows with a warning instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Find the items of a catalogue nearest to each query in the bottleneck: one line per
+    /// hit (query, rank, item, distance), nearest first.
+    Search {
+        /// Catalogue written by `index`.
+        catalogue: PathBuf,
+        /// An image, a folder of images, or a table of rows (as the catalogue's model reads).
+        query: PathBuf,
+        /// Hits per query.
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        /// Print one JSON object per query (query, hits with item, name and distance).
+        #[arg(long)]
+        json: bool,
+        /// Compare with every item even when the catalogue has a graph.
+        #[arg(long)]
+        exact: bool,
         /// Skip unreadable images or bad rows with a warning instead of stopping.
         #[arg(long)]
         skip_bad: bool,
@@ -143,16 +207,30 @@ enum Kind {
     Table,
 }
 
+/// What a model is for.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Task {
+    /// Anomaly detection (also gives bottleneck codes; tables also impute).
+    Detect,
+    /// Image denoising.
+    Denoise,
+}
+
 #[derive(Args)]
 struct TrainArgs {
-    /// Folder of good images, a root in the MVTec AD layout, or a table of normal rows.
-    data: PathBuf,
+    /// Folder of good images, a root in the MVTec AD layout, or a table of normal rows;
+    /// with --task denoise, a folder of clean images.
+    #[arg(required_unless_present = "clean")]
+    data: Option<PathBuf>,
     /// Model file to write.
     #[arg(short, long)]
     output: PathBuf,
     /// What DATA holds.
     #[arg(long, value_enum, default_value = "auto")]
     kind: Kind,
+    /// What the model is for.
+    #[arg(long, value_enum, default_value = "detect")]
+    task: Task,
     /// Side of the square network input [default: the images' size rounded down to a
     /// multiple of 16 (of 4 below 32 px), at most 128].
     #[arg(long)]
@@ -230,15 +308,65 @@ struct TrainArgs {
     /// Tables: refinement passes of `impute` after the first fill.
     #[arg(long, default_value_t = 1, help_heading = "Tables")]
     impute_iterations: usize,
+    /// Denoising: noise added to the clean images during training: gaussian:SIGMA,
+    /// poisson:PEAK, salt-pepper:RATE, speckle:SIGMA (a level, or a range LOW-HIGH drawn per
+    /// patch), or mixed (all four over wide ranges) [default: mixed].
+    #[arg(long, help_heading = "Denoising")]
+    noise: Option<NoiseModel>,
+    /// Denoising: a folder of real noisy images matched by relative path to the clean ones
+    /// (in DATA or --clean), instead of --noise.
+    #[arg(long, conflicts_with = "noise", help_heading = "Denoising")]
+    noisy: Option<PathBuf>,
+    /// Denoising: the folder of clean images paired with --noisy (same as DATA).
+    #[arg(
+        long,
+        requires = "noisy",
+        conflicts_with = "data",
+        help_heading = "Denoising"
+    )]
+    clean: Option<PathBuf>,
+    /// Denoising: side of the training patches [default: 48, or the smallest image].
+    #[arg(long, help_heading = "Denoising")]
+    patch: Option<usize>,
+    /// Denoising: stride-2 levels of the network.
+    #[arg(long, default_value_t = 2, help_heading = "Denoising")]
+    levels: usize,
     /// Skip unreadable images or bad rows with a warning instead of stopping.
     #[arg(long)]
     skip_bad: bool,
 }
 
 impl TrainArgs {
+    /// DATA, or --clean for noisy/clean pairs.
+    fn data(&self) -> &std::path::Path {
+        self.data
+            .as_deref()
+            .or(self.clean.as_deref())
+            .expect("clap requires DATA or --clean")
+    }
+
+    fn denoise_params(&self) -> DenoiseParams {
+        let d = DenoiseParams::default();
+        DenoiseParams {
+            noise: self
+                .noise
+                .unwrap_or_else(|| "mixed".parse().expect("valid noise")),
+            noisy: self.noisy.clone(),
+            width: self.width.unwrap_or(d.width),
+            levels: self.levels,
+            patch: self.patch.unwrap_or(d.patch),
+            epochs: self.epochs,
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            learning_rate: self.lr,
+            seed: self.seed,
+            skip_bad: self.skip_bad,
+            ..d
+        }
+    }
+
     fn is_table(&self) -> bool {
         match self.kind {
-            Kind::Auto => is_table_path(&self.data),
+            Kind::Auto => is_table_path(self.data()),
             Kind::Images => false,
             Kind::Table => true,
         }
@@ -303,8 +431,40 @@ fn run(cli: Cli) -> Result<()> {
     let bars = Bars::new(cli.quiet);
     let device = device_by_name(&cli.device)?;
     match cli.command {
+        Command::Train(args) if args.task == Task::Denoise => {
+            if args.is_table() {
+                anyhow::bail!(
+                    "{}: --task denoise works on images; tables are denoised by imputation",
+                    args.data().display()
+                );
+            }
+            let model = Denoiser::fit(args.data(), &args.denoise_params(), &device, &bars)?;
+            model
+                .save(&args.output)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            let m = model.meta();
+            let measured = match &m.validation {
+                Some(v) => format!(
+                    ", held-out PSNR {:.2} dB noisy -> {:.2} dB denoised ({} images)",
+                    v.psnr_noisy, v.psnr_denoised, v.images
+                ),
+                None => ", no held-out measurement (fewer than 5 images)".into(),
+            };
+            bars.note(&format!(
+                "wrote {}: {}-channel denoiser for {}, {} epochs on {} images{measured}, {:.1}s",
+                args.output.display(),
+                m.spec.channels,
+                m.noise,
+                m.training.epochs,
+                m.training.train_samples,
+                m.training.seconds
+            ));
+        }
+        Command::Train(args) if args.noise.is_some() || args.noisy.is_some() => {
+            anyhow::bail!("--noise and --noisy train denoisers: add --task denoise");
+        }
         Command::Train(args) if args.is_table() => {
-            let model = TableModel::fit(&args.data, &args.table_params(), &device, &bars)?;
+            let model = TableModel::fit(args.data(), &args.table_params(), &device, &bars)?;
             model
                 .save(&args.output)
                 .with_context(|| format!("writing {}", args.output.display()))?;
@@ -335,10 +495,10 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!(
                     "{}: table options (--columns, --exclude, --id-column, --vae, --hidden, \
                      --batch-norm) need a table file (.csv, .tsv, .parquet, .npy) or --kind table",
-                    args.data.display()
+                    args.data().display()
                 );
             }
-            let detector = Detector::fit(&args.data, &args.params(), &device, &bars)?;
+            let detector = Detector::fit(args.data(), &args.params(), &device, &bars)?;
             detector
                 .save(&args.output)
                 .with_context(|| format!("writing {}", args.output.display()))?;
@@ -412,6 +572,21 @@ fn run(cli: Cli) -> Result<()> {
                 skipped_note(skipped)
             ));
         }
+        Command::Denoise {
+            model,
+            input,
+            output,
+            tile,
+            skip_bad,
+        } => {
+            let denoiser = Denoiser::load(&model, &device)?.with_tile(tile);
+            let (written, skipped) = denoiser.denoise_paths(&input, &output, skip_bad, &bars)?;
+            bars.note(&format!(
+                "wrote {written} images to {}{}",
+                output.display(),
+                skipped_note(skipped)
+            ));
+        }
         Command::Encode {
             model,
             data,
@@ -424,6 +599,97 @@ fn run(cli: Cli) -> Result<()> {
                 output.display(),
                 skipped_note(skipped)
             ));
+        }
+        Command::Index {
+            model,
+            data,
+            output,
+            append,
+            graph_from,
+            skip_bad,
+        } => {
+            let (catalogue, added, duplicates, skipped) = if append && output.exists() {
+                let mut catalogue = Catalogue::open(&output)?;
+                let given = std::fs::read(&model)
+                    .with_context(|| format!("reading {}", model.display()))?;
+                if given != catalogue.model_bytes() {
+                    anyhow::bail!(
+                        "{} was made with another model than {}; index into a new catalogue",
+                        output.display(),
+                        model.display()
+                    );
+                }
+                let (added, duplicates, skipped) =
+                    catalogue.append(&data, skip_bad, &device, &bars)?;
+                (catalogue, added, duplicates, skipped)
+            } else {
+                let (catalogue, skipped) =
+                    Catalogue::build(&model, &data, graph_from, skip_bad, &device, &bars)?;
+                let added = catalogue.len();
+                (catalogue, added, 0, skipped)
+            };
+            catalogue.save(&output)?;
+            bars.note(&format!(
+                "wrote {}: {} items ({added} added{}), {}{}",
+                output.display(),
+                catalogue.len(),
+                if duplicates > 0 {
+                    format!(", {duplicates} already there")
+                } else {
+                    String::new()
+                },
+                if catalogue.meta().graph {
+                    "approximate search graph"
+                } else {
+                    "exact search"
+                },
+                skipped_note(skipped)
+            ));
+        }
+        Command::Search {
+            catalogue,
+            query,
+            k,
+            json,
+            exact,
+            skip_bad,
+        } => {
+            if k == 0 {
+                anyhow::bail!("-k must be at least 1");
+            }
+            let cat = Catalogue::open(&catalogue)?;
+            let (names, codes, skipped) = cat.encode_queries(&query, skip_bad, &device, &bars)?;
+            let results = cat.search(&codes, k, exact)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            use std::io::Write;
+            if !json {
+                writeln!(out, "query\trank\titem\tdistance")?;
+            }
+            #[derive(serde::Serialize)]
+            struct QueryHits<'a> {
+                query: &'a str,
+                hits: &'a [bottleneck::task::Hit],
+            }
+            for (name, hits) in names.iter().zip(&results) {
+                if json {
+                    let line = serde_json::to_string(&QueryHits { query: name, hits })?;
+                    writeln!(out, "{line}")?;
+                } else {
+                    for (rank, hit) in hits.iter().enumerate() {
+                        writeln!(
+                            out,
+                            "{name}\t{}\t{}\t{:.6}",
+                            rank + 1,
+                            hit.name,
+                            hit.distance
+                        )?;
+                    }
+                }
+            }
+            out.flush()?;
+            if skipped > 0 {
+                bars.note(&format!("{skipped} queries skipped"));
+            }
         }
         Command::Impute {
             model,
@@ -478,6 +744,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stops early (`search ... | head`) is not a failure.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -3,6 +3,7 @@
 
 pub mod images;
 pub mod mvtec;
+pub mod planes;
 pub mod scaling;
 pub mod synthetic;
 pub mod table;

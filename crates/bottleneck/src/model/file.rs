@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::images::ImagePrep;
 use crate::data::scaling::TablePrep;
 use crate::error::{Error, Result};
-use crate::model::{ConvAutoencoder, ConvSpec, DenseAutoencoder, DenseSpec};
+use crate::model::{
+    ConvAutoencoder, ConvSpec, DenoiseNet, DenoiseSpec, DenseAutoencoder, DenseSpec,
+};
 use crate::score::{Calibration, Loss, Reduction};
 
 /// Version of the metadata layout; a file with another version is refused with a message.
@@ -152,6 +154,41 @@ pub struct TableWeights {
     pub autoencoder: DenseAutoencoder,
 }
 
+/// `task` of anomaly detectors (images and tables).
+pub const TASK_DETECT: &str = "detect";
+/// `task` of image denoisers.
+pub const TASK_DENOISE: &str = "denoise";
+
+/// How a denoiser did on held-out images (noisy input and its output against the clean
+/// image), measured at the end of training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenoiseValidation {
+    pub images: usize,
+    pub psnr_noisy: f64,
+    pub psnr_denoised: f64,
+}
+
+/// Everything in a denoiser's file besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenoiseMeta {
+    pub format_version: u32,
+    /// `images`.
+    pub kind: String,
+    /// `denoise`.
+    pub task: String,
+    pub spec: DenoiseSpec,
+    /// The noise trained on (`gaussian:0.1`, ..., or `pairs` for real noisy/clean pairs).
+    pub noise: String,
+    pub validation: Option<DenoiseValidation>,
+    pub training: TrainingSummary,
+}
+
+/// What the weights part of a denoiser's file holds.
+#[derive(Module, Debug)]
+pub struct DenoiseWeights {
+    pub denoiser: DenoiseNet,
+}
+
 /// Saves weights and metadata to `path`. The file appears whole or not at all (burn-store
 /// writes a scratch sibling and renames it).
 pub fn save(path: &Path, weights: &DetectorWeights, meta: &ModelMeta) -> Result<()> {
@@ -160,6 +197,11 @@ pub fn save(path: &Path, weights: &DetectorWeights, meta: &ModelMeta) -> Result<
 
 /// Saves a table model's weights and metadata to `path`, atomically.
 pub fn save_table(path: &Path, weights: &TableWeights, meta: &TableMeta) -> Result<()> {
+    save_module(path, weights, meta)
+}
+
+/// Saves a denoiser's weights and metadata to `path`, atomically.
+pub fn save_denoiser(path: &Path, weights: &DenoiseWeights, meta: &DenoiseMeta) -> Result<()> {
     save_module(path, weights, meta)
 }
 
@@ -179,18 +221,38 @@ fn save_module<M: Module>(path: &Path, weights: &M, meta: &impl Serialize) -> Re
 
 /// Reads the metadata of an image model file at `path`; a table model is refused by name.
 pub fn read_meta(path: &Path) -> Result<(ModelMeta, Vec<u8>)> {
-    read_meta_of(path, KIND_IMAGES)
+    read_meta_of(path, KIND_IMAGES, TASK_DETECT)
+}
+
+/// Reads the metadata of an image denoiser's file at `path`; other models are refused by
+/// name.
+pub fn read_denoise_meta(path: &Path) -> Result<(DenoiseMeta, Vec<u8>)> {
+    read_meta_of(path, KIND_IMAGES, TASK_DENOISE)
 }
 
 /// Reads the metadata of a table model file at `path`; an image model is refused by name.
 pub fn read_table_meta(path: &Path) -> Result<(TableMeta, Vec<u8>)> {
-    read_meta_of(path, KIND_TABLE)
+    read_meta_of(path, KIND_TABLE, TASK_DETECT)
 }
 
-/// Reads the metadata of a model file of `kind` at `path`.
-fn read_meta_of<M: serde::de::DeserializeOwned>(path: &Path, kind: &str) -> Result<(M, Vec<u8>)> {
+/// Reads the metadata of a model file of `kind` for `task` at `path`.
+fn read_meta_of<M: serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: &str,
+    task: &str,
+) -> Result<(M, Vec<u8>)> {
     let (value, bytes) = read_header(path)?;
-    check_kind(path, &value, kind)?;
+    meta_of(path, value, bytes, kind, task)
+}
+
+fn meta_of<M: serde::de::DeserializeOwned>(
+    path: &Path,
+    value: serde_json::Value,
+    bytes: Vec<u8>,
+    kind: &str,
+    task: &str,
+) -> Result<(M, Vec<u8>)> {
+    check_kind(path, &value, kind, task)?;
     let meta = serde_json::from_value(value).map_err(|e| Error::ModelFile {
         path: path.to_path_buf(),
         reason: format!("bad metadata ({e})"),
@@ -200,8 +262,13 @@ fn read_meta_of<M: serde::de::DeserializeOwned>(path: &Path, kind: &str) -> Resu
 
 /// The `kind` of the model file at `path`: [`KIND_IMAGES`] or [`KIND_TABLE`].
 pub fn kind_of(path: &Path) -> Result<String> {
+    Ok(kind_and_task_of(path)?.0)
+}
+
+/// The `kind` and `task` of the model file at `path` (e.g. `images` and `denoise`).
+pub fn kind_and_task_of(path: &Path) -> Result<(String, String)> {
     let (value, _) = read_header(path)?;
-    Ok(kind_in(&value))
+    Ok((kind_in(&value), task_in(&value)))
 }
 
 fn kind_in(value: &serde_json::Value) -> String {
@@ -212,12 +279,36 @@ fn kind_in(value: &serde_json::Value) -> String {
         .to_string()
 }
 
-fn check_kind(path: &Path, value: &serde_json::Value, expected: &str) -> Result<()> {
-    let kind = kind_in(value);
-    if kind != expected {
+fn task_in(value: &serde_json::Value) -> String {
+    value
+        .get("task")
+        .and_then(|k| k.as_str())
+        .unwrap_or(TASK_DETECT)
+        .to_string()
+}
+
+/// What a model of `kind` for `task` is, in words.
+pub fn describe(kind: &str, task: &str) -> String {
+    match task {
+        TASK_DENOISE => format!("a denoising model of {kind}"),
+        TASK_DETECT => format!("a model of {kind}"),
+        other => format!("a '{other}' model of {kind}"),
+    }
+}
+
+fn check_kind(path: &Path, value: &serde_json::Value, kind: &str, task: &str) -> Result<()> {
+    let (found_kind, found_task) = (kind_in(value), task_in(value));
+    if found_kind != kind || found_task != task {
+        let hint = if found_task == TASK_DENOISE {
+            " (use `bottleneck denoise` with it)"
+        } else {
+            ""
+        };
         return Err(Error::Invalid(format!(
-            "{}: a model of {kind}, this needs a model of {expected}",
-            path.display()
+            "{}: {}{hint}, this needs {}",
+            path.display(),
+            describe(&found_kind, &found_task),
+            describe(kind, task)
         )));
     }
     Ok(())
@@ -231,11 +322,17 @@ fn read_header(path: &Path) -> Result<(serde_json::Value, Vec<u8>)> {
         });
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok((header_of(path, &bytes)?, bytes))
+}
+
+/// The metadata JSON of model file `bytes` (named `path` in errors), after checking its
+/// version.
+fn header_of(path: &Path, bytes: &[u8]) -> Result<serde_json::Value> {
     let bad = |reason: String| Error::ModelFile {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let json = header
         .metadata()
@@ -255,12 +352,32 @@ fn read_header(path: &Path) -> Result<(serde_json::Value, Vec<u8>)> {
             expected: FORMAT_VERSION,
         });
     }
-    Ok((value, bytes))
+    Ok(value)
 }
 
 /// Loads the model file at `path` onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<(DetectorWeights, ModelMeta)> {
     let (meta, bytes) = read_meta(path)?;
+    load_parts(path, meta, bytes, device)
+}
+
+/// Loads an image detector from the bytes of its model file (named `path` in errors).
+pub fn load_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<(DetectorWeights, ModelMeta)> {
+    let value = header_of(path, &bytes)?;
+    let (meta, bytes) = meta_of(path, value, bytes, KIND_IMAGES, TASK_DETECT)?;
+    load_parts(path, meta, bytes, device)
+}
+
+fn load_parts(
+    path: &Path,
+    meta: ModelMeta,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<(DetectorWeights, ModelMeta)> {
     let mut model = DetectorWeights {
         autoencoder: ConvAutoencoder::new(&meta.spec, device),
         train_codes: meta
@@ -280,8 +397,48 @@ pub fn load(path: &Path, device: &Device) -> Result<(DetectorWeights, ModelMeta)
 /// Loads a table model file at `path` onto `device`.
 pub fn load_table(path: &Path, device: &Device) -> Result<(TableWeights, TableMeta)> {
     let (meta, bytes) = read_table_meta(path)?;
+    load_table_parts(path, meta, bytes, device)
+}
+
+/// Loads a table model from the bytes of its model file (named `path` in errors).
+pub fn load_table_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<(TableWeights, TableMeta)> {
+    let value = header_of(path, &bytes)?;
+    let (meta, bytes) = meta_of(path, value, bytes, KIND_TABLE, TASK_DETECT)?;
+    load_table_parts(path, meta, bytes, device)
+}
+
+/// The `kind` and `task` of model file `bytes`.
+pub fn kind_and_task_in(path: &Path, bytes: &[u8]) -> Result<(String, String)> {
+    let value = header_of(path, bytes)?;
+    Ok((kind_in(&value), task_in(&value)))
+}
+
+fn load_table_parts(
+    path: &Path,
+    meta: TableMeta,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<(TableWeights, TableMeta)> {
     let mut model = TableWeights {
         autoencoder: DenseAutoencoder::new(&meta.spec, device),
+    };
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    model.load_from(&mut store).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("weights do not match the spec ({e})"),
+    })?;
+    Ok((model, meta))
+}
+
+/// Loads a denoiser's file at `path` onto `device`.
+pub fn load_denoiser(path: &Path, device: &Device) -> Result<(DenoiseWeights, DenoiseMeta)> {
+    let (meta, bytes) = read_denoise_meta(path)?;
+    let mut model = DenoiseWeights {
+        denoiser: DenoiseNet::new(&meta.spec, device),
     };
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     model.load_from(&mut store).map_err(|e| Error::ModelFile {

@@ -1,10 +1,12 @@
 //! Model definitions and the model file.
 
 pub mod conv;
+pub mod denoise;
 pub mod dense;
 pub mod file;
 pub mod spec;
 
 pub use conv::ConvAutoencoder;
+pub use denoise::{DenoiseNet, DenoiseSpec};
 pub use dense::{DenseAutoencoder, DenseSpec};
 pub use spec::ConvSpec;

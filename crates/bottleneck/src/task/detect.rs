@@ -374,6 +374,21 @@ impl Detector {
     /// Loads a model file for scoring on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (weights, meta) = file::load(path, device)?;
+        Self::from_parts(path, weights, meta, device)
+    }
+
+    /// Loads a detector from its model file's bytes (named `path` in errors).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>, device: &Device) -> Result<Self> {
+        let (weights, meta) = file::load_bytes(path, bytes, device)?;
+        Self::from_parts(path, weights, meta, device)
+    }
+
+    fn from_parts(
+        path: &Path,
+        weights: file::DetectorWeights,
+        meta: ModelMeta,
+        device: &Device,
+    ) -> Result<Self> {
         let model = weights.autoencoder;
         let codes = weights.train_codes.map(|p| p.val());
         if meta.task != "detect" {

@@ -1,9 +1,13 @@
 //! The jobs users run, each composed from data, model, training and scoring.
 
+pub mod denoise;
 pub mod detect;
 pub mod encode;
+pub mod search;
 pub mod table;
 
+pub use denoise::{DenoiseParams, Denoiser};
 pub use detect::{DetectParams, Detector, EvalReport};
 pub use encode::encode_to_file;
+pub use search::{Catalogue, Hit};
 pub use table::{TableModel, TableParams};

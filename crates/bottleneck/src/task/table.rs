@@ -264,6 +264,16 @@ impl TableModel {
         })
     }
 
+    /// Loads a table model from its model file's bytes (named `path` in errors).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>, device: &Device) -> Result<Self> {
+        let (weights, meta) = file::load_table_bytes(path, bytes, device)?;
+        Ok(Self {
+            model: weights.autoencoder,
+            meta,
+            device: device.clone(),
+        })
+    }
+
     /// Writes the model file to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let weights = TableWeights {
@@ -557,40 +567,53 @@ impl TableModel {
         progress: &dyn Progress,
     ) -> Result<(usize, usize)> {
         let columns = code_columns(self.meta.spec.latent);
-        let opened = self.open(data, false)?;
         let mut written = 0;
         let mut skipped = 0;
         crate::io::write_atomic(out, |tmp| {
             let mut writer: Option<TableWriter> = None;
-            skipped = self.stream(
-                opened,
-                data,
-                skip_bad,
-                "encoding",
-                progress,
-                |layout, _, rows| {
-                    if writer.is_none() {
-                        writer = Some(TableWriter::create(
-                            out,
-                            tmp,
-                            &Self::id_header(layout),
-                            &columns,
-                        )?);
-                    }
-                    let codes = self.encode_rows(&rows);
-                    if let Some(w) = writer.as_mut() {
-                        w.write(&rows.ids, &codes)?;
-                    }
-                    written += rows.len();
-                    Ok(())
-                },
-            )?;
+            skipped = self.encode_each(data, skip_bad, progress, |id_header, ids, codes| {
+                if writer.is_none() {
+                    writer = Some(TableWriter::create(out, tmp, id_header, &columns)?);
+                }
+                if let Some(w) = writer.as_mut() {
+                    w.write(ids, codes)?;
+                }
+                written += ids.len();
+                Ok(())
+            })?;
             match writer {
                 Some(w) => w.finish(),
                 None => Err(Error::Invalid(format!("{}: no data rows", data.display()))),
             }
         })?;
         Ok((written, skipped))
+    }
+
+    /// Streams the codes of the rows of `data` chunk by chunk to `each`, with the name of
+    /// the id column (`row` without one), the rows' ids and their codes (`rows x latent`).
+    /// Returns the rows skipped (under `skip_bad`).
+    pub fn encode_each(
+        &self,
+        data: &Path,
+        skip_bad: bool,
+        progress: &dyn Progress,
+        mut each: impl FnMut(&str, &[String], &[f32]) -> Result<()>,
+    ) -> Result<usize> {
+        let opened = self.open(data, false)?;
+        self.stream(
+            opened,
+            data,
+            skip_bad,
+            "encoding",
+            progress,
+            |layout, _, rows| {
+                each(
+                    &Self::id_header(layout),
+                    &rows.ids,
+                    &self.encode_rows(&rows),
+                )
+            },
+        )
     }
 
     /// Writes `data` to `out` with its missing feature cells filled: every other cell, the

@@ -1,8 +1,10 @@
 //! The training loops: seeded shuffling, Adam with cosine decay, mean loss per epoch.
 
 pub mod dense;
+pub mod noise;
 
 pub use dense::{DenseTrainOptions, train_dense};
+pub use noise::{NoiseKind, NoiseModel};
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
