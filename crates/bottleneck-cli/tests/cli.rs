@@ -537,3 +537,228 @@ fn encode_gives_one_code_per_image_path_first() {
         "{header}"
     );
 }
+
+#[test]
+fn denoise_trains_cleans_in_the_input_format_and_never_overwrites() {
+    let (data, detector) = trained();
+    let dir = scratch("denoise");
+    let model = dir.join("denoiser.safetensors");
+    let good = data.join("train/good");
+    let o = run(&[
+        "train",
+        good.to_str().unwrap(),
+        "--task",
+        "denoise",
+        "--noise",
+        "gaussian:0.1",
+        "--epochs",
+        "3",
+        "--width",
+        "8",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("held-out PSNR"), "{}", text(&o));
+
+    // A 16-bit gray PNG of an odd size and an 8-bit colour JPEG, in a nested folder.
+    let input = dir.join("noisy");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    let gray = image::ImageBuffer::from_fn(45, 37, |x, y| {
+        image::Luma([((x * 1400 + y * 300) % 65535) as u16])
+    });
+    gray.save(input.join("a.png")).unwrap();
+    let colour =
+        image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]));
+    colour.save(input.join("sub/b.jpg")).unwrap();
+    let out = dir.join("clean");
+    let o = run(&[
+        "denoise",
+        model.to_str().unwrap(),
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let a = image::open(out.join("a.png")).unwrap();
+    assert_eq!(
+        (a.width(), a.height(), a.color()),
+        (45, 37, image::ColorType::L16)
+    );
+    let b = image::open(out.join("sub/b.jpg")).unwrap();
+    assert_eq!(
+        (b.width(), b.height(), b.color()),
+        (40, 30, image::ColorType::Rgb8)
+    );
+
+    // One file to one named file; the input itself is refused as output.
+    let single = dir.join("single.png");
+    let a_in = input.join("a.png");
+    let o = run(&[
+        "denoise",
+        model.to_str().unwrap(),
+        a_in.to_str().unwrap(),
+        "-o",
+        single.to_str().unwrap(),
+    ]);
+    assert!(o.status.success() && single.is_file(), "{}", text(&o));
+    let before = std::fs::read(&a_in).unwrap();
+    for (from, to) in [(&a_in, &a_in), (&input, &input)] {
+        let o = run(&[
+            "denoise",
+            model.to_str().unwrap(),
+            from.to_str().unwrap(),
+            "-o",
+            to.to_str().unwrap(),
+        ]);
+        assert!(
+            !o.status.success() && text(&o).contains("overwrite"),
+            "{}",
+            text(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::read(&a_in).unwrap(),
+        before,
+        "the input is untouched"
+    );
+
+    // Each model refuses the other's job by name.
+    let o = run(&[
+        "denoise",
+        detector.to_str().unwrap(),
+        a_in.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("needs a denoising model"),
+        "{}",
+        text(&o)
+    );
+    let csv = dir.join("s.csv");
+    let o = run(&[
+        "score",
+        model.to_str().unwrap(),
+        input.to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("bottleneck denoise"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&[
+        "train",
+        good.to_str().unwrap(),
+        "--noise",
+        "blur:2",
+        "--task",
+        "denoise",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("blur:2"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn index_and_search_rank_images_and_append_without_rebuilding() {
+    let (data, model) = trained();
+    let dir = scratch("search");
+    let cat = dir.join("boards.bnidx");
+    let good = data.join("train/good");
+    let o = run(&[
+        "index",
+        model.to_str().unwrap(),
+        good.to_str().unwrap(),
+        "-o",
+        cat.to_str().unwrap(),
+        "--graph-from",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("approximate search graph"),
+        "{}",
+        text(&o)
+    );
+
+    // A training image finds itself first; lines are ranked by distance.
+    let query = std::fs::read_dir(&good)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let o = run(&[
+        "search",
+        cat.to_str().unwrap(),
+        query.to_str().unwrap(),
+        "-k",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines[0][2].ends_with(query.file_name().unwrap().to_str().unwrap()),
+        "{stdout}"
+    );
+    let d: Vec<f32> = lines.iter().map(|l| l[3].parse().unwrap()).collect();
+    assert!(d.windows(2).all(|w| w[0] <= w[1]) && d[0] < 1e-4, "{d:?}");
+
+    // Append the test images: the graph grows, the JSON output lists them.
+    let test = data.join("test");
+    let o = run(&[
+        "index",
+        model.to_str().unwrap(),
+        test.to_str().unwrap(),
+        "-o",
+        cat.to_str().unwrap(),
+        "--append",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[
+        "search",
+        cat.to_str().unwrap(),
+        test.to_str().unwrap(),
+        "-k",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows.len() >= 6);
+    for r in &rows {
+        assert_eq!(r["query"], r["hits"][0]["name"], "{r}");
+    }
+
+    // Wrong kinds and wrong files are named.
+    let table = dir.join("rows.csv");
+    std::fs::write(&table, "a,b\n1,2\n").unwrap();
+    let o = run(&["search", cat.to_str().unwrap(), table.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o).contains("reads images"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["search", model.to_str().unwrap(), query.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o).contains("not a bottleneck catalogue"),
+        "{}",
+        text(&o)
+    );
+}
