@@ -243,7 +243,8 @@ struct TrainArgs {
     #[arg(long)]
     width: Option<usize>,
     /// Passes over the training data [default: about 2,000 optimizer steps for images,
-    /// 3,000 for tables].
+    /// 6,000 for tables, 4,500 for denoisers, whose epoch is one pass worth of pixels in
+    /// random patches].
     #[arg(long)]
     epochs: Option<usize>,
     /// Samples per optimizer step [default: 32 images, 64 rows].

@@ -23,7 +23,7 @@ use crate::progress::Progress;
 use crate::train::{NoiseModel, Schedule, run_epochs, seeded};
 
 /// Default optimizer steps when `epochs` is not given.
-const TARGET_STEPS: usize = 2000;
+const TARGET_STEPS: usize = 4500;
 /// Decoded training images above this many bytes are subsampled (seeded) to fit.
 const MEMORY_BUDGET_BYTES: usize = 2 << 30;
 /// Held-out images used to measure the denoiser after training, at most.
@@ -44,7 +44,7 @@ pub struct DenoiseParams {
     pub levels: usize,
     /// Side of the training patches (smaller when the images are smaller).
     pub patch: usize,
-    /// Passes over the training pixels; default: about 2,000 optimizer steps.
+    /// Passes over the training pixels; default: about 4,500 optimizer steps.
     pub epochs: Option<usize>,
     pub batch_size: usize,
     pub learning_rate: f64,

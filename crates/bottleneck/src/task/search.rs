@@ -34,7 +34,7 @@ const META_KEY: &str = "bottleneck_index";
 /// Catalogues with at least this many items are searched through an HNSW graph. Below it
 /// exact search is fast enough and always right (measured with `examples/search_latency`:
 /// see bench/RESULTS.md).
-pub const ANN_THRESHOLD: usize = 20_000;
+pub const ANN_THRESHOLD: usize = 10_000;
 /// Links per node of the HNSW graph.
 const MAX_CONNECTIONS: usize = 16;
 /// Candidates kept while building the graph.
