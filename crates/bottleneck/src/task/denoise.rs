@@ -778,6 +778,58 @@ mod tests {
     }
 
     #[test]
+    fn real_pairs_train_and_unmatched_or_mis_sized_pairs_are_named() {
+        let clean = scratch("pairs-clean");
+        let noisy = scratch("pairs-noisy");
+        write_clean(&clean, 5, 24);
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for i in 0..5 {
+            let img = image::open(clean.join(format!("{i}.png")))
+                .unwrap()
+                .to_luma8();
+            let dirty = image::GrayImage::from_fn(24, 24, |x, y| {
+                let v = img.get_pixel(x, y).0[0] as f32 + rng.random_range(-40.0..40.0);
+                image::Luma([v.clamp(0.0, 255.0) as u8])
+            });
+            dirty.save(noisy.join(format!("{i}.png"))).unwrap();
+        }
+        let params = DenoiseParams {
+            noisy: Some(noisy.clone()),
+            width: 4,
+            patch: 16,
+            epochs: Some(2),
+            ..DenoiseParams::default()
+        };
+        let device = Device::flex();
+        let d = Denoiser::fit(&clean, &params, &device, &Silent).unwrap();
+        assert_eq!(d.meta().noise, "pairs");
+        assert_eq!(d.meta().validation.as_ref().unwrap().images, 1);
+
+        image::GrayImage::new(20, 24)
+            .save(noisy.join("4.png"))
+            .unwrap();
+        let err = Denoiser::fit(&clean, &params, &device, &Silent)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("4.png is 20x24") && err.contains("24x24"),
+            "{err}"
+        );
+        std::fs::remove_file(noisy.join("4.png")).unwrap();
+        let err = Denoiser::fit(&clean, &params, &device, &Silent)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("no noisy partner") && err.contains("4.png"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&clean).unwrap();
+        std::fs::remove_dir_all(&noisy).unwrap();
+    }
+
+    #[test]
     fn outputs_never_overwrite_inputs() {
         let dir = scratch("paths");
         write_clean(&dir, 2, 8);
