@@ -316,13 +316,18 @@ fn check_kind(path: &Path, value: &serde_json::Value, kind: &str, task: &str) ->
 
 /// The metadata JSON and bytes of the model file at `path`, after checking its version.
 fn read_header(path: &Path) -> Result<(serde_json::Value, Vec<u8>)> {
+    let bytes = read_bytes(path)?;
+    Ok((header_of(path, &bytes)?, bytes))
+}
+
+/// The bytes of the file at `path`; a missing file is named as such.
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     if !path.exists() {
         return Err(Error::Missing {
             path: path.to_path_buf(),
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok((header_of(path, &bytes)?, bytes))
+    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// The metadata JSON of model file `bytes` (named `path` in errors), after checking its
@@ -357,8 +362,7 @@ fn header_of(path: &Path, bytes: &[u8]) -> Result<serde_json::Value> {
 
 /// Loads the model file at `path` onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<(DetectorWeights, ModelMeta)> {
-    let (meta, bytes) = read_meta(path)?;
-    load_parts(path, meta, bytes, device)
+    load_bytes(path, read_bytes(path)?, device)
 }
 
 /// Loads an image detector from the bytes of its model file (named `path` in errors).
@@ -367,18 +371,8 @@ pub fn load_bytes(
     bytes: Vec<u8>,
     device: &Device,
 ) -> Result<(DetectorWeights, ModelMeta)> {
-    let value = header_of(path, &bytes)?;
-    let (meta, bytes) = meta_of(path, value, bytes, KIND_IMAGES, TASK_DETECT)?;
-    load_parts(path, meta, bytes, device)
-}
-
-fn load_parts(
-    path: &Path,
-    meta: ModelMeta,
-    bytes: Vec<u8>,
-    device: &Device,
-) -> Result<(DetectorWeights, ModelMeta)> {
-    let mut model = DetectorWeights {
+    let (meta, bytes): (ModelMeta, _) = parse(path, bytes, KIND_IMAGES, TASK_DETECT)?;
+    let model = DetectorWeights {
         autoencoder: ConvAutoencoder::new(&meta.spec, device),
         train_codes: meta
             .scoring
@@ -386,18 +380,12 @@ fn load_parts(
             .as_ref()
             .map(|k| Param::from_tensor(Tensor::zeros([k.codes, meta.spec.latent], device))),
     };
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
-    model.load_from(&mut store).map_err(|e| Error::ModelFile {
-        path: path.to_path_buf(),
-        reason: format!("weights do not match the spec ({e})"),
-    })?;
-    Ok((model, meta))
+    Ok((fill(path, model, bytes)?, meta))
 }
 
 /// Loads a table model file at `path` onto `device`.
 pub fn load_table(path: &Path, device: &Device) -> Result<(TableWeights, TableMeta)> {
-    let (meta, bytes) = read_table_meta(path)?;
-    load_table_parts(path, meta, bytes, device)
+    load_table_bytes(path, read_bytes(path)?, device)
 }
 
 /// Loads a table model from the bytes of its model file (named `path` in errors).
@@ -406,9 +394,21 @@ pub fn load_table_bytes(
     bytes: Vec<u8>,
     device: &Device,
 ) -> Result<(TableWeights, TableMeta)> {
-    let value = header_of(path, &bytes)?;
-    let (meta, bytes) = meta_of(path, value, bytes, KIND_TABLE, TASK_DETECT)?;
-    load_table_parts(path, meta, bytes, device)
+    let (meta, bytes): (TableMeta, _) = parse(path, bytes, KIND_TABLE, TASK_DETECT)?;
+    let model = TableWeights {
+        autoencoder: DenseAutoencoder::new(&meta.spec, device),
+    };
+    Ok((fill(path, model, bytes)?, meta))
+}
+
+/// Loads a denoiser's file at `path` onto `device`.
+pub fn load_denoiser(path: &Path, device: &Device) -> Result<(DenoiseWeights, DenoiseMeta)> {
+    let (meta, bytes): (DenoiseMeta, _) =
+        parse(path, read_bytes(path)?, KIND_IMAGES, TASK_DENOISE)?;
+    let model = DenoiseWeights {
+        denoiser: DenoiseNet::new(&meta.spec, device),
+    };
+    Ok((fill(path, model, bytes)?, meta))
 }
 
 /// The `kind` and `task` of model file `bytes`.
@@ -417,35 +417,25 @@ pub fn kind_and_task_in(path: &Path, bytes: &[u8]) -> Result<(String, String)> {
     Ok((kind_in(&value), task_in(&value)))
 }
 
-fn load_table_parts(
+/// The metadata of model file `bytes` of `kind` for `task`, and the bytes back.
+fn parse<M: serde::de::DeserializeOwned>(
     path: &Path,
-    meta: TableMeta,
     bytes: Vec<u8>,
-    device: &Device,
-) -> Result<(TableWeights, TableMeta)> {
-    let mut model = TableWeights {
-        autoencoder: DenseAutoencoder::new(&meta.spec, device),
-    };
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
-    model.load_from(&mut store).map_err(|e| Error::ModelFile {
-        path: path.to_path_buf(),
-        reason: format!("weights do not match the spec ({e})"),
-    })?;
-    Ok((model, meta))
+    kind: &str,
+    task: &str,
+) -> Result<(M, Vec<u8>)> {
+    let value = header_of(path, &bytes)?;
+    meta_of(path, value, bytes, kind, task)
 }
 
-/// Loads a denoiser's file at `path` onto `device`.
-pub fn load_denoiser(path: &Path, device: &Device) -> Result<(DenoiseWeights, DenoiseMeta)> {
-    let (meta, bytes) = read_denoise_meta(path)?;
-    let mut model = DenoiseWeights {
-        denoiser: DenoiseNet::new(&meta.spec, device),
-    };
+/// `model` (freshly built from the spec) with its weights read from model file `bytes`.
+fn fill<M: Module>(path: &Path, mut model: M, bytes: Vec<u8>) -> Result<M> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     model.load_from(&mut store).map_err(|e| Error::ModelFile {
         path: path.to_path_buf(),
         reason: format!("weights do not match the spec ({e})"),
     })?;
-    Ok((model, meta))
+    Ok(model)
 }
 
 #[cfg(test)]

@@ -107,15 +107,12 @@ impl Denoiser {
         if params.batch_size == 0 {
             return Err(Error::Invalid("--batch-size must be at least 1".into()));
         }
-        crate::score::calibration::check_rate("--validation", params.validation_fraction).or_else(
-            |e| {
-                if params.validation_fraction == 0.0 {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            },
-        )?;
+        if !(0.0..1.0).contains(&params.validation_fraction) {
+            return Err(Error::Invalid(format!(
+                "the held-out share must be in [0, 1), not {}",
+                params.validation_fraction
+            )));
+        }
         let mut paths = find_images(clean)?;
         let channels = detect_channels(&paths)?;
         // Probe the spec's arguments before reading anything.
