@@ -136,7 +136,8 @@ def main():
                       "bottleneck": scores(clean, ours),
                       "bottleneck_train_s": round(train_s, 1),
                       "bottleneck_s_per_image": round(apply_s / len(clean), 4)}
-            g = best(clean, noisy, lambda n, s: gaussian_filter(n, s), [0.5, 0.75, 1.0, 1.5, 2.0])
+            g = best(clean, noisy, lambda n, s: gaussian_filter(n, s),
+                     [0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0])
             result["gaussian"] = g[1]
             result["gaussian_sigma"] = g[0]
             m = best(clean, noisy, lambda n, s: median_filter(n, size=s), [3, 5])
@@ -145,7 +146,7 @@ def main():
             nlm = best(clean, noisy,
                        lambda n, h: denoise_nl_means(n, h=h * sigma, sigma=sigma, patch_size=5,
                                                      patch_distance=6, fast_mode=True),
-                       [0.6, 0.8, 1.0, 1.2])
+                       [0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2])
             result["nlm"] = nlm[1]
             result["nlm_h_over_sigma"] = nlm[0]
             result["nlm_s_per_image"] = round(nlm[2], 4)
