@@ -119,9 +119,10 @@ enum Command {
         #[arg(long)]
         append: bool,
         /// Give the catalogue an approximate search graph (HNSW) from this many items on;
-        /// smaller catalogues are searched exactly.
-        #[arg(long, default_value_t = bottleneck::task::search::ANN_THRESHOLD)]
-        graph_from: usize,
+        /// smaller catalogues are searched exactly [default: 10,000; with --append: the
+        /// catalogue's own].
+        #[arg(long)]
+        graph_from: Option<usize>,
         /// Skip unreadable images or bad rows with a warning instead of stopping.
         #[arg(long)]
         skip_bad: bool,
@@ -329,9 +330,9 @@ struct TrainArgs {
     /// Denoising: side of the training patches [default: 48, or the smallest image].
     #[arg(long, help_heading = "Denoising")]
     patch: Option<usize>,
-    /// Denoising: stride-2 levels of the network.
-    #[arg(long, default_value_t = 2, help_heading = "Denoising")]
-    levels: usize,
+    /// Denoising: stride-2 levels of the network [default: 2].
+    #[arg(long, help_heading = "Denoising")]
+    levels: Option<usize>,
     /// Skip unreadable images or bad rows with a warning instead of stopping.
     #[arg(long)]
     skip_bad: bool,
@@ -354,7 +355,7 @@ impl TrainArgs {
                 .unwrap_or_else(|| "mixed".parse().expect("valid noise")),
             noisy: self.noisy.clone(),
             width: self.width.unwrap_or(d.width),
-            levels: self.levels,
+            levels: self.levels.unwrap_or(d.levels),
             patch: self.patch.unwrap_or(d.patch),
             epochs: self.epochs,
             batch_size: self.batch_size.unwrap_or(d.batch_size),
@@ -433,6 +434,16 @@ fn run(cli: Cli) -> Result<()> {
     let device = device_by_name(&cli.device)?;
     match cli.command {
         Command::Train(args) if args.task == Task::Denoise => {
+            if args.image_size.is_some()
+                || args.latent.is_some()
+                || args.contamination.is_some()
+                || args.smoothing.is_some()
+            {
+                anyhow::bail!(
+                    "--image-size, --latent, --contamination and --smoothing are for anomaly \
+                     detection; a denoiser works at the images' own size"
+                );
+            }
             if args.is_table() {
                 anyhow::bail!(
                     "{}: --task denoise works on images; tables are denoised by imputation",
@@ -461,8 +472,15 @@ fn run(cli: Cli) -> Result<()> {
                 m.training.seconds
             ));
         }
-        Command::Train(args) if args.noise.is_some() || args.noisy.is_some() => {
-            anyhow::bail!("--noise and --noisy train denoisers: add --task denoise");
+        Command::Train(args)
+            if args.noise.is_some()
+                || args.noisy.is_some()
+                || args.patch.is_some()
+                || args.levels.is_some() =>
+        {
+            anyhow::bail!(
+                "--noise, --noisy, --patch and --levels train denoisers: add --task denoise"
+            );
         }
         Command::Train(args) if args.is_table() => {
             let model = TableModel::fit(args.data(), &args.table_params(), &device, &bars)?;
@@ -620,12 +638,21 @@ fn run(cli: Cli) -> Result<()> {
                         model.display()
                     );
                 }
+                if let Some(n) = graph_from {
+                    catalogue.set_graph_from(n);
+                }
                 let (added, duplicates, skipped) =
                     catalogue.append(&data, skip_bad, &device, &bars)?;
                 (catalogue, added, duplicates, skipped)
             } else {
-                let (catalogue, skipped) =
-                    Catalogue::build(&model, &data, graph_from, skip_bad, &device, &bars)?;
+                let (catalogue, skipped) = Catalogue::build(
+                    &model,
+                    &data,
+                    graph_from.unwrap_or(bottleneck::task::search::ANN_THRESHOLD),
+                    skip_bad,
+                    &device,
+                    &bars,
+                )?;
                 let added = catalogue.len();
                 (catalogue, added, 0, skipped)
             };

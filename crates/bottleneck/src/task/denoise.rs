@@ -209,7 +209,8 @@ impl Denoiser {
             },
             device: device.clone(),
             tile: DEFAULT_TILE,
-        };
+        }
+        .with_tile(DEFAULT_TILE);
         if n_val > 0 {
             let held_out: Vec<&Sample> = val_idx.iter().map(|&i| &samples[i]).collect();
             denoiser.meta.validation = Some(denoiser.validate(&held_out, params, progress));
@@ -258,7 +259,8 @@ impl Denoiser {
             meta,
             device: device.clone(),
             tile: DEFAULT_TILE,
-        })
+        }
+        .with_tile(DEFAULT_TILE))
     }
 
     /// Writes the model file to `path`, atomically.
@@ -328,9 +330,14 @@ impl Denoiser {
         let (tw, th) = (self.tile.min(pw), self.tile.min(ph));
         let xs = tile_starts(pw, tw, o, m);
         let ys = tile_starts(ph, th, o, m);
+        // Zero over the outer half of the overlap (whose outputs saw the tile's zero padding),
+        // rising to one across the inner half. Neighbouring tiles are at full weight wherever
+        // this one is not, so every image pixel has weight at least one.
+        let dead = o / 2;
         let ramp = |i: usize, side: usize| -> f32 {
-            let r = (o + 1) as f32;
-            ((i + 1) as f32 / r).min((side - i) as f32 / r).min(1.0)
+            let r = (o - dead + 1) as f32;
+            let from_edge = i.min(side - 1 - i) as f32 - dead as f32 + 1.0;
+            (from_edge / r).clamp(0.0, 1.0)
         };
         let mut weight = vec![0.0f32; pw * ph];
         for &y0 in &ys {
@@ -449,12 +456,15 @@ impl Denoiser {
 fn output_paths(input: &Path, output: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let out_dir = canonical(output);
-    if canonical(input) == out_dir {
+    let in_dir = canonical(input);
+    if in_dir == out_dir {
         return Err(Error::Invalid(format!(
             "{}: the output would overwrite the input; choose another output folder",
             input.display()
         )));
     }
+    // Earlier outputs in an output folder inside the input folder are not inputs.
+    let nested = out_dir.starts_with(&in_dir);
     let paths = find_images(input)?;
     let jobs: Vec<(PathBuf, PathBuf)> = if input.is_file() {
         let name = input.file_name().unwrap_or_default();
@@ -467,7 +477,7 @@ fn output_paths(input: &Path, output: &Path) -> Result<Vec<(PathBuf, PathBuf)>> 
     } else {
         paths
             .iter()
-            .filter(|p| !canonical(p).starts_with(&out_dir))
+            .filter(|p| !(nested && canonical(p).starts_with(&out_dir)))
             .map(|p| {
                 let rel = p.strip_prefix(input).unwrap_or(p);
                 (p.clone(), output.join(rel))
@@ -479,16 +489,18 @@ fn output_paths(input: &Path, output: &Path) -> Result<Vec<(PathBuf, PathBuf)>> 
             path: input.to_path_buf(),
         });
     }
-    for (src, dst) in &jobs {
+    let inputs: std::collections::HashSet<PathBuf> =
+        jobs.iter().map(|(src, _)| canonical(src)).collect();
+    for (_, dst) in &jobs {
         // The parent may not exist yet; compare through it when it does.
         let dst_real = match (dst.parent().map(canonical), dst.file_name()) {
             (Some(parent), Some(name)) => parent.join(name),
             _ => dst.clone(),
         };
-        if canonical(src) == dst_real {
+        if inputs.contains(&dst_real) {
             return Err(Error::Invalid(format!(
-                "{}: the output would overwrite this input; choose another output folder",
-                src.display()
+                "{}: an output would overwrite this input; choose another output folder",
+                dst_real.display()
             )));
         }
     }

@@ -121,6 +121,11 @@ impl Encoder {
         codes: &mut Vec<f32>,
     ) -> Result<usize> {
         let table = is_table_path(data);
+        // Names are absolute, so the same file is the same item whatever folder `index`
+        // or `search` runs from or however the path was typed.
+        let data = &std::fs::canonicalize(data).map_err(|_| Error::Missing {
+            path: data.to_path_buf(),
+        })?;
         match self {
             Self::Images(_) if table => Err(Error::Invalid(format!(
                 "{} is a table, but the model reads images",
@@ -231,16 +236,14 @@ impl Catalogue {
             self.codes.extend_from_slice(&codes[i * d..(i + 1) * d]);
         }
         self.meta.items = self.names.len();
-        if !fresh.is_empty() {
-            if self.graph.is_some() {
-                progress.stage("adding to the graph", fresh.len() as u64);
-                self.graph = Some(self.grow_graph(first)?);
-                progress.finish();
-            } else if self.names.len() >= self.meta.graph_from {
-                progress.stage("building the graph", self.names.len() as u64);
-                self.graph = Some(self.grow_graph(0)?);
-                progress.finish();
-            }
+        if self.graph.is_some() && !fresh.is_empty() {
+            progress.stage("adding to the graph", fresh.len() as u64);
+            self.graph = Some(self.grow_graph(first)?);
+            progress.finish();
+        } else if self.graph.is_none() && self.names.len() >= self.meta.graph_from {
+            progress.stage("building the graph", self.names.len() as u64);
+            self.graph = Some(self.grow_graph(0)?);
+            progress.finish();
         }
         self.meta.graph = self.graph.is_some();
         Ok((fresh.len(), duplicates, skipped))
@@ -304,6 +307,12 @@ impl Catalogue {
     /// True when the catalogue holds no item.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
+    }
+
+    /// Gives the catalogue a graph from `items` items on; the next addition builds it when
+    /// the catalogue is that large already.
+    pub fn set_graph_from(&mut self, items: usize) {
+        self.meta.graph_from = items.max(1);
     }
 
     /// The catalogue's description.

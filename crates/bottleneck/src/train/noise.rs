@@ -75,12 +75,13 @@ impl FromStr for NoiseModel {
                 .filter(|x| x.is_finite() && *x > 0.0)
                 .ok_or_else(|| bad("the level must be a positive number"))
         };
-        let (low, high) = match level.split_once('-') {
-            Some((a, b)) => (parse(a)?, parse(b)?),
-            None => {
+        // A plain number first, so that `5e-2` is a level and not a range.
+        let (low, high) = match (level.trim().parse::<f32>(), level.split_once('-')) {
+            (Ok(_), _) | (Err(_), None) => {
                 let v = parse(level)?;
                 (v, v)
             }
+            (Err(_), Some((a, b))) => (parse(a)?, parse(b)?),
         };
         if low > high {
             return Err(bad("the range must go from low to high"));
