@@ -361,14 +361,9 @@ impl Catalogue {
         }
         let k = k.min(self.len());
         match (&self.graph, exact) {
-            (Some(graph), false) => {
-                let scratch = Scratch::new()?;
-                let mut io = scratch.load(graph)?;
-                let hnsw: Hnsw<f32, DistL2> = io.load_hnsw().map_err(|e| {
-                    Error::Invalid(format!("cannot reload the catalogue's graph: {e}"))
-                })?;
-                Ok(self.search_graph(&hnsw, queries, k))
-            }
+            (Some(_), false) => self.with_graph(|graph| {
+                self.search_graph(graph.expect("the catalogue has a graph"), queries, k)
+            }),
             _ => Ok(self.search_exact(queries, k)),
         }
     }
