@@ -264,9 +264,10 @@ struct TrainArgs {
     /// the calibration scores instead of the conformal rule.
     #[arg(long, conflicts_with = "fpr")]
     contamination: Option<f64>,
-    /// Share of the good images held out for calibration.
-    #[arg(long, default_value_t = 0.15)]
-    calibration: f64,
+    /// Share of the good images (or rows) held out for calibration; for denoisers, the
+    /// share of clean images held out to measure the result [default: 0.15; denoisers 0.1].
+    #[arg(long)]
+    calibration: Option<f64>,
     /// Training loss and map: ssim or mse.
     #[arg(long, default_value = "ssim")]
     loss: Loss,
@@ -361,8 +362,8 @@ impl TrainArgs {
             batch_size: self.batch_size.unwrap_or(d.batch_size),
             learning_rate: self.lr,
             seed: self.seed,
+            validation_fraction: self.calibration.unwrap_or(d.validation_fraction),
             skip_bad: self.skip_bad,
-            ..d
         }
     }
 
@@ -397,7 +398,7 @@ impl TrainArgs {
             seed: self.seed,
             fpr: self.fpr,
             contamination: self.contamination,
-            calibration_fraction: self.calibration,
+            calibration_fraction: self.calibration.unwrap_or(0.15),
             mask_rate: self.mask_rate,
             impute_iterations: self.impute_iterations,
             skip_bad: self.skip_bad,
@@ -418,7 +419,7 @@ impl TrainArgs {
             seed: self.seed,
             fpr: self.fpr,
             contamination: self.contamination,
-            calibration_fraction: self.calibration,
+            calibration_fraction: self.calibration.unwrap_or(0.15),
             loss: self.loss,
             reduction: self.reduce,
             smoothing_sigma: self.smoothing,

@@ -109,7 +109,7 @@ impl Denoiser {
         }
         if !(0.0..1.0).contains(&params.validation_fraction) {
             return Err(Error::Invalid(format!(
-                "the held-out share must be in [0, 1), not {}",
+                "--calibration (the held-out share) must be in [0, 1), not {}",
                 params.validation_fraction
             )));
         }
