@@ -19,10 +19,36 @@ pub fn device_by_name(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::flex()),
         #[cfg(feature = "vulkan")]
-        "vulkan" | "gpu" => Ok(Device::vulkan(Default::default())),
+        "vulkan" | "gpu" => probe_vulkan(),
         other => Err(Error::Invalid(format!(
             "unknown device '{other}': this build has {}",
             available_devices().join(", ")
         ))),
+    }
+}
+
+/// The first Vulkan GPU, after a tiny computation on it: without a usable adapter the
+/// backend panics on a thread of its own, which would end the process with a backtrace
+/// instead of a message.
+#[cfg(feature = "vulkan")]
+fn probe_vulkan() -> Result<Device> {
+    use burn::prelude::Tensor;
+    let device = Device::vulkan(Default::default());
+    let probe = device.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let works = std::panic::catch_unwind(move || {
+        let _ = Tensor::<1>::zeros([1], &probe).into_data();
+    })
+    .is_ok();
+    std::panic::set_hook(hook);
+    if works {
+        Ok(device)
+    } else {
+        Err(Error::Invalid(
+            "--device vulkan: no usable Vulkan GPU (the Vulkan loader libvulkan.so.1 and the \
+             GPU driver's Vulkan ICD must be installed); use --device cpu"
+                .into(),
+        ))
     }
 }
