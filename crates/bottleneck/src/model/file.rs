@@ -262,13 +262,8 @@ fn meta_of<M: serde::de::DeserializeOwned>(
 
 /// The `kind` of the model file at `path`: [`KIND_IMAGES`] or [`KIND_TABLE`].
 pub fn kind_of(path: &Path) -> Result<String> {
-    Ok(kind_and_task_of(path)?.0)
-}
-
-/// The `kind` and `task` of the model file at `path` (e.g. `images` and `denoise`).
-pub fn kind_and_task_of(path: &Path) -> Result<(String, String)> {
     let (value, _) = read_header(path)?;
-    Ok((kind_in(&value), task_in(&value)))
+    Ok(kind_in(&value))
 }
 
 fn kind_in(value: &serde_json::Value) -> String {

@@ -186,31 +186,26 @@ impl Denoiser {
             Some(_) => "pairs".to_string(),
             None => params.noise.to_string(),
         };
-        let mut denoiser = Self {
-            net,
-            meta: DenoiseMeta {
-                format_version: FORMAT_VERSION,
-                kind: KIND_IMAGES.into(),
-                task: TASK_DENOISE.into(),
-                spec,
-                noise,
-                validation: None,
-                training: TrainingSummary {
-                    train_samples: train_idx.len(),
-                    calibration_samples: n_val,
-                    skipped_samples: skipped,
-                    epochs,
-                    batch_size: params.batch_size,
-                    learning_rate: params.learning_rate,
-                    seed: params.seed,
-                    loss_curve: curve,
-                    seconds: 0.0,
-                },
+        let meta = DenoiseMeta {
+            format_version: FORMAT_VERSION,
+            kind: KIND_IMAGES.into(),
+            task: TASK_DENOISE.into(),
+            spec,
+            noise,
+            validation: None,
+            training: TrainingSummary {
+                train_samples: train_idx.len(),
+                calibration_samples: n_val,
+                skipped_samples: skipped,
+                epochs,
+                batch_size: params.batch_size,
+                learning_rate: params.learning_rate,
+                seed: params.seed,
+                loss_curve: curve,
+                seconds: 0.0,
             },
-            device: device.clone(),
-            tile: DEFAULT_TILE,
-        }
-        .with_tile(DEFAULT_TILE);
+        };
+        let mut denoiser = Self::new(net, meta, device);
         if n_val > 0 {
             let held_out: Vec<&Sample> = val_idx.iter().map(|&i| &samples[i]).collect();
             denoiser.meta.validation = Some(denoiser.validate(&held_out, params, progress));
@@ -254,13 +249,18 @@ impl Denoiser {
     /// Loads a denoiser's model file onto `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (weights, meta) = file::load_denoiser(path, device)?;
-        Ok(Self {
-            net: weights.denoiser,
+        Ok(Self::new(weights.denoiser, meta, device))
+    }
+
+    /// A denoiser of `net` and `meta` on `device`, cutting images into default tiles.
+    fn new(net: DenoiseNet, meta: DenoiseMeta, device: &Device) -> Self {
+        Self {
+            net,
             meta,
             device: device.clone(),
-            tile: DEFAULT_TILE,
+            tile: 0,
         }
-        .with_tile(DEFAULT_TILE))
+        .with_tile(DEFAULT_TILE)
     }
 
     /// Writes the model file to `path`, atomically.

@@ -203,9 +203,7 @@ impl Catalogue {
         device: &Device,
         progress: &dyn Progress,
     ) -> Result<(usize, usize, usize)> {
-        let (encoder, _) =
-            Encoder::from_bytes(Path::new("catalogue model"), self.model.clone(), device)?;
-        self.add_with(&encoder, data, skip_bad, progress)
+        self.add_with(&self.encoder(device)?, data, skip_bad, progress)
     }
 
     fn add_with(
@@ -256,7 +254,6 @@ impl Catalogue {
         let items: Vec<(&[f32], usize)> = (first..self.names.len())
             .map(|i| (&self.codes[i * d..(i + 1) * d], i))
             .collect();
-        let scratch = Scratch::new()?;
         if first == 0 {
             let hnsw: Hnsw<f32, DistL2> = Hnsw::new(
                 MAX_CONNECTIONS,
@@ -266,15 +263,13 @@ impl Catalogue {
                 DistL2 {},
             );
             hnsw.parallel_insert_slice(&items);
-            scratch.dump(&hnsw)
+            Scratch::new()?.dump(&hnsw)
         } else {
-            let mut io = scratch.load(self.graph.as_ref().expect("a graph to grow"))?;
-            let hnsw: Hnsw<f32, DistL2> = io
-                .load_hnsw()
-                .map_err(|e| Error::Invalid(format!("cannot reload the catalogue's graph: {e}")))?;
-            hnsw.parallel_insert_slice(&items);
-            let out = Scratch::new()?;
-            out.dump(&hnsw)
+            self.with_graph(|hnsw| {
+                let hnsw = hnsw.expect("a graph to grow");
+                hnsw.parallel_insert_slice(&items);
+                Scratch::new()?.dump(hnsw)
+            })?
         }
     }
 
@@ -325,9 +320,10 @@ impl Catalogue {
         &self.model
     }
 
-    /// The codes, `items x latent`.
-    pub fn codes(&self) -> &[f32] {
-        &self.codes
+    /// The catalogue's own model, loaded on `device`.
+    fn encoder(&self, device: &Device) -> Result<Encoder> {
+        let label = Path::new("catalogue model");
+        Ok(Encoder::from_bytes(label, self.model.clone(), device)?.0)
     }
 
     /// Encodes the samples of `query` (an image, a folder of images, or a table) with the
@@ -340,8 +336,7 @@ impl Catalogue {
         device: &Device,
         progress: &dyn Progress,
     ) -> Result<(Vec<String>, Vec<f32>, usize)> {
-        let (encoder, _) =
-            Encoder::from_bytes(Path::new("catalogue model"), self.model.clone(), device)?;
+        let encoder = self.encoder(device)?;
         let mut names = Vec::new();
         let mut codes = Vec::new();
         let skipped = encoder.encode(query, skip_bad, progress, &mut names, &mut codes)?;
