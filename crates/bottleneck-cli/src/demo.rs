@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use bottleneck::data::synthetic::{BoardConfig, DEFECTS, generate_boards};
 use bottleneck::io::write_bytes_atomic;
+use bottleneck::report::{ImageReport, ReportOptions};
 use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
 use burn::prelude::Device;
 
@@ -45,15 +46,21 @@ pub fn run(out: &Path, seed: u64, device: &Device, bars: &Bars) -> Result<()> {
     let json = serde_json::to_string_pretty(&report)?;
     write_bytes_atomic(&out.join("metrics.json"), json.as_bytes())?;
     let maps = out.join("maps");
+    // The test folder is labelled by its subfolders, so the report has ROC and PR curves.
+    let test = data.join("test");
+    let mut html = ImageReport::new(&detector, &model_path, &test, &ReportOptions::default())?;
     let (rows, _) = score_to_csv(
         &detector,
-        &data.join("test"),
+        &test,
         &out.join("scores.csv"),
         Some(&maps),
         false,
         bars,
+        |item| html.add(item),
     )
     .context("scoring the test boards")?;
+    let report_path = out.join("report.html");
+    html.write(&report_path, 0)?;
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
     let m = detector.meta();
     let summary = format!(
@@ -64,7 +71,8 @@ pub fn run(out: &Path, seed: u64, device: &Device, bars: &Bars) -> Result<()> {
          | image AUROC | {auroc} |\n| image AUPR | {aupr} |\n| pixel AUROC | {pix} |\n\
          | F1 at threshold | {f1:.4} |\n| false-alarm rate on test/good | {far} (target {fpr:.4}) |\n\n\
          Model: `model.safetensors`; scores: `scores.csv`; heatmaps: `maps/`; all metrics: \
-         `metrics.json`. Total time {secs:.0}s.\n",
+         `metrics.json`; charts and the most anomalous boards: `report.html`. Total time \
+         {secs:.0}s.\n",
         size = m.prep.image_size,
         train = m.training.train_samples,
         cal = m.training.calibration_samples,
@@ -81,13 +89,14 @@ pub fn run(out: &Path, seed: u64, device: &Device, bars: &Bars) -> Result<()> {
     write_bytes_atomic(&out.join("summary.md"), summary.as_bytes())?;
     println!("{json}");
     bars.note(&format!(
-        "image AUROC {}, pixel AUROC {}, F1 {:.3}, false alarms on good {}; {rows} heatmaps in {}; summary in {}",
+        "image AUROC {}, pixel AUROC {}, F1 {:.3}, false alarms on good {}; {rows} heatmaps in {}; summary in {}; report in {}",
         fmt(report.image_auroc),
         fmt(report.pixel_auroc),
         report.f1,
         fmt(report.false_alarm_rate_good),
         maps.display(),
-        out.join("summary.md").display()
+        out.join("summary.md").display(),
+        report_path.display()
     ));
     Ok(())
 }

@@ -11,12 +11,16 @@ use bottleneck::data::synthetic::{BoardConfig, generate_boards};
 use bottleneck::data::table::{ColumnSelection, is_table_path};
 use bottleneck::device::device_by_name;
 use bottleneck::model::file::{self, KIND_TABLE, TableScore};
+use bottleneck::report::{
+    DEFAULT_TOP, ImageReport, ReportOptions, ReportSummary, TableReport, write_report,
+};
 use bottleneck::score::{Loss, Reduction};
 use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
 use bottleneck::task::{
     Catalogue, DenoiseParams, Denoiser, TableModel, TableParams, encode_to_file,
 };
 use bottleneck::train::NoiseModel;
+use bottleneck_serve::{ServeConfig, default_workers};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::progress::Bars;
@@ -67,6 +71,44 @@ enum Command {
         /// (explain_k) with their share of it (share_k).
         #[arg(long, default_value_t = 0, value_name = "K")]
         explain: usize,
+        /// Also write an HTML report (see `report`) of the same images or rows, from the
+        /// same pass; images are labelled when DATA is laid out like an MVTec test folder
+        /// (good/ beside defect folders).
+        #[arg(long, value_name = "HTML")]
+        report: Option<PathBuf>,
+        /// With --report: most anomalous samples shown.
+        #[arg(long, value_name = "N", requires = "report", default_value_t = DEFAULT_TOP)]
+        top: usize,
+        /// With --report, tables: the column holding each row's label (0/1 or true/false).
+        #[arg(long, value_name = "COLUMN", requires = "report")]
+        label: Option<String>,
+        /// Skip unreadable images or bad rows with a warning instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Write one self-contained HTML file (charts and images embedded, no external links)
+    /// about a model on DATA: the model and its threshold, the training loss curve, score
+    /// histograms of the calibration samples and of DATA against the threshold, ROC and
+    /// precision-recall curves with AUROC and AUPR when labels are known, and the most
+    /// anomalous samples with their heatmaps (images) or the columns behind their scores
+    /// (tables).
+    Report {
+        /// Anomaly-detection model file written by `train` (images or table).
+        model: PathBuf,
+        /// Images: a folder or an image; an MVTec root is reported on its test/ images,
+        /// labelled by folder (good/ normal, every other folder anomalous), and so is a
+        /// test folder itself. Tables: a table file, as the model was trained on.
+        data: PathBuf,
+        /// HTML file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Most anomalous samples shown.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_TOP)]
+        top: usize,
+        /// Tables: the column holding each row's label (0/1 or true/false, 1 = anomalous),
+        /// for ROC and precision-recall curves.
+        #[arg(long, value_name = "COLUMN")]
+        label: Option<String>,
         /// Skip unreadable images or bad rows with a warning instead of stopping.
         #[arg(long)]
         skip_bad: bool,
@@ -168,6 +210,29 @@ enum Command {
         model: PathBuf,
         /// Root in the MVTec AD layout.
         root: PathBuf,
+    },
+    /// Serve a model over HTTP: POST /v1/score (images, or JSON/CSV rows), /v1/encode,
+    /// /v1/denoise (denoising models); GET /healthz, /v1/model, /metrics (Prometheus), and
+    /// a page at / to try images or rows in a browser. Stops on SIGTERM or Ctrl-C after the
+    /// requests in flight are answered.
+    Serve {
+        /// Model file written by `train` (images, table or denoiser).
+        model: PathBuf,
+        /// Address to listen on (port 0 picks a free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Inference threads, each with its own copy of the model [default: half the cores].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Requests that may wait for a worker; beyond that the service answers 503 at once.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        /// Largest request body in MiB (413 above).
+        #[arg(long, default_value_t = 32)]
+        max_body_mb: usize,
+        /// Longest time in seconds a request may take, upload included (504 above).
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
     },
     /// Write synthetic circuit boards (good and defective, with masks) in the MVTec layout.
     Boards {
@@ -546,6 +611,9 @@ fn run(cli: Cli) -> Result<()> {
             explain,
             skip_bad,
             maps,
+            report,
+            top,
+            label,
         } if file::kind_of(&model)? == KIND_TABLE => {
             if maps.is_some() {
                 anyhow::bail!("--maps draws heatmaps of images; use --explain K for tables");
@@ -558,12 +626,26 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let table = TableModel::load(&model, &device)?;
-            let (rows, skipped) = table.score_file(&data, &output, explain, skip_bad, &bars)?;
+            let options = ReportOptions {
+                top,
+                label_column: label,
+            };
+            let mut html = report
+                .as_ref()
+                .map(|_| TableReport::new(&table, &model, &data, &options));
+            let (rows, skipped) =
+                table.score_file(&data, &output, explain, skip_bad, &bars, |c| {
+                    html.as_mut().map_or(Ok(()), |r| r.add_chunk(c))
+                })?;
             bars.note(&format!(
                 "wrote {rows} rows to {}{}",
                 output.display(),
                 skipped_note(skipped)
             ));
+            if let (Some(html), Some(path)) = (html, report) {
+                let summary = html.write(&path, skipped)?;
+                bars.note(&report_note(&path, &summary, "rows"));
+            }
         }
         Command::Score {
             model,
@@ -572,6 +654,9 @@ fn run(cli: Cli) -> Result<()> {
             maps,
             skip_bad,
             explain,
+            report,
+            top,
+            label,
         } => {
             if explain > 0 {
                 anyhow::bail!("--explain names table columns; use --maps for images");
@@ -584,13 +669,52 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let detector = Detector::load(&model, &device)?;
-            let (rows, skipped) =
-                score_to_csv(&detector, &data, &output, maps.as_deref(), skip_bad, &bars)?;
+            let options = ReportOptions {
+                top,
+                label_column: label,
+            };
+            let mut html = match &report {
+                Some(_) => Some(ImageReport::new(&detector, &model, &data, &options)?),
+                None => None,
+            };
+            let (rows, skipped) = score_to_csv(
+                &detector,
+                &data,
+                &output,
+                maps.as_deref(),
+                skip_bad,
+                &bars,
+                |item| html.as_mut().map_or(Ok(()), |r| r.add(item)),
+            )?;
             bars.note(&format!(
                 "wrote {rows} rows to {}{}",
                 output.display(),
                 skipped_note(skipped)
             ));
+            if let (Some(html), Some(path)) = (html, report) {
+                let summary = html.write(&path, skipped)?;
+                bars.note(&report_note(&path, &summary, "images"));
+            }
+        }
+        Command::Report {
+            model,
+            data,
+            output,
+            top,
+            label,
+            skip_bad,
+        } => {
+            let options = ReportOptions {
+                top,
+                label_column: label,
+            };
+            let summary = write_report(&model, &data, &output, &options, skip_bad, &device, &bars)?;
+            let what = if file::kind_of(&model)? == KIND_TABLE {
+                "rows"
+            } else {
+                "images"
+            };
+            bars.note(&report_note(&output, &summary, what));
         }
         Command::Denoise {
             model,
@@ -738,6 +862,41 @@ fn run(cli: Cli) -> Result<()> {
             let report = detector.evaluate(&root, &bars)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::Serve {
+            model,
+            addr,
+            workers,
+            queue,
+            max_body_mb,
+            timeout,
+        } => {
+            if !(timeout > 0.0 && timeout.is_finite()) {
+                anyhow::bail!("--timeout must be a positive number of seconds, got {timeout}");
+            }
+            let config = ServeConfig {
+                addr,
+                workers: workers.unwrap_or_else(default_workers).max(1),
+                queue: queue.max(1),
+                max_body: max_body_mb.max(1) << 20,
+                timeout: std::time::Duration::from_secs_f64(timeout),
+            };
+            let workers = config.workers;
+            // Serving prints its address and notices whatever --quiet says: it is the only
+            // way to learn the port when port 0 was asked for.
+            bottleneck_serve::serve(
+                &model,
+                &config,
+                &device,
+                |addr, served| {
+                    eprintln!(
+                        "serving {} ({served:?}, {workers} worker{}) on http://{addr}",
+                        model.display(),
+                        if workers == 1 { "" } else { "s" }
+                    )
+                },
+                |notice| eprintln!("{notice}"),
+            )?;
+        }
         Command::Boards {
             out,
             size,
@@ -759,6 +918,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { out, seed } => demo::run(&out, seed, &device, &bars)?,
     }
     Ok(())
+}
+
+/// One line about a written report: what it covers and, with labels, how well it ranks.
+fn report_note(path: &std::path::Path, s: &ReportSummary, what: &str) -> String {
+    let quality = match (s.auroc, s.aupr) {
+        (Some(roc), Some(pr)) => format!(", AUROC {roc:.4}, AUPR {pr:.4}"),
+        _ if s.labelled => ", labels of one class only".into(),
+        _ => String::new(),
+    };
+    format!(
+        "wrote report {} ({} KB): {} {what}, {} flagged{quality}{}",
+        path.display(),
+        s.bytes.div_ceil(1024),
+        s.samples,
+        s.flagged,
+        skipped_note(s.skipped)
+    )
 }
 
 fn skipped_note(skipped: usize) -> String {

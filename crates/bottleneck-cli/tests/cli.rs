@@ -762,3 +762,210 @@ fn index_and_search_rank_images_and_append_without_rebuilding() {
         text(&o)
     );
 }
+
+/// Fails unless every reference in a report stays inside the file: no URL but the SVG
+/// namespace, and every `src` a `data:` URI.
+fn assert_self_contained(html: &str) {
+    let rest = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    assert!(!rest.contains("http://") && !rest.contains("https://"));
+    assert!(!rest.contains("href=") && !rest.contains("url("));
+    for (i, _) in rest.match_indices("src=\"") {
+        assert!(rest[i + 5..].starts_with("data:image/png;base64,"));
+    }
+}
+
+/// Fails unless `o` failed with exit code 1 and one line on stderr containing `needle`.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(1), "{}", text(o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(needle), "{stderr}");
+}
+
+#[test]
+fn report_writes_a_self_contained_page_for_an_mvtec_root_and_beside_score() {
+    let (data, model) = trained();
+    let dir = scratch("report");
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let page = dir.join("report.html");
+    let o = run(&["report", m, d, "-o", page.to_str().unwrap(), "--top", "5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let html = std::fs::read_to_string(&page).unwrap();
+    // Loss curve, score histogram, ROC and PR; five images, each with its heatmap.
+    assert_eq!(html.matches("<svg").count(), 4);
+    assert_eq!(html.matches("alt=\"image\"").count(), 5);
+    assert_eq!(html.matches("alt=\"heatmap\"").count(), 5);
+    assert_self_contained(&html);
+    // The root's 18 test images, with eval's AUROC.
+    let e = run(&["eval", m, d, "--quiet"]);
+    let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    let auroc = v["image_auroc"].as_f64().unwrap();
+    assert!(text(&o).contains(": 18 images, "), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("AUROC {auroc:.4}")),
+        "{} vs eval {auroc}",
+        text(&o)
+    );
+
+    // One pass of `score` writes the CSV and the report of the same images; a test
+    // folder is labelled by its subfolders.
+    let csv = dir.join("scores.csv");
+    let beside = dir.join("beside.html");
+    let test = data.join("test");
+    let o = run(&[
+        "score",
+        m,
+        test.to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+        "--report",
+        beside.to_str().unwrap(),
+        "--top",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = read_csv(&csv);
+    assert_eq!(rows.len(), 19);
+    let flagged = rows[1..].iter().filter(|r| r[3] == "1").count();
+    assert!(
+        text(&o).contains(&format!("18 images, {flagged} flagged, AUROC {auroc:.4}")),
+        "{}",
+        text(&o)
+    );
+    let html = std::fs::read_to_string(&beside).unwrap();
+    assert_eq!(html.matches("<svg").count(), 4);
+    assert_eq!(html.matches("alt=\"heatmap\"").count(), 3);
+    assert_self_contained(&html);
+    // --top and --label belong to --report.
+    let o = run(&["score", m, d, "-o", csv.to_str().unwrap(), "--label", "x"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn report_labels_table_rows_by_column_and_refuses_denoisers_and_missing_labels() {
+    let (data, image_model) = trained();
+    let dir = scratch("report-errors");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+    // A denoiser is refused by name before any work; nothing is written.
+    let o = run(&[
+        "train",
+        data.join("train/good").to_str().unwrap(),
+        "--task",
+        "denoise",
+        "--noise",
+        "gaussian:0.1",
+        "--epochs",
+        "1",
+        "--width",
+        "8",
+        "-o",
+        &p("denoiser.safetensors"),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[
+        "report",
+        &p("denoiser.safetensors"),
+        data.to_str().unwrap(),
+        "-o",
+        &p("r.html"),
+        "--quiet",
+    ]);
+    assert_one_line_error(&o, "report needs an anomaly-detection model");
+    assert!(!dir.join("r.html").exists());
+    // Image labels come from folders, not columns.
+    let o = run(&[
+        "report",
+        image_model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        "-o",
+        &p("r.html"),
+        "--label",
+        "fault",
+        "--quiet",
+    ]);
+    assert_one_line_error(&o, "--label fault names a table column");
+
+    // A table model, and test rows with a 0/1 fault column appended.
+    sensor_csv(&dir.join("train.csv"), 300, false, 1, 0.0);
+    let o = run(&[
+        "train",
+        &p("train.csv"),
+        "-o",
+        &p("m.safetensors"),
+        "--id-column",
+        "id",
+        "--exclude",
+        "site",
+        "--epochs",
+        "20",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    sensor_csv(&dir.join("normal.csv"), 20, false, 2, 0.0);
+    sensor_csv(&dir.join("faulty.csv"), 20, true, 3, 0.0);
+    let mut labelled = String::new();
+    for (name, label) in [("normal.csv", "0"), ("faulty.csv", "1")] {
+        let body = std::fs::read_to_string(dir.join(name)).unwrap();
+        let mut lines = body.lines();
+        let header = lines.next().unwrap();
+        if labelled.is_empty() {
+            labelled = format!("{header},fault\n");
+        }
+        for line in lines {
+            labelled.push_str(&format!("{line},{label}\n"));
+        }
+    }
+    std::fs::write(dir.join("test.csv"), labelled).unwrap();
+    let o = run(&[
+        "score",
+        &p("m.safetensors"),
+        &p("test.csv"),
+        "-o",
+        &p("s.csv"),
+        "--report",
+        &p("r.html"),
+        "--label",
+        "fault",
+        "--top",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(read_csv(&dir.join("s.csv")).len(), 41);
+    assert!(text(&o).contains(": 40 rows, "), "{}", text(&o));
+    assert!(text(&o).contains("AUROC"), "{}", text(&o));
+    let html = std::fs::read_to_string(dir.join("r.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 4);
+    assert_eq!(html.matches("<tr><td>").count(), 4);
+    assert_self_contained(&html);
+
+    // A label column the file lacks is named; neither the CSV nor the report is written.
+    std::fs::remove_file(dir.join("r.html")).unwrap();
+    std::fs::remove_file(dir.join("s.csv")).unwrap();
+    let o = run(&[
+        "score",
+        &p("m.safetensors"),
+        &p("train.csv"),
+        "-o",
+        &p("s.csv"),
+        "--report",
+        &p("r.html"),
+        "--label",
+        "fault",
+        "--quiet",
+    ]);
+    assert_one_line_error(&o, "label column 'fault' not found; columns are: id, site");
+    assert!(!dir.join("r.html").exists() && !dir.join("s.csv").exists());
+    let o = run(&[
+        "report",
+        &p("m.safetensors"),
+        &p("train.csv"),
+        "-o",
+        &p("r.html"),
+        "--label",
+        "fault",
+        "--quiet",
+    ]);
+    assert_one_line_error(&o, "label column 'fault' not found");
+}

@@ -7,6 +7,7 @@ pub mod io;
 pub mod metrics;
 pub mod model;
 pub mod progress;
+pub mod report;
 pub mod score;
 pub mod task;
 pub mod train;

@@ -34,13 +34,17 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
 /// Average precision (area under the precision-recall curve, as scikit-learn computes it:
 /// a step function over distinct thresholds). `None` without positives.
 pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
-    let n_pos = labels.iter().filter(|&&l| l).count();
-    if n_pos == 0 {
-        return None;
-    }
+    let curve = precision_recall_curve(scores, labels)?;
+    Some(curve.windows(2).map(|w| (w[1].0 - w[0].0) * w[1].1).sum())
+}
+
+/// True and false positives when flagging every score at or above each distinct score, from
+/// the highest score down (tied scores enter together).
+fn counts_by_threshold(scores: &[f32], labels: &[bool]) -> Vec<(usize, usize)> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp, mut ap, mut prev_recall) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut out = Vec::new();
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
@@ -52,13 +56,47 @@ pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
             }
             j += 1;
         }
-        let recall = tp as f64 / n_pos as f64;
-        let precision = tp as f64 / (tp + fp) as f64;
-        ap += (recall - prev_recall) * precision;
-        prev_recall = recall;
+        out.push((tp, fp));
         i = j;
     }
-    Some(ap)
+    out
+}
+
+/// The ROC curve of `scores` (higher = more anomalous) against `labels`: (false-positive
+/// rate, true-positive rate) at every distinct score taken as the threshold, from (0, 0) to
+/// (1, 1). Tied scores move in one diagonal step, so the trapezoid area under the points is
+/// [`auroc`]. `None` when either class is absent.
+pub fn roc_curve(scores: &[f32], labels: &[bool]) -> Option<Vec<(f64, f64)>> {
+    let n_pos = labels.iter().filter(|&&l| l).count() as f64;
+    let n_neg = labels.len() as f64 - n_pos;
+    if n_pos == 0.0 || n_neg == 0.0 {
+        return None;
+    }
+    let mut points = vec![(0.0, 0.0)];
+    points.extend(
+        counts_by_threshold(scores, labels)
+            .into_iter()
+            .map(|(tp, fp)| (fp as f64 / n_neg, tp as f64 / n_pos)),
+    );
+    Some(points)
+}
+
+/// The precision-recall curve of `scores` against `labels`: (recall, precision) at every
+/// distinct score taken as the threshold, highest first, after a starting point (0, 1).
+/// Precision holds from one point's recall to the next, so the step area
+/// `sum (r[i] - r[i-1]) * p[i]` is [`average_precision`]. `None` without positives.
+pub fn precision_recall_curve(scores: &[f32], labels: &[bool]) -> Option<Vec<(f64, f64)>> {
+    let n_pos = labels.iter().filter(|&&l| l).count() as f64;
+    if n_pos == 0.0 {
+        return None;
+    }
+    let mut points = vec![(0.0, 1.0)];
+    points.extend(
+        counts_by_threshold(scores, labels)
+            .into_iter()
+            .map(|(tp, fp)| (tp as f64 / n_pos, tp as f64 / (tp + fp) as f64)),
+    );
+    Some(points)
 }
 
 /// Precision, recall and F1 of hard predictions (true = flagged anomalous).
@@ -138,6 +176,56 @@ mod tests {
         let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
         assert!((ap - 0.833_333_333).abs() < 1e-6, "{ap}");
         assert_eq!(average_precision(&[0.2, 0.1], &[true, false]), Some(1.0));
+    }
+
+    #[test]
+    fn roc_curve_known_answers_and_area_is_auroc() {
+        // Highest first: 0.8 (+), 0.4 (-), 0.35 (+), 0.1 (-).
+        let s = [0.1, 0.4, 0.35, 0.8];
+        let l = [false, false, true, true];
+        let roc = roc_curve(&s, &l).unwrap();
+        assert_eq!(
+            roc,
+            [(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
+        let area = |c: &[(f64, f64)]| -> f64 {
+            c.windows(2)
+                .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+                .sum()
+        };
+        assert_eq!(area(&roc), auroc(&s, &l).unwrap());
+        // A tie between a positive and a negative is one diagonal step (half credit).
+        let tied = roc_curve(&[0.5, 0.5, 0.9], &[false, true, true]).unwrap();
+        assert_eq!(tied, [(0.0, 0.0), (0.0, 0.5), (1.0, 1.0)]);
+        assert_eq!(area(&tied), 0.75);
+        assert_eq!(
+            area(&tied),
+            auroc(&[0.5, 0.5, 0.9], &[false, true, true]).unwrap()
+        );
+        assert_eq!(roc_curve(&[0.1, 0.2], &[true, true]), None);
+    }
+
+    #[test]
+    fn precision_recall_curve_known_answers_and_steps_sum_to_ap() {
+        let s = [0.1, 0.4, 0.35, 0.8];
+        let l = [false, false, true, true];
+        let pr = precision_recall_curve(&s, &l).unwrap();
+        assert_eq!(
+            pr,
+            [
+                (0.0, 1.0),
+                (0.5, 1.0),
+                (0.5, 0.5),
+                (1.0, 2.0 / 3.0),
+                (1.0, 0.5)
+            ]
+        );
+        let steps: f64 = pr.windows(2).map(|w| (w[1].0 - w[0].0) * w[1].1).sum();
+        assert!((steps - 0.833_333_333).abs() < 1e-6, "{steps}");
+        // Tied scores enter together: one point for the pair.
+        let tied = precision_recall_curve(&[0.5, 0.5, 0.1], &[true, false, true]).unwrap();
+        assert_eq!(tied, [(0.0, 1.0), (0.5, 0.5), (1.0, 2.0 / 3.0)]);
+        assert_eq!(precision_recall_curve(&[0.1], &[false]), None);
     }
 
     #[test]

@@ -18,6 +18,27 @@ pub struct TestImage {
     pub mask: Option<PathBuf>,
 }
 
+/// The folder of normal test images; every other category folder holds anomalies.
+const GOOD: &str = "good";
+
+/// Whether `dir` is laid out like an MVTec test folder: a `good/` subfolder, beside which
+/// every other subfolder is a defect category.
+pub fn is_test_folder(dir: &Path) -> bool {
+    dir.join(GOOD).is_dir()
+}
+
+/// The label of the image at `path` in the MVTec test folder `test` (see
+/// [`is_test_folder`]) by the rule of [`test_images`]: `Some(false)` in `good/`,
+/// `Some(true)` in any other category folder, `None` when `path` is not inside a category
+/// folder of `test`.
+pub fn label_in_test_folder(test: &Path, path: &Path) -> Option<bool> {
+    let rel = path.strip_prefix(test).ok()?;
+    let mut parts = rel.components();
+    let category = parts.next()?;
+    parts.next()?;
+    Some(category.as_os_str() != GOOD)
+}
+
 /// The labelled test images under `root/test`, sorted by category then name.
 pub fn test_images(root: &Path) -> Result<Vec<TestImage>> {
     let test = root.join("test");
@@ -39,7 +60,7 @@ pub fn test_images(root: &Path) -> Result<Vec<TestImage>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let anomalous = category != "good";
+        let anomalous = category != GOOD;
         let images = match find_images(&dir) {
             Ok(v) => v,
             Err(Error::NoImages { .. }) => continue,
@@ -71,4 +92,20 @@ pub fn test_images(root: &Path) -> Result<Vec<TestImage>> {
         return Err(Error::NoImages { path: test });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_the_category_folder() {
+        let test = Path::new("/data/test");
+        let label = |p: &str| label_in_test_folder(test, Path::new(p));
+        assert_eq!(label("/data/test/good/000.png"), Some(false));
+        assert_eq!(label("/data/test/scratch/000.png"), Some(true));
+        assert_eq!(label("/data/test/scratch/deep/000.png"), Some(true));
+        assert_eq!(label("/data/test/loose.png"), None);
+        assert_eq!(label("/data/train/good/000.png"), None);
+    }
 }

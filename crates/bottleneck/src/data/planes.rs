@@ -147,25 +147,42 @@ pub fn save_image(img: &DynamicImage, path: &Path) -> Result<()> {
     crate::io::write_atomic(path, |tmp| {
         let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
         let mut out = BufWriter::new(file);
-        let written = if format == ImageFormat::Jpeg {
-            // JPEG has no 16-bit or alpha: its encoder takes 8-bit gray or RGB.
-            let img = if img.color().has_color() {
-                DynamicImage::ImageRgb8(img.to_rgb8())
-            } else {
-                DynamicImage::ImageLuma8(img.to_luma8())
-            };
-            img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
-                &mut out, 95,
-            ))
-        } else {
-            img.write_to(&mut out, format)
-        };
-        written.map_err(|e| Error::Image {
+        write_image(img, format, &mut out).map_err(|message| Error::Image {
             path: path.to_path_buf(),
-            message: format!("cannot write: {e}"),
+            message,
         })?;
         std::io::Write::flush(&mut out).map_err(|e| Error::io(tmp, e))
     })
+}
+
+/// `img` encoded in `format` (JPEG at quality 95), in memory.
+pub fn encode_image(img: &DynamicImage, format: ImageFormat) -> Result<Vec<u8>> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    write_image(img, format, &mut out).map_err(|message| Error::Image {
+        path: format!("({format:?} output)").into(),
+        message,
+    })?;
+    Ok(out.into_inner())
+}
+
+/// Encodes `img` in `format` to `out`; the error says why it cannot be written.
+fn write_image(
+    img: &DynamicImage,
+    format: ImageFormat,
+    out: &mut (impl std::io::Write + std::io::Seek),
+) -> std::result::Result<(), String> {
+    let written = if format == ImageFormat::Jpeg {
+        // JPEG has no 16-bit or alpha: its encoder takes 8-bit gray or RGB.
+        let img = if img.color().has_color() {
+            DynamicImage::ImageRgb8(img.to_rgb8())
+        } else {
+            DynamicImage::ImageLuma8(img.to_luma8())
+        };
+        img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(out, 95))
+    } else {
+        img.write_to(out, format)
+    };
+    written.map_err(|e| format!("cannot write: {e}"))
 }
 
 #[cfg(test)]

@@ -462,9 +462,25 @@ impl Layout {
         features: &[String],
         id_column: Option<&str>,
     ) -> Result<Self> {
-        let header = reader.header();
-        let path = reader.path();
-        if reader.format() == TableFormat::Npy {
+        Self::for_header(
+            reader.header(),
+            reader.path(),
+            reader.format() == TableFormat::Npy,
+            features,
+            id_column,
+        )
+    }
+
+    /// Like [`Layout::for_model`] for columns named `header` from `path` (a file, or what
+    /// errors should call the source); `by_position` takes unnamed columns in order.
+    pub fn for_header(
+        header: &[String],
+        path: &Path,
+        by_position: bool,
+        features: &[String],
+        id_column: Option<&str>,
+    ) -> Result<Self> {
+        if by_position {
             if header.len() != features.len() {
                 return Err(Error::Invalid(format!(
                     "{}: {} columns, the model was trained on {} features",

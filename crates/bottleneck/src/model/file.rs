@@ -398,8 +398,16 @@ pub fn load_table_bytes(
 
 /// Loads a denoiser's file at `path` onto `device`.
 pub fn load_denoiser(path: &Path, device: &Device) -> Result<(DenoiseWeights, DenoiseMeta)> {
-    let (meta, bytes): (DenoiseMeta, _) =
-        parse(path, read_bytes(path)?, KIND_IMAGES, TASK_DENOISE)?;
+    load_denoiser_bytes(path, read_bytes(path)?, device)
+}
+
+/// Loads a denoiser from its file's `bytes` (named `path` in errors) onto `device`.
+pub fn load_denoiser_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<(DenoiseWeights, DenoiseMeta)> {
+    let (meta, bytes): (DenoiseMeta, _) = parse(path, bytes, KIND_IMAGES, TASK_DENOISE)?;
     let model = DenoiseWeights {
         denoiser: DenoiseNet::new(&meta.spec, device),
     };

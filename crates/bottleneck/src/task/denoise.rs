@@ -252,6 +252,12 @@ impl Denoiser {
         Ok(Self::new(weights.denoiser, meta, device))
     }
 
+    /// Loads a denoiser from its model file's bytes (named `path` in errors).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>, device: &Device) -> Result<Self> {
+        let (weights, meta) = file::load_denoiser_bytes(path, bytes, device)?;
+        Ok(Self::new(weights.denoiser, meta, device))
+    }
+
     /// A denoiser of `net` and `meta` on `device`, cutting images into default tiles.
     fn new(net: DenoiseNet, meta: DenoiseMeta, device: &Device) -> Self {
         Self {

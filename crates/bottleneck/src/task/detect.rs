@@ -550,21 +550,72 @@ impl Detector {
         mut on_item: impl FnMut(ScoredImage) -> Result<()>,
     ) -> Result<usize> {
         Self::decode_batches(paths, skip_bad, "scoring", progress, |ok| {
-            let (parts, maps) = self.score_parts(self.tensorize(&ok), ok.len());
-            for (((index, image), p), map) in ok.into_iter().zip(parts).zip(maps) {
-                on_item(ScoredImage {
-                    index,
-                    path: paths[index].clone(),
-                    score: p.score,
-                    knn_parts: p.knn_parts,
-                    p_value: self.meta.calibration.p_value(p.score),
-                    is_anomaly: self.meta.calibration.is_anomaly(p.score),
-                    map,
-                    image,
-                })?;
+            for item in self.score_decoded(ok, |i| paths[i].clone()) {
+                on_item(item)?;
             }
             Ok(())
         })
+    }
+
+    /// Scores decoded `(index, image)` pairs in one pass, in order; `path_of(index)` names
+    /// each.
+    fn score_decoded(
+        &self,
+        images: Vec<(usize, DynamicImage)>,
+        path_of: impl Fn(usize) -> PathBuf,
+    ) -> Vec<ScoredImage> {
+        let (parts, maps) = self.score_parts(self.tensorize(&images), images.len());
+        images
+            .into_iter()
+            .zip(parts)
+            .zip(maps)
+            .map(|(((index, image), p), map)| ScoredImage {
+                index,
+                path: path_of(index),
+                score: p.score,
+                knn_parts: p.knn_parts,
+                p_value: self.meta.calibration.p_value(p.score),
+                is_anomaly: self.meta.calibration.is_anomaly(p.score),
+                map,
+                image,
+            })
+            .collect()
+    }
+
+    /// Scores images already in memory (a service's request bodies) in one pass, in order:
+    /// each result's `index` is its position and its `path` is empty. Memory grows with the
+    /// number of images; batch large sets.
+    pub fn score_images(&self, images: Vec<DynamicImage>) -> Vec<ScoredImage> {
+        if images.is_empty() {
+            return Vec::new();
+        }
+        self.score_decoded(images.into_iter().enumerate().collect(), |_| PathBuf::new())
+    }
+
+    /// Bottleneck codes of images in memory, concatenated (`images x latent`).
+    pub fn encode_images(&self, images: &[DynamicImage]) -> Vec<f32> {
+        if images.is_empty() {
+            return Vec::new();
+        }
+        let indexed: Vec<(usize, DynamicImage)> = images.iter().cloned().enumerate().collect();
+        self.encode_decoded(&indexed)
+    }
+
+    /// Bottleneck codes of decoded `(index, image)` pairs, concatenated.
+    fn encode_decoded(&self, images: &[(usize, DynamicImage)]) -> Vec<f32> {
+        let s = self.meta.prep.image_size;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                self.tensorize(images),
+                [images.len(), self.meta.prep.channels, s, s],
+            ),
+            &self.device,
+        );
+        self.model
+            .encode(x)
+            .into_data()
+            .try_into_vec()
+            .expect("f32 codes")
     }
 
     /// Bottleneck codes of the images at `paths`, in batches: hands `(index, code)` to
@@ -576,22 +627,9 @@ impl Detector {
         progress: &dyn Progress,
         mut on_item: impl FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<usize> {
-        let s = self.meta.prep.image_size;
         let latent = self.meta.spec.latent;
         Self::decode_batches(paths, skip_bad, "encoding", progress, |ok| {
-            let x = Tensor::<4>::from_data(
-                TensorData::new(
-                    self.tensorize(&ok),
-                    [ok.len(), self.meta.prep.channels, s, s],
-                ),
-                &self.device,
-            );
-            let codes: Vec<f32> = self
-                .model
-                .encode(x)
-                .into_data()
-                .try_into_vec()
-                .expect("f32 codes");
+            let codes = self.encode_decoded(&ok);
             for ((index, _), code) in ok.iter().zip(codes.chunks(latent)) {
                 on_item(*index, code)?;
             }
@@ -599,11 +637,27 @@ impl Detector {
         })
     }
 
+    /// `item`'s anomaly map resized to the image's own size.
+    fn full_map(&self, item: &ScoredImage) -> Vec<f32> {
+        let (w, h) = (item.image.width(), item.image.height());
+        maps::resize_map(&item.map, self.meta.prep.image_size, w, h)
+    }
+
+    /// `item`'s image with the map at full size drawn over it (red where it looks wrong).
+    fn overlay(&self, item: &ScoredImage, full: &[f32]) -> image::RgbImage {
+        maps::overlay(&item.image, full, self.meta.scoring.map_scale)
+    }
+
+    /// `item`'s heatmap: its image at its own size with the anomaly map drawn over it.
+    pub fn heatmap(&self, item: &ScoredImage) -> image::RgbImage {
+        self.overlay(item, &self.full_map(item))
+    }
+
     /// Writes `item`'s heatmap overlay (`<rel>_heatmap.png`) and raw map at the image's own
     /// size (`<rel>_map.npy`) under `dir`, mirroring the input's relative path.
     pub fn write_maps(&self, dir: &Path, rel: &Path, item: &ScoredImage) -> Result<()> {
         let (w, h) = (item.image.width(), item.image.height());
-        let full = maps::resize_map(&item.map, self.meta.prep.image_size, w, h);
+        let full = self.full_map(item);
         let stem = rel.with_extension("");
         let base = dir.join(stem);
         let name = |suffix: &str| {
@@ -611,10 +665,7 @@ impl Detector {
             s.push(suffix);
             PathBuf::from(s)
         };
-        maps::write_png(
-            &name("_heatmap.png"),
-            &maps::overlay(&item.image, &full, self.meta.scoring.map_scale),
-        )?;
+        maps::write_png(&name("_heatmap.png"), &self.overlay(item, &full))?;
         maps::write_npy(&name("_map.npy"), &full, w, h)
     }
 
@@ -796,8 +847,19 @@ pub struct EvalReport {
     pub per_category: Vec<CategoryReport>,
 }
 
+/// The folder that names of images found under `data` are relative to: `data` itself, or
+/// for a single image file its folder.
+pub fn names_base(data: &Path) -> PathBuf {
+    if data.is_file() {
+        data.parent().unwrap_or(Path::new("")).to_path_buf()
+    } else {
+        data.to_path_buf()
+    }
+}
+
 /// Scores every image under `data` and writes `path,score,p_value,is_anomaly` rows (paths
-/// relative to `data`) to `out_csv`, and heatmaps to `maps_dir` when given. Returns the
+/// relative to `data`) to `out_csv`, and heatmaps to `maps_dir` when given; each scored
+/// image is also handed to `on_item` (a report, say), so one pass serves both. Returns the
 /// number of rows written and of files skipped.
 pub fn score_to_csv(
     detector: &Detector,
@@ -806,13 +868,10 @@ pub fn score_to_csv(
     maps_dir: Option<&Path>,
     skip_bad: bool,
     progress: &dyn Progress,
+    mut on_item: impl FnMut(&ScoredImage) -> Result<()>,
 ) -> Result<(usize, usize)> {
     let paths = find_images(data)?;
-    let base = if data.is_file() {
-        data.parent().unwrap_or(Path::new("")).to_path_buf()
-    } else {
-        data.to_path_buf()
-    };
+    let base = names_base(data);
     let mut rows = 0;
     let mut skipped = 0;
     crate::io::write_atomic(out_csv, |tmp| {
@@ -835,6 +894,7 @@ pub fn score_to_csv(
             if let Some(dir) = maps_dir {
                 detector.write_maps(dir, &rel, &item)?;
             }
+            on_item(&item)?;
             rows += 1;
             Ok(())
         })?;

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::scaling::TablePrep;
 use crate::data::table::{
-    ColumnSelection, Layout, RawChunk, Rows, TableFormat, TableReader, TableWriter,
+    Cell, ColumnSelection, Layout, RawChunk, Rows, TableFormat, TableReader, TableWriter,
     read_training_table,
 };
 use crate::error::{Error, Result};
@@ -109,6 +109,20 @@ pub struct ScoredRow {
     pub is_anomaly: bool,
     /// Each feature's share of the row's reconstruction error (0 where missing).
     pub shares: Vec<f32>,
+}
+
+/// One chunk of a table as scored by [`TableModel::score_chunks`].
+pub struct ScoredChunk<'a> {
+    /// The file's column names (`x0, x1, ...` for `.npy`).
+    pub header: &'a [String],
+    /// Name of the id column, or `row` when rows are named by number.
+    pub id_header: String,
+    /// The chunk as read: every column of every row.
+    pub chunk: &'a RawChunk,
+    /// The rows kept (bad ones are left out under `skip_bad`; see [`Rows::kept`]).
+    pub rows: Rows,
+    /// The score of each kept row, in order.
+    pub scored: Vec<ScoredRow>,
 }
 
 /// A trained table model.
@@ -369,6 +383,40 @@ impl TableModel {
             .collect()
     }
 
+    /// The model's features of rows given as cells under `header` (row-major, any column
+    /// order, extra columns ignored; `by_position` takes unnamed columns in the model's
+    /// order). Errors name `source`, the row (from 1) and the column, like those of a file.
+    pub fn rows_from_cells(
+        &self,
+        header: &[String],
+        cells: Vec<Cell>,
+        by_position: bool,
+        source: &Path,
+    ) -> Result<Rows> {
+        let layout = Layout::for_header(
+            header,
+            source,
+            by_position,
+            &self.meta.prep.features,
+            self.meta.prep.id_column.as_deref(),
+        )?;
+        if header.is_empty() || !cells.len().is_multiple_of(header.len()) {
+            return Err(Error::Invalid(format!(
+                "{}: {} cells do not fill rows of {} columns",
+                source.display(),
+                cells.len(),
+                header.len()
+            )));
+        }
+        let chunk = RawChunk {
+            first_row: 0,
+            rows: cells.len() / header.len(),
+            cells,
+            records: None,
+        };
+        layout.extract(&chunk, source, false)
+    }
+
     /// Bottleneck codes of rows of raw feature values (`rows x latent`).
     pub fn encode_rows(&self, rows: &Rows) -> Vec<f32> {
         let mut values = rows.values.clone();
@@ -488,9 +536,51 @@ impl TableModel {
             .unwrap_or_else(|| "row".into())
     }
 
+    /// The `k` features with the largest shares of `row`'s error, largest first, with
+    /// their shares.
+    pub fn explain<'a>(&'a self, row: &ScoredRow, k: usize) -> Vec<(&'a str, f32)> {
+        let mut order: Vec<usize> = (0..row.shares.len()).collect();
+        order.sort_by(|&a, &b| row.shares[b].total_cmp(&row.shares[a]));
+        order
+            .into_iter()
+            .take(k)
+            .map(|j| (self.meta.prep.features[j].as_str(), row.shares[j]))
+            .collect()
+    }
+
+    /// Scores every row of `data` chunk by chunk and hands each chunk's results to `each`
+    /// (see [`ScoredChunk`]). Returns the rows skipped under `skip_bad`.
+    pub fn score_chunks(
+        &self,
+        data: &Path,
+        skip_bad: bool,
+        progress: &dyn Progress,
+        mut each: impl FnMut(&ScoredChunk) -> Result<()>,
+    ) -> Result<usize> {
+        let opened = self.open(data, false)?;
+        let header = opened.0.header().to_vec();
+        self.stream(
+            opened,
+            data,
+            skip_bad,
+            "scoring",
+            progress,
+            |layout, chunk, rows| {
+                each(&ScoredChunk {
+                    header: &header,
+                    id_header: Self::id_header(layout),
+                    chunk,
+                    scored: self.score_rows(&rows),
+                    rows,
+                })
+            },
+        )
+    }
+
     /// Scores every row of `data` and writes `row|id,score,p_value,is_anomaly` to `out`
     /// (CSV), with `explain` pairs of columns `explain_k,share_k` naming the features that
-    /// contribute most to each row's error. Returns rows written and rows skipped.
+    /// contribute most to each row's error; each scored chunk is also handed to `on_chunk`
+    /// (a report, say), so one pass serves both. Returns rows written and rows skipped.
     pub fn score_file(
         &self,
         data: &Path,
@@ -498,56 +588,45 @@ impl TableModel {
         explain: usize,
         skip_bad: bool,
         progress: &dyn Progress,
+        mut on_chunk: impl FnMut(&ScoredChunk) -> Result<()>,
     ) -> Result<(usize, usize)> {
         let explain = explain.min(self.meta.spec.features);
-        let opened = self.open(data, false)?;
         let mut written = 0;
         let mut skipped = 0;
         crate::io::write_atomic(out, |tmp| {
             let mut w = csv::Writer::from_path(tmp).map_err(|e| csv_error(tmp, e))?;
             let mut header_done = false;
-            skipped = self.stream(
-                opened,
-                data,
-                skip_bad,
-                "scoring",
-                progress,
-                |layout, _, rows| {
-                    if !header_done {
-                        let mut h = vec![
-                            Self::id_header(layout),
-                            "score".into(),
-                            "p_value".into(),
-                            "is_anomaly".into(),
-                        ];
-                        for k in 1..=explain {
-                            h.push(format!("explain_{k}"));
-                            h.push(format!("share_{k}"));
-                        }
-                        w.write_record(&h).map_err(|e| csv_error(tmp, e))?;
-                        header_done = true;
+            skipped = self.score_chunks(data, skip_bad, progress, |c| {
+                if !header_done {
+                    let mut h = vec![
+                        c.id_header.clone(),
+                        "score".into(),
+                        "p_value".into(),
+                        "is_anomaly".into(),
+                    ];
+                    for k in 1..=explain {
+                        h.push(format!("explain_{k}"));
+                        h.push(format!("share_{k}"));
                     }
-                    for row in self.score_rows(&rows) {
-                        let mut rec = vec![
-                            row.id.clone(),
-                            format!("{}", row.score),
-                            format!("{}", row.p_value),
-                            (row.is_anomaly as u8).to_string(),
-                        ];
-                        if explain > 0 {
-                            let mut order: Vec<usize> = (0..row.shares.len()).collect();
-                            order.sort_by(|&a, &b| row.shares[b].total_cmp(&row.shares[a]));
-                            for &j in &order[..explain] {
-                                rec.push(self.meta.prep.features[j].clone());
-                                rec.push(format!("{:.4}", row.shares[j]));
-                            }
-                        }
-                        w.write_record(&rec).map_err(|e| csv_error(tmp, e))?;
-                        written += 1;
+                    w.write_record(&h).map_err(|e| csv_error(tmp, e))?;
+                    header_done = true;
+                }
+                for row in &c.scored {
+                    let mut rec = vec![
+                        row.id.clone(),
+                        format!("{}", row.score),
+                        format!("{}", row.p_value),
+                        (row.is_anomaly as u8).to_string(),
+                    ];
+                    for (feature, share) in self.explain(row, explain) {
+                        rec.push(feature.to_string());
+                        rec.push(format!("{share:.4}"));
                     }
-                    Ok(())
-                },
-            )?;
+                    w.write_record(&rec).map_err(|e| csv_error(tmp, e))?;
+                    written += 1;
+                }
+                on_chunk(c)
+            })?;
             if !header_done {
                 return Err(Error::Invalid(format!("{}: no data rows", data.display())));
             }
@@ -839,7 +918,7 @@ mod tests {
         assert_eq!(model.meta().prep.features, SENSORS.to_vec());
         let out = dir.join("scores.csv");
         let (n, skipped) = model
-            .score_file(&dir.join("test.csv"), &out, 1, false, &Silent)
+            .score_file(&dir.join("test.csv"), &out, 1, false, &Silent, |_| Ok(()))
             .unwrap();
         assert_eq!((n, skipped), (200, 0));
         let rows = read(&out);
@@ -875,7 +954,7 @@ mod tests {
         let again = TableModel::load(&path, &Device::flex()).unwrap();
         let out2 = dir.join("scores2.csv");
         again
-            .score_file(&dir.join("test.csv"), &out2, 1, false, &Silent)
+            .score_file(&dir.join("test.csv"), &out2, 1, false, &Silent, |_| Ok(()))
             .unwrap();
         assert_eq!(read(&out), read(&out2));
         assert_eq!(again.meta(), model.meta());
@@ -951,7 +1030,7 @@ mod tests {
         write_csv(&dir.join("big.csv"), &big, &order, 0.01);
         let out = dir.join("big_scores.csv");
         let (n, _) = model
-            .score_file(&dir.join("big.csv"), &out, 0, false, &Silent)
+            .score_file(&dir.join("big.csv"), &out, 0, false, &Silent, |_| Ok(()))
             .unwrap();
         assert_eq!(n, CHUNK_ROWS + 500);
         let streamed: Vec<f32> = read(&out)[1..]
@@ -970,7 +1049,7 @@ mod tests {
         }
         write_csv(&dir.join("short.csv"), &big[..3], &[0, 1, 2, 3, 4, 5], 0.0);
         let err = model
-            .score_file(&dir.join("short.csv"), &out, 0, false, &Silent)
+            .score_file(&dir.join("short.csv"), &out, 0, false, &Silent, |_| Ok(()))
             .unwrap_err()
             .to_string();
         assert!(

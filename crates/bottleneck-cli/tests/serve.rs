@@ -1,0 +1,792 @@
+//! The HTTP service end to end: the real binary serving models trained on small generated
+//! data, driven over loopback, and its page driven in headless Chromium (WebDriver).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bottleneck::data::synthetic::{BoardConfig, SENSORS, generate_boards, sensor_rows};
+use serde_json::{Value, json};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bottleneck"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bn-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_ok(args: &[&str]) {
+    let o = bin().args(args).output().expect("binary runs");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Boards and an image model trained on them, shared by the tests of this file.
+fn boards_model() -> &'static (PathBuf, PathBuf) {
+    static CELL: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let dir = scratch("boards");
+        let data = dir.join("boards");
+        let cfg = BoardConfig {
+            image_size: 32,
+            train_good: 60,
+            test_good: 8,
+            test_per_defect: 3,
+            seed: 5,
+        };
+        generate_boards(&data, &cfg).unwrap();
+        let model = dir.join("model.safetensors");
+        run_ok(&[
+            "train",
+            data.to_str().unwrap(),
+            "-o",
+            model.to_str().unwrap(),
+            "--epochs",
+            "15",
+            "--width",
+            "8",
+            "--quiet",
+        ]);
+        (data, model)
+    })
+}
+
+/// A running `bottleneck serve`; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(model: &Path, extra: &[&str]) -> Self {
+        let mut child = bin()
+            .args(["serve", model.to_str().unwrap(), "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = log
+            .recv_timeout(Duration::from_secs(60))
+            .expect("serve prints its address");
+        let base = first
+            .split("on http://")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in '{first}'"))
+            .trim()
+            .to_string();
+        Self {
+            child,
+            base: format!("http://{base}"),
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status, Retry-After header and body of one request (errors are answers too).
+fn call(method: &str, url: &str, content_type: &str, body: &[u8]) -> (u16, Option<String>, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = if method == "GET" {
+        agent.get(url).call()
+    } else {
+        agent
+            .post(url)
+            .header("content-type", content_type)
+            .send(body)
+    };
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .unwrap();
+    (status, retry, text)
+}
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts a 4xx/5xx JSON error with `status` whose message contains `needle`.
+fn assert_error(answer: (u16, Option<String>, String), status: u16, needle: &str) {
+    let (code, _, text) = answer;
+    assert_eq!(code, status, "{text}");
+    let v = json_of(&text);
+    let message = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error: {text}"));
+    assert!(message.contains(needle), "'{message}' lacks '{needle}'");
+}
+
+/// Announces a body of `length` bytes and sends only its start, as a client does before the
+/// service refuses it: a 413 must come without the whole body read.
+fn oversized_post(server: &Server, path: &str, length: usize) -> (u16, Option<String>, String) {
+    use std::io::{Read, Write};
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(&[7u8; 4096]);
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+        if response.ends_with(b"}") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, None, body)
+}
+
+/// A multipart/form-data body of `files` (field name, file name, bytes).
+fn multipart(files: &[(&str, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "bnboundary7d1f";
+    let mut body = Vec::new();
+    for (field, name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; \
+                 filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// `bottleneck score`'s answer for every image in `folder`: path, score, flagged.
+fn cli_scores(model: &Path, folder: &Path, dir: &Path) -> Vec<(PathBuf, f64, bool)> {
+    let out = dir.join("scores.csv");
+    run_ok(&[
+        "score",
+        model.to_str().unwrap(),
+        folder.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (folder.join(f[0]), f[1].parse().unwrap(), f[3] == "1")
+        })
+        .collect()
+}
+
+/// A large smooth image (cheap to send, slow to score with a heatmap at full size).
+fn big_png(side: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(side, side, |x, y| {
+        image::Rgb([(x / 8) as u8, (y / 8) as u8, ((x + y) / 16) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn image_service_matches_score_and_answers_bad_requests_with_json_errors() {
+    let (data, model) = boards_model();
+    let dir = scratch("images");
+    let server = Server::start(model, &["--workers", "1", "--max-body-mb", "1"]);
+
+    let (code, _, text) = call("GET", &server.url("/healthz"), "", b"");
+    assert_eq!((code, json_of(&text)), (200, json!({"status": "ok"})));
+    let info = json_of(&call("GET", &server.url("/v1/model"), "", b"").2);
+    assert_eq!(info["served"], "image-detector");
+    assert_eq!(info["meta"]["prep"]["image_size"], 32);
+    let latent = info["meta"]["spec"]["latent"].as_u64().unwrap() as usize;
+
+    // The service scores exactly as `bottleneck score` does.
+    let test = data.join("test/scratch");
+    let expected = cli_scores(model, &test, &dir);
+    let mut flagged = 0;
+    for (path, score, is_anomaly) in &expected {
+        let bytes = std::fs::read(path).unwrap();
+        let (code, _, text) = call("POST", &server.url("/v1/score"), "image/png", &bytes);
+        assert_eq!(code, 200, "{text}");
+        let v = json_of(&text);
+        let item = &v["items"][0];
+        assert!(
+            (item["score"].as_f64().unwrap() - score).abs() < 1e-4,
+            "{text}"
+        );
+        assert_eq!(item["is_anomaly"].as_bool().unwrap(), *is_anomaly);
+        let p = item["p_value"].as_f64().unwrap();
+        assert!(p > 0.0 && p <= 1.0);
+        flagged += *is_anomaly as u64;
+    }
+
+    // Several files in one multipart form, with heatmaps at each image's size.
+    let a = std::fs::read(&expected[0].0).unwrap();
+    let b = std::fs::read(data.join("test/good/000.png")).unwrap();
+    let (ct, body) = multipart(&[("f", "a.png", &a), ("f", "b.png", &b)]);
+    let (code, _, text) = call("POST", &server.url("/v1/score?map=true"), &ct, &body);
+    assert_eq!(code, 200, "{text}");
+    let v = json_of(&text);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        (items[0]["name"].as_str(), items[1]["name"].as_str()),
+        (Some("a.png"), Some("b.png"))
+    );
+    for item in items {
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(item["map_png"].as_str().unwrap())
+            .unwrap();
+        let map = image::load_from_memory(&png).unwrap();
+        assert_eq!((map.width(), map.height()), (32, 32));
+        flagged += item["is_anomaly"].as_bool().unwrap() as u64;
+    }
+    let (code, _, text) = call("POST", &server.url("/v1/encode"), "image/png", &a);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        json_of(&text)["items"][0]["code"].as_array().unwrap().len(),
+        latent
+    );
+
+    // Bad requests: each a 4xx with a JSON error saying what was wrong.
+    let score = server.url("/v1/score");
+    assert_error(
+        call("POST", &score, "image/png", b"hello"),
+        415,
+        "not an image",
+    );
+    assert_error(
+        call("POST", &score, "image/png", &a[..a.len() / 2]),
+        400,
+        "cannot decode",
+    );
+    assert_error(call("POST", &score, "image/png", b""), 400, "body is empty");
+    assert_error(
+        oversized_post(&server, "/v1/score", 3 << 20),
+        413,
+        "size limit",
+    );
+    assert_error(
+        call("POST", &server.url("/v1/score?map=maybe"), "image/png", &a),
+        400,
+        "map",
+    );
+    assert_error(
+        call("POST", &server.url("/v1/denoise"), "image/png", &a),
+        404,
+        "/v1/score",
+    );
+    assert_error(call("GET", &score, "", b""), 405, "not allowed");
+    assert_error(
+        call("GET", &server.url("/v2/x"), "", b""),
+        404,
+        "no such endpoint",
+    );
+    let (ct, body) = multipart(&[]);
+    assert_error(call("POST", &score, &ct, &body), 400, "no file");
+
+    // Still up, and the metrics counted all of it.
+    assert_eq!(call("GET", &server.url("/healthz"), "", b"").0, 200);
+    let metrics = call("GET", &server.url("/metrics"), "", b"").2;
+    let ok_scores = expected.len() as f64 + 1.0;
+    assert_eq!(
+        metric(
+            &metrics,
+            "bottleneck_http_requests_total{route=\"/v1/score\",status=\"200\"}"
+        ),
+        ok_scores,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "bottleneck_scored_items_total"),
+        expected.len() as f64 + 2.0
+    );
+    assert_eq!(
+        metric(&metrics, "bottleneck_anomalies_total"),
+        flagged as f64
+    );
+    assert!(metrics.contains("bottleneck_http_request_duration_seconds_bucket"));
+    assert!(metrics.contains("status=\"415\""));
+}
+
+#[test]
+fn full_queue_is_503_at_once_and_slow_requests_504() {
+    let (_, model) = boards_model();
+    let big = big_png(2048);
+    {
+        let server = Server::start(model, &["--workers", "1", "--queue", "1"]);
+        let url = server.url("/v1/score?map=true");
+        let answers: Vec<(u16, Option<String>, String)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..12)
+                .map(|_| s.spawn(|| call("POST", &url, "image/png", &big)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+        let ok = answers.iter().filter(|a| a.0 == 200).count();
+        assert_eq!(busy.len() + ok, answers.len(), "only 200 or 503 expected");
+        assert!(
+            ok >= 1 && !busy.is_empty(),
+            "{ok} answered, {} refused",
+            busy.len()
+        );
+        for (_, retry, text) in busy {
+            assert_eq!(retry.as_deref(), Some("1"));
+            assert!(json_of(text)["error"].as_str().unwrap().contains("busy"));
+        }
+        assert_eq!(call("GET", &server.url("/healthz"), "", b"").0, 200);
+    }
+    let server = Server::start(model, &["--timeout", "0.05"]);
+    assert_error(
+        call("POST", &server.url("/v1/score?map=true"), "image/png", &big),
+        504,
+        "longer than",
+    );
+    assert_eq!(call("GET", &server.url("/healthz"), "", b"").0, 200);
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_then_exits() {
+    let (_, model) = boards_model();
+    let mut server = Server::start(model, &["--workers", "1"]);
+    let big = big_png(2048);
+    let files: Vec<(&str, &str, &[u8])> = (0..6).map(|_| ("f", "big.png", &big[..])).collect();
+    let (ct, body) = multipart(&files);
+    let url = server.url("/v1/score?map=true");
+    let in_flight = std::thread::spawn(move || {
+        let answer = call("POST", &url, &ct, &body);
+        (answer, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    let signalled = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let ((code, _, text), answered) = in_flight.join().unwrap();
+    // The request really was in flight when the signal came, and was answered in full.
+    assert!(
+        answered > signalled,
+        "answered before the signal: make the request heavier"
+    );
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(json_of(&text)["items"].as_array().unwrap().len(), 6);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let notices: Vec<String> = server.log.try_iter().collect();
+    assert!(
+        notices.iter().any(|l| l.contains("shutting down")),
+        "{notices:?}"
+    );
+    // And no new connection is taken.
+    assert!(std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err());
+}
+
+#[test]
+fn table_service_scores_json_and_csv_rows_and_names_wrong_columns() {
+    let dir = scratch("table");
+    let train = dir.join("train.csv");
+    let mut text = format!("id,{}\n", SENSORS.join(","));
+    for (i, (row, _)) in sensor_rows(600, false, 3).iter().enumerate() {
+        let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        text.push_str(&format!("n{i},{}\n", cells.join(",")));
+    }
+    std::fs::write(&train, text).unwrap();
+    let model = dir.join("table.safetensors");
+    run_ok(&[
+        "train",
+        train.to_str().unwrap(),
+        "--id-column",
+        "id",
+        "-o",
+        model.to_str().unwrap(),
+        "--epochs",
+        "40",
+        "--quiet",
+    ]);
+    let server = Server::start(&model, &[]);
+    let info = json_of(&call("GET", &server.url("/v1/model"), "", b"").2);
+    assert_eq!(info["served"], "table-detector");
+
+    let normal = sensor_rows(1, false, 99)[0].0;
+    let faulty = sensor_rows(20, true, 98);
+    let object = |id: &str, row: &[f32]| {
+        let mut o = serde_json::Map::new();
+        o.insert("id".into(), json!(id));
+        for (k, v) in SENSORS.iter().zip(row) {
+            o.insert(k.to_string(), json!(v));
+        }
+        Value::Object(o)
+    };
+    let rows: Vec<Value> = std::iter::once(object("ok", &normal))
+        .chain(
+            faulty
+                .iter()
+                .enumerate()
+                .map(|(i, (r, _))| object(&format!("bad{i}"), r)),
+        )
+        .collect();
+    let body = serde_json::to_vec(&json!({ "rows": rows })).unwrap();
+    let (code, _, text) = call("POST", &server.url("/v1/score"), "application/json", &body);
+    assert_eq!(code, 200, "{text}");
+    let v = json_of(&text);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 21);
+    assert_eq!(items[0]["id"], "ok");
+    let normal_score = items[0]["score"].as_f64().unwrap();
+    let worse = items[1..]
+        .iter()
+        .filter(|i| i["score"].as_f64().unwrap() > normal_score)
+        .count();
+    assert!(
+        worse >= 17,
+        "only {worse} of 20 faulty rows score above a normal one"
+    );
+    assert_eq!(items[1]["explain"].as_array().unwrap().len(), 3);
+
+    // The same rows as CSV (columns in another order) score the same.
+    let mut csv = format!(
+        "{},id\n",
+        SENSORS.iter().rev().cloned().collect::<Vec<_>>().join(",")
+    );
+    for (k, r) in std::iter::once(&normal)
+        .chain(faulty.iter().map(|(r, _)| r))
+        .enumerate()
+    {
+        let cells: Vec<String> = r.iter().rev().map(|v| v.to_string()).collect();
+        csv.push_str(&format!("{},r{k}\n", cells.join(",")));
+    }
+    let (code, _, text) = call("POST", &server.url("/v1/score"), "text/csv", csv.as_bytes());
+    assert_eq!(code, 200, "{text}");
+    let from_csv = json_of(&text);
+    for (a, b) in items.iter().zip(from_csv["items"].as_array().unwrap()) {
+        assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-5);
+    }
+    let (code, _, text) = call("POST", &server.url("/v1/encode"), "application/json", &body);
+    assert_eq!(code, 200, "{text}");
+    let latent = info["meta"]["spec"]["latent"].as_u64().unwrap() as usize;
+    assert_eq!(
+        json_of(&text)["items"][3]["code"].as_array().unwrap().len(),
+        latent
+    );
+
+    let score = server.url("/v1/score");
+    let mut missing = object("x", &normal);
+    missing.as_object_mut().unwrap().remove(SENSORS[2]);
+    let body = serde_json::to_vec(&json!([object("y", &normal), missing])).unwrap();
+    assert_error(
+        call("POST", &score, "application/json", &body),
+        422,
+        &format!("row 2: missing feature {}", SENSORS[2]),
+    );
+    let mut text_cell = object("z", &normal);
+    text_cell[SENSORS[1]] = json!("warm");
+    let body = serde_json::to_vec(&text_cell).unwrap();
+    assert_error(
+        call("POST", &score, "application/json", &body),
+        422,
+        &format!("row 1, column '{}': 'warm' is not a number", SENSORS[1]),
+    );
+    assert_error(
+        call("POST", &score, "application/json", b"{\"rows\": [1,"),
+        400,
+        "malformed JSON",
+    );
+    assert_error(
+        call("POST", &score, "text/csv", b"a,b\n1,2\n"),
+        422,
+        "missing columns",
+    );
+    assert_error(
+        call("POST", &server.url("/v1/denoise"), "image/png", b"x"),
+        404,
+        "/v1/score",
+    );
+    assert_eq!(call("GET", &server.url("/healthz"), "", b"").0, 200);
+}
+
+#[test]
+fn denoise_service_returns_the_image_in_its_own_format() {
+    let (data, _) = boards_model();
+    let dir = scratch("denoise");
+    let model = dir.join("denoiser.safetensors");
+    run_ok(&[
+        "train",
+        data.join("train/good").to_str().unwrap(),
+        "--task",
+        "denoise",
+        "--noise",
+        "gaussian:0.1",
+        "--epochs",
+        "3",
+        "--width",
+        "8",
+        "-o",
+        model.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let server = Server::start(&model, &[]);
+    let gray = image::ImageBuffer::from_fn(45, 37, |x, y| {
+        image::Luma([((x * 1400 + y * 300) % 65535) as u16])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageLuma16(gray)
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(server.url("/v1/denoise"))
+        .header("content-type", "image/png")
+        .send(&png.into_inner()[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers().get("content-type").unwrap(), "image/png");
+    let bytes = response.body_mut().read_to_vec().unwrap();
+    let out = image::load_from_memory(&bytes).unwrap();
+    assert_eq!(
+        (out.width(), out.height(), out.color()),
+        (45, 37, image::ColorType::L16)
+    );
+    assert_error(
+        call("POST", &server.url("/v1/score"), "image/png", &bytes),
+        404,
+        "/v1/denoise",
+    );
+    assert_error(
+        call("POST", &server.url("/v1/denoise"), "image/png", b"GIF89"),
+        415,
+        "not an image",
+    );
+}
+
+/// Starts chromedriver on a free port; `None` with the reason when it is not installed.
+fn chromedriver() -> Result<(Child, u16), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("chromedriver: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("chromedriver did not start listening".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((child, port))
+}
+
+/// The page in a real browser: upload a good and a defective board, read the verdicts.
+#[test]
+fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
+    let (mut driver, port) = match chromedriver() {
+        Ok(d) => d,
+        Err(e) if std::env::var_os("BOTTLENECK_SKIP_BROWSER").is_some() => {
+            eprintln!("browser test skipped (BOTTLENECK_SKIP_BROWSER): {e}");
+            return;
+        }
+        Err(e) => panic!(
+            "{e}: the page test needs Debian's chromium and chromium-driver (bash .ci/run \
+             installs them), or set BOTTLENECK_SKIP_BROWSER=1"
+        ),
+    };
+    let (data, model) = boards_model();
+    let dir = scratch("browser");
+    // The boards the model itself is surest about: the lowest-scoring good board and the
+    // highest-scoring defective one. The page must show the verdicts the service gives.
+    let good = cli_scores(model, &data.join("test/good"), &dir.join("good"));
+    let bad: Vec<_> = ["scratch", "stain", "spurious_copper"]
+        .iter()
+        .flat_map(|d| cli_scores(model, &data.join("test").join(d), &dir.join(d)))
+        .collect();
+    let best_good = good.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    let worst_bad = bad.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert!(
+        !best_good.2 && worst_bad.2,
+        "model too weak: {best_good:?} {worst_bad:?}"
+    );
+
+    let server = Server::start(model, &[]);
+    let page = call("GET", &server.url("/"), "", b"").2;
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("src=\"//"));
+    let profile = dir.join("profile");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let client = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .map_err(|e| format!("cannot open a Chromium session: {e}"))?;
+        let result = async {
+            client.goto(&server.url("/")).await?;
+            let mut seen = Vec::new();
+            for (path, score, _) in [best_good, worst_bad] {
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                let input = client.find(fantoccini::Locator::Id("file")).await?;
+                input.send_keys(path.to_str().unwrap()).await?;
+                let card = client
+                    .wait()
+                    .at_most(Duration::from_secs(30))
+                    .for_element(fantoccini::Locator::Css(&format!(
+                        ".result[data-name=\"{name}\"]"
+                    )))
+                    .await?;
+                let verdict = card
+                    .find(fantoccini::Locator::Css(".verdict"))
+                    .await?
+                    .text()
+                    .await?;
+                let shown = card
+                    .find(fantoccini::Locator::Css(".score"))
+                    .await?
+                    .text()
+                    .await?;
+                // The heatmap was drawn: its image decoded with a real size.
+                let heatmap_width = client
+                    .execute(
+                        "return document.querySelector(arguments[0]).naturalWidth;",
+                        vec![json!(format!(
+                            ".result[data-name=\"{name}\"] figure:nth-child(2) img"
+                        ))],
+                    )
+                    .await?;
+                seen.push((verdict, shown, heatmap_width, *score));
+                // Clear the input so the next upload fires a change event.
+                client
+                    .execute("document.getElementById('file').value = '';", vec![])
+                    .await?;
+            }
+            // Kept beside the test's files for a look when it fails.
+            if let Ok(png) = client.screenshot().await {
+                let _ = std::fs::write(dir.join("page.png"), png);
+            }
+            let error = client
+                .find(fantoccini::Locator::Id("error"))
+                .await?
+                .text()
+                .await?;
+            Ok::<_, fantoccini::error::CmdError>((seen, error))
+        }
+        .await;
+        let _ = client.close().await;
+        result.map_err(|e| format!("WebDriver: {e}"))
+    });
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let (seen, error) = outcome.unwrap();
+    assert_eq!(error, "", "the page showed an error");
+    assert_eq!(seen[0].0, "NORMAL", "{seen:?}");
+    assert_eq!(seen[1].0, "ANOMALY", "{seen:?}");
+    for (_, shown, width, score) in &seen {
+        let shown: f64 = shown.parse().unwrap();
+        assert!(
+            (shown - score).abs() <= 1e-3 * score.abs().max(1.0),
+            "{shown} vs {score}"
+        );
+        assert_eq!(width, &json!(32));
+    }
+}

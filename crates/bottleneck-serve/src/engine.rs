@@ -1,0 +1,575 @@
+//! The inference side of the service: worker threads that each own a copy of the model, fed
+//! by one bounded queue. Requests never run inference on the async threads; when the queue
+//! is full, [`Pool::submit`] refuses at once so that the service answers 503 instead of
+//! piling up memory. Image-scoring requests waiting together are run as one batch.
+
+use std::io::Cursor;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use base64::Engine as _;
+use bottleneck::data::planes::{Planes, encode_image};
+use bottleneck::data::table::{Cell, Rows};
+use bottleneck::model::file::{self, KIND_IMAGES, KIND_TABLE, TASK_DENOISE, TASK_DETECT};
+use bottleneck::task::denoise::Denoiser;
+use bottleneck::task::detect::Detector;
+use bottleneck::task::table::TableModel;
+use burn::prelude::Device;
+use image::{DynamicImage, ImageFormat};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+use crate::inputs::RowsBody;
+use crate::metrics::Metrics;
+
+/// Images scored in one forward pass, across the requests waiting together.
+const MAX_BATCH: usize = 32;
+/// Features named per table row in a score answer, largest share of the error first.
+const EXPLAIN: usize = 3;
+
+/// What a model file is for, as the service serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    ImageDetector,
+    TableDetector,
+    ImageDenoiser,
+}
+
+impl Served {
+    /// Reads what the model file `bytes` (named `path` in errors) holds.
+    pub fn of(path: &Path, bytes: &[u8]) -> bottleneck::Result<Self> {
+        match file::kind_and_task_in(path, bytes)? {
+            (k, t) if k == KIND_IMAGES && t == TASK_DETECT => Ok(Self::ImageDetector),
+            (k, t) if k == KIND_TABLE && t == TASK_DETECT => Ok(Self::TableDetector),
+            (k, t) if k == KIND_IMAGES && t == TASK_DENOISE => Ok(Self::ImageDenoiser),
+            (k, t) => Err(bottleneck::Error::ModelFile {
+                path: path.to_path_buf(),
+                reason: format!("{}, which the service cannot serve", file::describe(&k, &t)),
+            }),
+        }
+    }
+
+    /// The endpoints this model answers, for error messages and the page.
+    pub fn endpoints(self) -> &'static str {
+        match self {
+            Self::ImageDetector | Self::TableDetector => "/v1/score and /v1/encode",
+            Self::ImageDenoiser => "/v1/denoise",
+        }
+    }
+}
+
+/// One named input file of a request.
+#[derive(Debug)]
+pub struct Upload {
+    pub name: String,
+    pub bytes: axum::body::Bytes,
+}
+
+/// What a request asks the model to do.
+#[derive(Debug)]
+pub enum Task {
+    ScoreImages { uploads: Vec<Upload>, map: bool },
+    EncodeImages(Vec<Upload>),
+    ScoreRows(RowsBody),
+    EncodeRows(RowsBody),
+    Denoise(Upload),
+}
+
+impl Task {
+    /// Whether this model can do the task; the error names the endpoints it answers.
+    pub fn check(&self, served: Served) -> Result<(), ApiError> {
+        let fits = matches!(
+            (self, served),
+            (
+                Task::ScoreImages { .. } | Task::EncodeImages(_),
+                Served::ImageDetector
+            ) | (
+                Task::ScoreRows(_) | Task::EncodeRows(_),
+                Served::TableDetector
+            ) | (Task::Denoise(_), Served::ImageDenoiser)
+        );
+        if fits {
+            Ok(())
+        } else {
+            Err(ApiError::wrong_model(served))
+        }
+    }
+}
+
+/// A finished request: JSON, or an image in the given format.
+#[derive(Debug)]
+pub enum Answer {
+    Json(Value),
+    Image { bytes: Vec<u8>, format: ImageFormat },
+}
+
+type Reply = Result<Answer, ApiError>;
+
+struct Job {
+    task: Task,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The model as one worker holds it.
+enum Model {
+    Images(Box<Detector>),
+    Table(Box<TableModel>),
+    Denoise(Box<Denoiser>),
+}
+
+impl Model {
+    fn load(
+        served: Served,
+        path: &Path,
+        bytes: Vec<u8>,
+        device: &Device,
+    ) -> bottleneck::Result<Self> {
+        Ok(match served {
+            Served::ImageDetector => {
+                Model::Images(Box::new(Detector::from_bytes(path, bytes, device)?))
+            }
+            Served::TableDetector => {
+                Model::Table(Box::new(TableModel::from_bytes(path, bytes, device)?))
+            }
+            Served::ImageDenoiser => {
+                Model::Denoise(Box::new(Denoiser::from_bytes(path, bytes, device)?))
+            }
+        })
+    }
+
+    /// What `GET /v1/model` shows: the metadata without the long per-pixel and per-sample
+    /// arrays, which are summarised by their length.
+    fn describe(&self, path: &Path) -> Value {
+        let mut meta = match self {
+            Model::Images(d) => serde_json::to_value(d.meta()),
+            Model::Table(t) => serde_json::to_value(t.meta()),
+            Model::Denoise(d) => serde_json::to_value(d.meta()),
+        }
+        .unwrap_or(Value::Null);
+        if let Some(scoring) = meta.get_mut("scoring").and_then(Value::as_object_mut) {
+            for key in ["pixel_mean", "pixel_std"] {
+                if let Some(v) = scoring.remove(key) {
+                    let n = v.as_array().map_or(0, Vec::len);
+                    scoring.insert(format!("{key}_values"), json!(n));
+                }
+            }
+        }
+        if let Some(cal) = meta.get_mut("calibration").and_then(Value::as_object_mut)
+            && let Some(v) = cal.remove("scores")
+        {
+            cal.insert(
+                "calibration_scores".into(),
+                json!(v.as_array().map_or(0, Vec::len)),
+            );
+        }
+        json!({ "file": path.display().to_string(), "meta": meta })
+    }
+}
+
+/// The worker threads and the queue in front of them.
+pub struct Pool {
+    sender: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    served: Served,
+    info: Value,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a job was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue is full.
+    Busy,
+    /// The pool is shutting down.
+    Closed,
+}
+
+impl Pool {
+    /// Loads the model file at `path` once per worker (`workers` threads on `device`) behind a
+    /// queue of `queue` waiting jobs. Fails when the file cannot be served.
+    pub fn start(
+        path: &Path,
+        workers: usize,
+        queue: usize,
+        device: &Device,
+        metrics: Arc<Metrics>,
+    ) -> bottleneck::Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                bottleneck::Error::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                bottleneck::Error::Invalid(format!("{}: {e}", path.display()))
+            }
+        })?;
+        let served = Served::of(path, &bytes)?;
+        // One load up front, so a bad file fails before any thread starts and the
+        // description comes from the file being served.
+        let first = Model::load(served, path, bytes.clone(), device)?;
+        let info = first.describe(path);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(queue.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut models = vec![first];
+        for _ in 1..workers.max(1) {
+            models.push(Model::load(served, path, bytes.clone(), device)?);
+        }
+        let workers = models
+            .into_iter()
+            .enumerate()
+            .map(|(i, model)| {
+                let receiver = Arc::clone(&receiver);
+                let metrics = Arc::clone(&metrics);
+                std::thread::Builder::new()
+                    .name(format!("bottleneck-worker-{i}"))
+                    .spawn(move || work(model, &receiver, &metrics))
+                    .map_err(|e| bottleneck::Error::Invalid(format!("cannot start a worker: {e}")))
+            })
+            .collect::<bottleneck::Result<Vec<_>>>()?;
+        Ok(Self {
+            sender: Some(sender),
+            workers,
+            served,
+            info,
+            metrics,
+        })
+    }
+
+    /// What the served model is for.
+    pub fn served(&self) -> Served {
+        self.served
+    }
+
+    /// The model's description for `GET /v1/model`.
+    pub fn info(&self) -> &Value {
+        &self.info
+    }
+
+    /// Queues `task`; the answer arrives on the returned channel. Refuses at once when the
+    /// queue is full.
+    pub fn submit(&self, task: Task) -> Result<oneshot::Receiver<Reply>, Refused> {
+        let sender = self.sender.as_ref().ok_or(Refused::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        // Counted before sending: a worker may take the job before try_send returns.
+        self.metrics.queued.inc();
+        match sender.try_send(Job { task, reply }) {
+            Ok(()) => Ok(answer),
+            Err(e) => {
+                self.metrics.queued.dec();
+                Err(match e {
+                    TrySendError::Full(_) => Refused::Busy,
+                    TrySendError::Disconnected(_) => Refused::Closed,
+                })
+            }
+        }
+    }
+
+    /// Stops taking jobs, lets the workers finish the queued ones, and waits for them.
+    pub fn shutdown(mut self) {
+        self.sender = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A worker's loop: takes a job (and, for image scoring, the other image-scoring jobs
+/// already waiting, up to a batch), answers, and ends when the queue is closed.
+fn work(model: Model, receiver: &Mutex<Receiver<Job>>, metrics: &Metrics) {
+    loop {
+        let (batch, other) = {
+            let Ok(rx) = receiver.lock() else { return };
+            let Ok(first) = rx.recv() else { return };
+            metrics.queued.dec();
+            let mut batch = vec![first];
+            let mut other = None;
+            if matches!(batch[0].task, Task::ScoreImages { .. }) {
+                let mut images = uploads_in(&batch[0].task);
+                while images < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            metrics.queued.dec();
+                            if matches!(job.task, Task::ScoreImages { .. }) {
+                                images += uploads_in(&job.task);
+                                batch.push(job);
+                            } else {
+                                other = Some(job);
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            (batch, other)
+        };
+        // A request whose client has gone (timed out or disconnected) is not worked on.
+        let batch: Vec<Job> = batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        if !batch.is_empty() {
+            run_guarded(batch, |jobs| answer_batch(&model, jobs));
+        }
+        if let Some(job) = other.filter(|j| !j.reply.is_closed()) {
+            run_guarded(vec![job], |jobs| answer_batch(&model, jobs));
+        }
+    }
+}
+
+fn uploads_in(task: &Task) -> usize {
+    match task {
+        Task::ScoreImages { uploads, .. } | Task::EncodeImages(uploads) => uploads.len(),
+        _ => 1,
+    }
+}
+
+/// Runs `f` over `jobs`' tasks and sends each reply; a panic inside becomes a 500 for
+/// every job of the batch instead of taking the worker down.
+fn run_guarded(jobs: Vec<Job>, f: impl FnOnce(Vec<Task>) -> Vec<Reply>) {
+    let (tasks, replies): (Vec<Task>, Vec<oneshot::Sender<Reply>>) =
+        jobs.into_iter().map(|j| (j.task, j.reply)).unzip();
+    let n = tasks.len();
+    let answers = std::panic::catch_unwind(AssertUnwindSafe(|| f(tasks)))
+        .unwrap_or_else(|_| (0..n).map(|_| Err(ApiError::internal())).collect());
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        // The client may have gone meanwhile; nothing to do then.
+        let _ = reply.send(answer);
+    }
+}
+
+/// Answers tasks (several only when all are image scoring).
+fn answer_batch(model: &Model, tasks: Vec<Task>) -> Vec<Reply> {
+    match model {
+        Model::Images(detector) => {
+            if tasks.iter().all(|t| matches!(t, Task::ScoreImages { .. })) {
+                return score_images(detector, tasks);
+            }
+            tasks
+                .into_iter()
+                .map(|t| match t {
+                    Task::EncodeImages(uploads) => encode_images(detector, uploads),
+                    _ => Err(ApiError::wrong_model(Served::ImageDetector)),
+                })
+                .collect()
+        }
+        Model::Table(table) => tasks
+            .into_iter()
+            .map(|t| match t {
+                Task::ScoreRows(body) => score_rows(table, body),
+                Task::EncodeRows(body) => encode_rows(table, body),
+                _ => Err(ApiError::wrong_model(Served::TableDetector)),
+            })
+            .collect(),
+        Model::Denoise(denoiser) => tasks
+            .into_iter()
+            .map(|t| match t {
+                Task::Denoise(upload) => denoise(denoiser, upload),
+                _ => Err(ApiError::wrong_model(Served::ImageDenoiser)),
+            })
+            .collect(),
+    }
+}
+
+/// Largest image side the service decodes; larger uploads are refused before decoding.
+pub const MAX_SIDE: u32 = 16_384;
+
+/// Decodes an upload, refusing what is not an image or is too large to decode.
+fn decode_upload(upload: &Upload) -> Result<(DynamicImage, ImageFormat), ApiError> {
+    let reader = image::ImageReader::new(Cursor::new(&upload.bytes[..]))
+        .with_guessed_format()
+        .map_err(|e| ApiError::bad_request(format!("{}: {e}", upload.name)))?;
+    let Some(format) = reader.format() else {
+        return Err(ApiError::unsupported(format!(
+            "{}: not an image (PNG, JPEG, BMP or TIFF expected; {} bytes starting {:02x?})",
+            upload.name,
+            upload.bytes.len(),
+            &upload.bytes[..upload.bytes.len().min(4)]
+        )));
+    };
+    let mut reader = reader;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    match reader.decode() {
+        Ok(img) if img.width() == 0 || img.height() == 0 => Err(ApiError::unprocessable(format!(
+            "{}: the image is empty (0 pixels)",
+            upload.name
+        ))),
+        Ok(img) => Ok((img, format)),
+        Err(image::ImageError::Limits(e)) => Err(ApiError::too_large(format!(
+            "{}: {e} (at most {MAX_SIDE} pixels a side)",
+            upload.name
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "{}: cannot decode the {format:?} image: {e}",
+            upload.name
+        ))),
+    }
+}
+
+fn decode_all(uploads: &[Upload]) -> Result<Vec<DynamicImage>, ApiError> {
+    uploads
+        .iter()
+        .map(|u| decode_upload(u).map(|(img, _)| img))
+        .collect()
+}
+
+/// Scores the images of several requests together, in batches of [`MAX_BATCH`].
+fn score_images(detector: &Detector, tasks: Vec<Task>) -> Vec<Reply> {
+    struct Pending {
+        names: Vec<String>,
+        map: bool,
+        first: usize,
+    }
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(tasks.len());
+    let mut pending: Vec<Option<Pending>> = Vec::with_capacity(tasks.len());
+    let mut images = Vec::new();
+    for task in tasks {
+        let Task::ScoreImages { uploads, map } = task else {
+            replies.push(Some(Err(ApiError::internal())));
+            pending.push(None);
+            continue;
+        };
+        match decode_all(&uploads) {
+            Ok(decoded) => {
+                pending.push(Some(Pending {
+                    names: uploads.into_iter().map(|u| u.name).collect(),
+                    map,
+                    first: images.len(),
+                }));
+                replies.push(None);
+                images.extend(decoded);
+            }
+            Err(e) => {
+                replies.push(Some(Err(e)));
+                pending.push(None);
+            }
+        }
+    }
+    let mut scored = Vec::with_capacity(images.len());
+    let mut rest = images;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(MAX_BATCH));
+        scored.extend(detector.score_images(rest));
+        rest = tail;
+    }
+    let threshold = detector.meta().calibration.threshold;
+    for (reply, p) in replies.iter_mut().zip(pending) {
+        let Some(p) = p else { continue };
+        let items: Result<Vec<Value>, ApiError> = p
+            .names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let item = &scored[p.first + k];
+                let mut v = json!({
+                    "name": name,
+                    "score": item.score,
+                    "p_value": item.p_value,
+                    "is_anomaly": item.is_anomaly,
+                });
+                if p.map {
+                    let png = encode_image(
+                        &DynamicImage::ImageRgb8(detector.heatmap(item)),
+                        ImageFormat::Png,
+                    )
+                    .map_err(|_| ApiError::internal())?;
+                    v["map_png"] = json!(base64::engine::general_purpose::STANDARD.encode(png));
+                }
+                Ok(v)
+            })
+            .collect();
+        *reply = Some(
+            items.map(|items| Answer::Json(json!({ "threshold": threshold, "items": items }))),
+        );
+    }
+    replies
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ApiError::internal())))
+        .collect()
+}
+
+fn encode_images(detector: &Detector, uploads: Vec<Upload>) -> Reply {
+    let images = decode_all(&uploads)?;
+    let latent = detector.meta().spec.latent;
+    let mut codes = Vec::with_capacity(images.len() * latent);
+    for chunk in images.chunks(MAX_BATCH) {
+        codes.extend(detector.encode_images(chunk));
+    }
+    let items: Vec<Value> = uploads
+        .iter()
+        .zip(codes.chunks(latent))
+        .map(|(u, code)| json!({ "name": u.name, "code": code }))
+        .collect();
+    Ok(Answer::Json(json!({ "latent": latent, "items": items })))
+}
+
+/// The model's features of a rows body; errors name the row and column.
+fn rows_of(table: &TableModel, body: RowsBody) -> Result<Rows, ApiError> {
+    let features = &table.meta().prep.features;
+    let (header, cells, by_position): (Vec<String>, Vec<Cell>, bool) =
+        body.into_cells(features, table.meta().prep.id_column.as_deref())?;
+    table
+        .rows_from_cells(&header, cells, by_position, &PathBuf::from("request"))
+        .map_err(|e| ApiError::unprocessable(e.to_string()))
+}
+
+fn score_rows(table: &TableModel, body: RowsBody) -> Reply {
+    let rows = rows_of(table, body)?;
+    let features = &table.meta().prep.features;
+    let items: Vec<Value> = table
+        .score_rows(&rows)
+        .into_iter()
+        .map(|row| {
+            let mut order: Vec<usize> = (0..row.shares.len()).collect();
+            order.sort_by(|&a, &b| row.shares[b].total_cmp(&row.shares[a]));
+            let explain: Vec<Value> = order
+                .iter()
+                .take(EXPLAIN)
+                .map(|&j| json!({ "feature": features[j], "share": row.shares[j] }))
+                .collect();
+            json!({
+                "id": row.id,
+                "score": row.score,
+                "p_value": row.p_value,
+                "is_anomaly": row.is_anomaly,
+                "explain": explain,
+            })
+        })
+        .collect();
+    Ok(Answer::Json(json!({
+        "threshold": table.meta().calibration.threshold,
+        "items": items,
+    })))
+}
+
+fn encode_rows(table: &TableModel, body: RowsBody) -> Reply {
+    let rows = rows_of(table, body)?;
+    let latent = table.meta().spec.latent;
+    let codes = table.encode_rows(&rows);
+    let items: Vec<Value> = rows
+        .ids
+        .iter()
+        .zip(codes.chunks(latent))
+        .map(|(id, code)| json!({ "id": id, "code": code }))
+        .collect();
+    Ok(Answer::Json(json!({ "latent": latent, "items": items })))
+}
+
+fn denoise(denoiser: &Denoiser, upload: Upload) -> Reply {
+    let (img, format) = decode_upload(&upload)?;
+    let planes = Planes::from_image(&img);
+    let clean = planes.to_image(&denoiser.denoise_planes(&planes));
+    // Formats the image crate reads but cannot write in this pixel layout come back as PNG.
+    let (bytes, format) = match encode_image(&clean, format) {
+        Ok(bytes) => (bytes, format),
+        Err(_) => (
+            encode_image(&clean, ImageFormat::Png).map_err(|_| ApiError::internal())?,
+            ImageFormat::Png,
+        ),
+    };
+    Ok(Answer::Image { bytes, format })
+}

@@ -1,0 +1,325 @@
+//! Request bodies: images as a raw body or multipart form files, table rows as JSON or CSV.
+//! Parsing here only splits the body; decoding and the checks against the model happen on
+//! the workers, and every problem becomes a 4xx [`ApiError`] that names what was wrong.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header::CONTENT_TYPE;
+use bottleneck::data::table::Cell;
+use serde_json::Value;
+
+use crate::engine::Upload;
+use crate::error::ApiError;
+
+/// The content type of `req`, lower-cased without parameters ("" when absent).
+fn content_type(req: &Request) -> String {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The files of an image request: the raw body (one image, named by the `name` query
+/// parameter or "body"), or every file field of a multipart form in order.
+pub async fn uploads(req: Request, name: Option<String>) -> Result<Vec<Upload>, ApiError> {
+    if content_type(&req) == "multipart/form-data" {
+        let mut form = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+        let mut out = Vec::new();
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?
+        {
+            let name = field
+                .file_name()
+                .or(field.name())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("file {}", out.len() + 1));
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+            out.push(Upload { name, bytes });
+        }
+        if out.is_empty() {
+            return Err(ApiError::bad_request(
+                "the multipart form has no file fields".into(),
+            ));
+        }
+        return Ok(out);
+    }
+    let bytes = body(req).await?;
+    Ok(vec![Upload {
+        name: name.unwrap_or_else(|| "body".into()),
+        bytes,
+    }])
+}
+
+/// The whole body, refusing an empty one and one over the size limit.
+pub async fn body(req: Request) -> Result<Bytes, ApiError> {
+    let bytes = Bytes::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty".into()));
+    }
+    Ok(bytes)
+}
+
+/// Table rows as sent: JSON or CSV text.
+#[derive(Debug)]
+pub enum RowsBody {
+    Json(Value),
+    Csv(Bytes),
+}
+
+/// Reads a rows request: CSV when the content type says so (`text/csv`), JSON otherwise.
+pub async fn rows(req: Request) -> Result<RowsBody, ApiError> {
+    let csv = matches!(
+        content_type(&req).as_str(),
+        "text/csv" | "application/csv" | "text/tab-separated-values"
+    );
+    let bytes = body(req).await?;
+    if csv {
+        return Ok(RowsBody::Csv(bytes));
+    }
+    serde_json::from_slice(&bytes)
+        .map(RowsBody::Json)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+impl RowsBody {
+    /// The rows as a header and row-major cells, and whether the columns are unnamed (taken
+    /// in the model's order). JSON may be `{"rows": [...]}`, a list of rows, or one row;
+    /// a row is an object of feature names to numbers (null or "NA" for missing) or a list
+    /// of numbers in the model's feature order.
+    pub fn into_cells(
+        self,
+        features: &[String],
+        id_column: Option<&str>,
+    ) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
+        match self {
+            RowsBody::Csv(bytes) => csv_cells(&bytes),
+            RowsBody::Json(value) => json_cells(value, features, id_column),
+        }
+    }
+}
+
+fn csv_cells(bytes: &[u8]) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
+    let delimiter = if bytes
+        .split(|&b| b == b'\n')
+        .next()
+        .is_some_and(|l| l.contains(&b'\t') && !l.contains(&b','))
+    {
+        b'\t'
+    } else {
+        b','
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_reader(bytes);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| ApiError::bad_request(format!("malformed CSV header: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let mut cells = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record
+            .map_err(|e| ApiError::bad_request(format!("malformed CSV row {}: {e}", i + 1)))?;
+        cells.extend(record.iter().map(Cell::parse));
+    }
+    if cells.is_empty() {
+        return Err(ApiError::bad_request("the CSV has no data rows".into()));
+    }
+    Ok((header, cells, false))
+}
+
+fn json_cells(
+    value: Value,
+    features: &[String],
+    id_column: Option<&str>,
+) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
+    let rows = match value {
+        Value::Object(mut o) if o.get("rows").is_some_and(Value::is_array) => {
+            match o.remove("rows") {
+                Some(Value::Array(rows)) => rows,
+                _ => Vec::new(),
+            }
+        }
+        Value::Array(rows) => rows,
+        one @ Value::Object(_) => vec![one],
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "expected rows as JSON objects or arrays, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    if rows.is_empty() {
+        return Err(ApiError::bad_request("no rows in the request".into()));
+    }
+    let by_position = rows[0].is_array();
+    let mut header: Vec<String> = features.to_vec();
+    let id = id_column.filter(|id| rows[0].get(id).is_some());
+    if let Some(id) = id {
+        header.push(id.to_string());
+    }
+    let mut cells = Vec::with_capacity(rows.len() * header.len());
+    for (i, row) in rows.iter().enumerate() {
+        let n = i + 1;
+        match row {
+            Value::Array(values) if by_position => {
+                if values.len() != features.len() {
+                    return Err(ApiError::unprocessable(format!(
+                        "row {n}: {} values, the model reads {} features ({})",
+                        values.len(),
+                        features.len(),
+                        features.join(", ")
+                    )));
+                }
+                for (v, f) in values.iter().zip(features) {
+                    cells.push(cell(v, n, f)?);
+                }
+            }
+            Value::Object(o) if !by_position => {
+                let missing: Vec<&str> = features
+                    .iter()
+                    .filter(|f| !o.contains_key(f.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(ApiError::unprocessable(format!(
+                        "row {n}: missing feature{} {} (send null for a missing value; the \
+                         model reads {})",
+                        if missing.len() > 1 { "s" } else { "" },
+                        missing.join(", "),
+                        features.join(", ")
+                    )));
+                }
+                for f in &header {
+                    cells.push(match o.get(f.as_str()) {
+                        Some(v) => cell(v, n, f)?,
+                        None => Cell::Missing,
+                    });
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "row {n} is {}, the first row {}: send every row the same way",
+                    kind(other),
+                    if by_position { "an array" } else { "an object" }
+                )));
+            }
+        }
+    }
+    Ok((header, cells, by_position))
+}
+
+fn cell(v: &Value, row: usize, column: &str) -> Result<Cell, ApiError> {
+    match v {
+        Value::Null => Ok(Cell::Missing),
+        Value::Number(x) => Ok(x.as_f64().map_or(Cell::Missing, Cell::Number)),
+        Value::String(s) => Ok(Cell::parse(s)),
+        other => Err(ApiError::unprocessable(format!(
+            "row {row}, column '{column}': {} is not a number",
+            kind(other)
+        ))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn feats() -> Vec<String> {
+        vec!["a".into(), "b".into()]
+    }
+
+    #[test]
+    fn json_rows_in_every_accepted_shape() {
+        let (h, c, pos) = json_cells(
+            json!({"rows": [{"a": 1, "b": null, "c": 9}]}),
+            &feats(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(h, feats());
+        assert_eq!(c, vec![Cell::Number(1.0), Cell::Missing]);
+        assert!(!pos);
+        let (_, c, pos) = json_cells(json!([[1, "2.5"], [3, "NA"]]), &feats(), None).unwrap();
+        assert!(pos);
+        assert_eq!(
+            c,
+            vec![
+                Cell::Number(1.0),
+                Cell::Number(2.5),
+                Cell::Number(3.0),
+                Cell::Missing
+            ]
+        );
+        let (h, c, _) =
+            json_cells(json!({"a": 1, "b": 2, "id": "x7"}), &feats(), Some("id")).unwrap();
+        assert_eq!(h.last().map(String::as_str), Some("id"));
+        assert_eq!(c[2], Cell::Text("x7".into()));
+    }
+
+    #[test]
+    fn json_rows_with_wrong_columns_name_row_and_feature() {
+        let e = json_cells(json!([{"a": 1, "b": 2}, {"a": 1}]), &feats(), None).unwrap_err();
+        assert_eq!(e.status.as_u16(), 422);
+        assert!(
+            e.message.contains("row 2: missing feature b"),
+            "{}",
+            e.message
+        );
+        let e = json_cells(json!([[1, 2, 3]]), &feats(), None).unwrap_err();
+        assert!(e.message.contains("row 1: 3 values"), "{}", e.message);
+        let e = json_cells(json!([{"a": true, "b": 1}]), &feats(), None).unwrap_err();
+        assert!(e.message.contains("column 'a': a boolean"), "{}", e.message);
+        let e = json_cells(json!("text"), &feats(), None).unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+        let e = json_cells(json!([[1, 2], {"a": 1, "b": 2}]), &feats(), None).unwrap_err();
+        assert!(e.message.contains("row 2 is an object"), "{}", e.message);
+    }
+
+    #[test]
+    fn csv_rows_keep_names_and_gaps() {
+        let (h, c, pos) = csv_cells(b"b,a\n1,\n2,3\n").unwrap();
+        assert_eq!(h, vec!["b".to_string(), "a".to_string()]);
+        assert!(!pos);
+        assert_eq!(
+            c,
+            vec![
+                Cell::Number(1.0),
+                Cell::Missing,
+                Cell::Number(2.0),
+                Cell::Number(3.0)
+            ]
+        );
+        let (h, _, _) = csv_cells(b"a\tb\n1\t2\n").unwrap();
+        assert_eq!(h.len(), 2);
+        assert!(csv_cells(b"a,b\n").is_err());
+        assert!(csv_cells(b"a,b\n1,2,3\n").is_err());
+    }
+}

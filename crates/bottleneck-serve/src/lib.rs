@@ -1,0 +1,389 @@
+//! `bottleneck serve`: one model file behind an HTTP service (axum on tokio).
+//!
+//! - `POST /v1/score`: images (raw body or multipart files) for image detectors, rows (JSON
+//!   or CSV) for table detectors; `{threshold, items: [{score, p_value, is_anomaly, ...}]}`,
+//!   with each image's heatmap as a base64 PNG under `map_png` when asked (`?map=true`).
+//! - `POST /v1/encode`: bottleneck codes; `POST /v1/denoise`: the cleaned image, same format.
+//! - `GET /healthz`, `GET /v1/model`, `GET /metrics` (Prometheus text), `GET /` (the page).
+//!
+//! Inference runs on worker threads behind a bounded queue ([`engine::Pool`]): a full queue
+//! is a 503 at once. Bodies over the limit get 413, requests over the time limit 504, bad
+//! input a 4xx with `{"error": "..."}`. SIGTERM or Ctrl-C stops accepting connections, lets
+//! the requests in flight finish, then ends the workers.
+
+pub mod engine;
+pub mod error;
+pub mod inputs;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use burn::prelude::Device;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::engine::{Answer, Pool, Refused, Served, Task};
+pub use crate::error::{ApiError, ServeError};
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+
+/// How the service runs; [`Default`] suits one machine.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one).
+    pub addr: String,
+    /// Inference threads, each with its own copy of the model.
+    pub workers: usize,
+    /// Requests that may wait for a worker before the service answers 503.
+    pub queue: usize,
+    /// Largest request body in bytes (413 above).
+    pub max_body: usize,
+    /// Longest time a request may take, body upload included (504 above).
+    pub timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            workers: default_workers(),
+            queue: 64,
+            max_body: 32 << 20,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Half the cores (at least one): each worker's tensor operations use several threads of
+/// their own, and the async threads need a core to parse requests.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).max(1))
+        .unwrap_or(1)
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+}
+
+/// Loads `model` and serves it until SIGTERM or Ctrl-C. `on_ready` is called with the
+/// address bound once connections are accepted, `log` with notices (shutdown). Fails when
+/// the model cannot be served or the address cannot be bound.
+pub fn serve(
+    model: &Path,
+    config: &ServeConfig,
+    device: &Device,
+    on_ready: impl FnOnce(SocketAddr, Served),
+    log: impl Fn(&str) + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::default());
+    let pool = Arc::new(Pool::start(
+        model,
+        config.workers,
+        config.queue,
+        device,
+        Arc::clone(&metrics),
+    )?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Runtime(format!("cannot start the async runtime: {e}")))?;
+    let app = router(
+        AppState {
+            pool: Arc::clone(&pool),
+            metrics,
+        },
+        config,
+    );
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&config.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.addr.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        on_ready(addr, pool.served());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                log("shutting down: no new connections; finishing the requests in flight");
+            })
+            .await
+            .map_err(|e| ServeError::Runtime(format!("the server stopped: {e}")))
+    })?;
+    // Every connection is closed, so the router and its handles to the pool are gone.
+    if let Ok(pool) = Arc::try_unwrap(pool) {
+        pool.shutdown();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn router(state: AppState, config: &ServeConfig) -> Router {
+    let timeout = config.timeout;
+    let max_body = config.max_body;
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/model", get(model_info))
+        .route("/v1/score", post(score))
+        .route("/v1/encode", post(encode))
+        .route("/v1/denoise", post(denoise))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            refuse_announced_oversize(max_body, req, next)
+        }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            time_limit(timeout, req, next)
+        }))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+/// Answers 413 at once to a request whose Content-Length is over `max` bytes, before any of
+/// its body is read (a body without a length is cut at the limit while it is read).
+async fn refuse_announced_oversize(max: usize, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(n) if n > max as u64 => ApiError::from_rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{n} bytes announced, at most {max} accepted"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// Answers 504 when a request (body upload included) takes longer than `limit`.
+async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the request took longer than {} s (see --timeout)",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Counts every answer by route and status and times it.
+async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn page() -> Response {
+    let mut response = Html(include_str!("page.html")).into_response();
+    // The page needs nothing from anywhere else; say so to the browser too.
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'unsafe-inline'; \
+             script-src 'unsafe-inline'",
+        ),
+    );
+    response
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn model_info(State(state): State<AppState>) -> Response {
+    let mut info = state.pool.info().clone();
+    info["served"] = json!(match state.pool.served() {
+        Served::ImageDetector => "image-detector",
+        Served::TableDetector => "table-detector",
+        Served::ImageDenoiser => "image-denoiser",
+    });
+    info["endpoints"] = json!(state.pool.served().endpoints());
+    axum::Json(info).into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {} {} (GET /, /healthz, /metrics, /v1/model; POST /v1/score, \
+             /v1/encode, /v1/denoise)",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageQuery {
+    /// Return each image's heatmap as a base64 PNG.
+    #[serde(default)]
+    map: bool,
+    /// Name of a raw-body image in the answer.
+    name: Option<String>,
+}
+
+async fn score(
+    State(state): State<AppState>,
+    query: Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let task = match state.pool.served() {
+        Served::ImageDetector => Task::ScoreImages {
+            uploads: inputs::uploads(req, q.name).await?,
+            map: q.map,
+        },
+        Served::TableDetector => Task::ScoreRows(inputs::rows(req).await?),
+        served => return Err(ApiError::wrong_model(served)),
+    };
+    let answer = run(&state, task).await?;
+    if let Answer::Json(v) = &answer
+        && let Some(items) = v.get("items").and_then(Value::as_array)
+    {
+        state.metrics.scored.inc_by(items.len() as u64);
+        let flagged = items
+            .iter()
+            .filter(|i| i.get("is_anomaly") == Some(&Value::Bool(true)))
+            .count();
+        state.metrics.anomalies.inc_by(flagged as u64);
+    }
+    Ok(respond(answer))
+}
+
+async fn encode(
+    State(state): State<AppState>,
+    query: Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let task = match state.pool.served() {
+        Served::ImageDetector => Task::EncodeImages(inputs::uploads(req, q.name).await?),
+        Served::TableDetector => Task::EncodeRows(inputs::rows(req).await?),
+        served => return Err(ApiError::wrong_model(served)),
+    };
+    Ok(respond(run(&state, task).await?))
+}
+
+async fn denoise(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    if state.pool.served() != Served::ImageDenoiser {
+        return Err(ApiError::wrong_model(state.pool.served()));
+    }
+    let mut uploads = inputs::uploads(req, None).await?;
+    if uploads.len() != 1 {
+        return Err(ApiError::bad_request(format!(
+            "send one image per request ({} given)",
+            uploads.len()
+        )));
+    }
+    let upload = uploads.remove(0);
+    Ok(respond(run(&state, Task::Denoise(upload)).await?))
+}
+
+/// Queues `task` for a worker and waits for its answer.
+async fn run(state: &AppState, task: Task) -> Result<Answer, ApiError> {
+    task.check(state.pool.served())?;
+    let answer = state.pool.submit(task).map_err(|refused| match refused {
+        Refused::Busy => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: every worker is taken and the queue is full; retry shortly (see --queue)".into(),
+        ),
+        Refused::Closed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is shutting down".into(),
+        ),
+    })?;
+    answer.await.map_err(|_| ApiError::internal())?
+}
+
+fn respond(answer: Answer) -> Response {
+    match answer {
+        Answer::Json(v) => axum::Json(v).into_response(),
+        Answer::Image { bytes, format } => {
+            ([(header::CONTENT_TYPE, format.to_mime_type())], bytes).into_response()
+        }
+    }
+}
