@@ -221,7 +221,8 @@ enum Command {
         /// Address to listen on (port 0 picks a free port, printed at start).
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
-        /// Inference threads, each with its own copy of the model [default: half the cores].
+        /// Inference threads, each with its own copy of the model [default: one per core, at
+        /// most 8].
         #[arg(long)]
         workers: Option<usize>,
         /// Requests that may wait for a worker; beyond that the service answers 503 at once.

@@ -460,29 +460,38 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
     assert!(std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err());
 }
 
+/// A table model of the synthetic sensors (id column `id`), shared by the tests.
+fn table_model() -> &'static PathBuf {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let dir = scratch("table-model");
+        let train = dir.join("train.csv");
+        let mut text = format!("id,{}\n", SENSORS.join(","));
+        for (i, (row, _)) in sensor_rows(600, false, 3).iter().enumerate() {
+            let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            text.push_str(&format!("n{i},{}\n", cells.join(",")));
+        }
+        std::fs::write(&train, text).unwrap();
+        let model = dir.join("table.safetensors");
+        run_ok(&[
+            "train",
+            train.to_str().unwrap(),
+            "--id-column",
+            "id",
+            "-o",
+            model.to_str().unwrap(),
+            "--epochs",
+            "40",
+            "--quiet",
+        ]);
+        model
+    })
+}
+
 #[test]
 fn table_service_scores_json_and_csv_rows_and_names_wrong_columns() {
-    let dir = scratch("table");
-    let train = dir.join("train.csv");
-    let mut text = format!("id,{}\n", SENSORS.join(","));
-    for (i, (row, _)) in sensor_rows(600, false, 3).iter().enumerate() {
-        let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-        text.push_str(&format!("n{i},{}\n", cells.join(",")));
-    }
-    std::fs::write(&train, text).unwrap();
-    let model = dir.join("table.safetensors");
-    run_ok(&[
-        "train",
-        train.to_str().unwrap(),
-        "--id-column",
-        "id",
-        "-o",
-        model.to_str().unwrap(),
-        "--epochs",
-        "40",
-        "--quiet",
-    ]);
-    let server = Server::start(&model, &[]);
+    let model = table_model();
+    let server = Server::start(model, &[]);
     let info = json_of(&call("GET", &server.url("/v1/model"), "", b"").2);
     assert_eq!(info["served"], "table-detector");
 
@@ -662,20 +671,74 @@ fn chromedriver() -> Result<(Child, u16), String> {
     Ok((child, port))
 }
 
-/// The page in a real browser: upload a good and a defective board, read the verdicts.
-#[test]
-fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
+/// Runs `steps` in a headless Chromium session driven over WebDriver, and returns what they
+/// return. Panics with the reason when Chromium or chromedriver is missing, unless
+/// BOTTLENECK_SKIP_BROWSER is set (then `None`).
+fn in_chromium<T>(
+    profile: &Path,
+    steps: impl AsyncFnOnce(&fantoccini::Client) -> Result<T, fantoccini::error::CmdError>,
+) -> Option<T> {
     let (mut driver, port) = match chromedriver() {
         Ok(d) => d,
         Err(e) if std::env::var_os("BOTTLENECK_SKIP_BROWSER").is_some() => {
             eprintln!("browser test skipped (BOTTLENECK_SKIP_BROWSER): {e}");
-            return;
+            return None;
         }
         Err(e) => panic!(
-            "{e}: the page test needs Debian's chromium and chromium-driver (bash .ci/run \
+            "{e}: the page tests need Debian's chromium and chromium-driver (bash .ci/run \
              installs them), or set BOTTLENECK_SKIP_BROWSER=1"
         ),
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let client = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .map_err(|e| format!("cannot open a Chromium session: {e}"))?;
+        let result = steps(&client).await;
+        // Kept beside the test's files for a look when it fails.
+        if let Ok(png) = client.screenshot().await {
+            let _ = std::fs::write(profile.with_extension("png"), png);
+        }
+        let _ = client.close().await;
+        result.map_err(|e| format!("WebDriver: {e}"))
+    });
+    let _ = driver.kill();
+    let _ = driver.wait();
+    Some(outcome.unwrap())
+}
+
+/// The text of the page's error box ("" when it shows none).
+async fn page_error(client: &fantoccini::Client) -> Result<String, fantoccini::error::CmdError> {
+    client
+        .find(fantoccini::Locator::Id("error"))
+        .await?
+        .text()
+        .await
+}
+
+/// The page in a real browser: upload a good and a defective board, read the verdicts.
+#[test]
+fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
     let (data, model) = boards_model();
     let dir = scratch("browser");
     // The boards the model itself is surest about: the lowest-scoring good board and the
@@ -695,89 +758,46 @@ fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
     let server = Server::start(model, &[]);
     let page = call("GET", &server.url("/"), "", b"").2;
     assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("src=\"//"));
-    let profile = dir.join("profile");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let outcome = runtime.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            }),
-        );
-        let client = fantoccini::ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .map_err(|e| format!("cannot open a Chromium session: {e}"))?;
-        let result = async {
-            client.goto(&server.url("/")).await?;
-            let mut seen = Vec::new();
-            for (path, score, _) in [best_good, worst_bad] {
-                let name = path.file_name().unwrap().to_str().unwrap().to_string();
-                let input = client.find(fantoccini::Locator::Id("file")).await?;
-                input.send_keys(path.to_str().unwrap()).await?;
-                let card = client
-                    .wait()
-                    .at_most(Duration::from_secs(30))
-                    .for_element(fantoccini::Locator::Css(&format!(
-                        ".result[data-name=\"{name}\"]"
-                    )))
-                    .await?;
-                let verdict = card
-                    .find(fantoccini::Locator::Css(".verdict"))
-                    .await?
-                    .text()
-                    .await?;
-                let shown = card
-                    .find(fantoccini::Locator::Css(".score"))
-                    .await?
-                    .text()
-                    .await?;
-                // The heatmap was drawn: its image decoded with a real size.
-                let heatmap_width = client
-                    .execute(
-                        "return document.querySelector(arguments[0]).naturalWidth;",
-                        vec![json!(format!(
-                            ".result[data-name=\"{name}\"] figure:nth-child(2) img"
-                        ))],
-                    )
-                    .await?;
-                seen.push((verdict, shown, heatmap_width, *score));
-                // Clear the input so the next upload fires a change event.
-                client
-                    .execute("document.getElementById('file').value = '';", vec![])
-                    .await?;
-            }
-            // Kept beside the test's files for a look when it fails.
-            if let Ok(png) = client.screenshot().await {
-                let _ = std::fs::write(dir.join("page.png"), png);
-            }
-            let error = client
-                .find(fantoccini::Locator::Id("error"))
+    let Some((seen, error)) = in_chromium(&dir.join("profile"), async |client| {
+        client.goto(&server.url("/")).await?;
+        let mut seen = Vec::new();
+        for (path, score, _) in [best_good, worst_bad] {
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let input = client.find(fantoccini::Locator::Id("file")).await?;
+            input.send_keys(path.to_str().unwrap()).await?;
+            let card_css = format!(".result[data-name=\"{name}\"]");
+            let card = client
+                .wait()
+                .at_most(Duration::from_secs(30))
+                .for_element(fantoccini::Locator::Css(&card_css))
+                .await?;
+            let verdict = card
+                .find(fantoccini::Locator::Css(".verdict"))
                 .await?
                 .text()
                 .await?;
-            Ok::<_, fantoccini::error::CmdError>((seen, error))
+            let shown = card
+                .find(fantoccini::Locator::Css(".score"))
+                .await?
+                .text()
+                .await?;
+            // The heatmap was drawn: its image decoded with a real size.
+            let heatmap_width = client
+                .execute(
+                    "return document.querySelector(arguments[0]).naturalWidth;",
+                    vec![json!(format!("{card_css} figure:nth-child(2) img"))],
+                )
+                .await?;
+            seen.push((verdict, shown, heatmap_width, *score));
+            // Clear the input so the next upload fires a change event.
+            client
+                .execute("document.getElementById('file').value = '';", vec![])
+                .await?;
         }
-        .await;
-        let _ = client.close().await;
-        result.map_err(|e| format!("WebDriver: {e}"))
-    });
-    let _ = driver.kill();
-    let _ = driver.wait();
-    let (seen, error) = outcome.unwrap();
+        Ok((seen, page_error(client).await?))
+    }) else {
+        return;
+    };
     assert_eq!(error, "", "the page showed an error");
     assert_eq!(seen[0].0, "NORMAL", "{seen:?}");
     assert_eq!(seen[1].0, "ANOMALY", "{seen:?}");
@@ -789,4 +809,100 @@ fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
         );
         assert_eq!(width, &json!(32));
     }
+}
+
+/// A table model's page: a row typed into the form, then a CSV upload; the verdicts shown
+/// are the service's.
+#[test]
+fn page_scores_a_typed_row_and_an_uploaded_csv_in_chromium() {
+    let model = table_model();
+    let dir = scratch("browser-table");
+    let server = Server::start(model, &[]);
+    let normal = sensor_rows(1, false, 71)[0].0;
+    let faulty = sensor_rows(3, true, 72);
+    let mut csv = format!("id,{}\n", SENSORS.join(","));
+    for (k, r) in std::iter::once(&normal)
+        .chain(faulty.iter().map(|(r, _)| r))
+        .enumerate()
+    {
+        let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+        csv.push_str(&format!("r{k},{}\n", cells.join(",")));
+    }
+    let csv_path = dir.join("rows.csv");
+    std::fs::write(&csv_path, &csv).unwrap();
+    let expected = json_of(&call("POST", &server.url("/v1/score"), "text/csv", csv.as_bytes()).2);
+    let verdict = |item: &Value| {
+        if item["is_anomaly"].as_bool().unwrap() {
+            "ANOMALY"
+        } else {
+            "NORMAL"
+        }
+        .to_string()
+    };
+    let want: Vec<String> = expected["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(verdict)
+        .collect();
+    assert!(
+        want.iter().any(|v| v == "ANOMALY"),
+        "no faulty row flagged: {expected}"
+    );
+
+    let Some((typed, uploaded, error)) = in_chromium(&dir.join("profile"), async |client| {
+        client.goto(&server.url("/")).await?;
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(fantoccini::Locator::Css("#row-form input"))
+            .await?;
+        for (name, value) in SENSORS.iter().zip(normal) {
+            let input = client
+                .find(fantoccini::Locator::Css(&format!(
+                    "#row-form input[name=\"{name}\"]"
+                )))
+                .await?;
+            input.send_keys(&value.to_string()).await?;
+        }
+        client
+            .find(fantoccini::Locator::Id("score-row"))
+            .await?
+            .click()
+            .await?;
+        let row = client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(fantoccini::Locator::Css(
+                "#table-results tr[data-verdict] .verdict",
+            ))
+            .await?;
+        let typed = row.text().await?;
+        let upload = client.find(fantoccini::Locator::Id("csv")).await?;
+        upload.send_keys(csv_path.to_str().unwrap()).await?;
+        let last = format!(
+            "#table-results tr[data-verdict]:nth-child({})",
+            want.len() + 1
+        );
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(fantoccini::Locator::Css(&last))
+            .await?;
+        let mut uploaded = Vec::new();
+        for v in client
+            .find_all(fantoccini::Locator::Css(
+                "#table-results tr[data-verdict] .verdict",
+            ))
+            .await?
+        {
+            uploaded.push(v.text().await?);
+        }
+        Ok((typed, uploaded, page_error(client).await?))
+    }) else {
+        return;
+    };
+    assert_eq!(error, "", "the page showed an error");
+    assert_eq!(typed, want[0], "the typed row is the CSV's first row");
+    assert_eq!(uploaded, want);
 }
