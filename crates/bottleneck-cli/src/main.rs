@@ -871,15 +871,25 @@ fn run(cli: Cli) -> Result<()> {
             max_body_mb,
             timeout,
         } => {
-            if !(timeout > 0.0 && timeout.is_finite()) {
-                anyhow::bail!("--timeout must be a positive number of seconds, got {timeout}");
+            let timeout = std::time::Duration::try_from_secs_f64(timeout)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .with_context(|| {
+                    format!("--timeout must be a positive number of seconds, got {timeout}")
+                })?;
+            let max_body = max_body_mb
+                .checked_mul(1 << 20)
+                .filter(|&b| b > 0)
+                .with_context(|| format!("--max-body-mb {max_body_mb} is out of range"))?;
+            if queue == 0 {
+                anyhow::bail!("--queue must be at least 1");
             }
             let config = ServeConfig {
                 addr,
                 workers: workers.unwrap_or_else(default_workers).max(1),
-                queue: queue.max(1),
-                max_body: max_body_mb.max(1) << 20,
-                timeout: std::time::Duration::from_secs_f64(timeout),
+                queue,
+                max_body,
+                timeout,
             };
             let workers = config.workers;
             // Serving prints its address and notices whatever --quiet says: it is the only

@@ -87,15 +87,15 @@ impl Server {
                 }
             }
         });
-        let first = log
-            .recv_timeout(Duration::from_secs(60))
-            .expect("serve prints its address");
-        let base = first
-            .split("on http://")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no address in '{first}'"))
-            .trim()
-            .to_string();
+        // The address line, whatever may be printed before it.
+        let base = loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(60))
+                .expect("serve prints its address");
+            if let Some(addr) = line.split("on http://").nth(1) {
+                break addr.trim().to_string();
+            }
+        };
         Self {
             child,
             base: format!("http://{base}"),
@@ -200,10 +200,16 @@ fn multipart(files: &[(&str, &str, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "bnboundary7d1f";
     let mut body = Vec::new();
     for (field, name, bytes) in files {
+        // An empty file name makes a plain text field.
+        let disposition = if name.is_empty() {
+            format!("form-data; name=\"{field}\"")
+        } else {
+            format!("form-data; name=\"{field}\"; filename=\"{name}\"")
+        };
         body.extend_from_slice(
             format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; \
-                 filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                "--{boundary}\r\nContent-Disposition: {disposition}\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
             )
             .as_bytes(),
         );
@@ -290,7 +296,11 @@ fn image_service_matches_score_and_answers_bad_requests_with_json_errors() {
     // Several files in one multipart form, with heatmaps at each image's size.
     let a = std::fs::read(&expected[0].0).unwrap();
     let b = std::fs::read(data.join("test/good/000.png")).unwrap();
-    let (ct, body) = multipart(&[("f", "a.png", &a), ("f", "b.png", &b)]);
+    let (ct, body) = multipart(&[
+        ("f", "a.png", &a),
+        ("token", "", b"not an image"),
+        ("f", "b.png", &b),
+    ]);
     let (code, _, text) = call("POST", &server.url("/v1/score?map=true"), &ct, &body);
     assert_eq!(code, 200, "{text}");
     let v = json_of(&text);
@@ -404,8 +414,10 @@ fn full_queue_is_503_at_once_and_slow_requests_504() {
         assert_eq!(call("GET", &server.url("/healthz"), "", b"").0, 200);
     }
     let server = Server::start(model, &["--timeout", "0.05"]);
+    let files: Vec<(&str, &str, &[u8])> = (0..6).map(|_| ("f", "big.png", &big[..])).collect();
+    let (ct, body) = multipart(&files);
     assert_error(
-        call("POST", &server.url("/v1/score?map=true"), "image/png", &big),
+        call("POST", &server.url("/v1/score?map=true"), &ct, &body),
         504,
         "longer than",
     );
@@ -424,7 +436,17 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
         let answer = call("POST", &url, &ct, &body);
         (answer, Instant::now())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Signal once the request is being answered (the metrics request itself is the other).
+    let metrics = server.url("/metrics");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(
+        &call("GET", &metrics, "", b"").2,
+        "bottleneck_http_requests_in_flight",
+    ) < 2.0
+    {
+        assert!(Instant::now() < deadline, "the request never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let pid = server.child.id().to_string();
     let signalled = Instant::now();
     assert!(
@@ -541,14 +563,23 @@ fn table_service_scores_json_and_csv_rows_and_names_wrong_columns() {
         .enumerate()
     {
         let cells: Vec<String> = r.iter().rev().map(|v| v.to_string()).collect();
-        csv.push_str(&format!("{},r{k}\n", cells.join(",")));
+        csv.push_str(&format!("{},00{k}\n", cells.join(",")));
     }
     let (code, _, text) = call("POST", &server.url("/v1/score"), "text/csv", csv.as_bytes());
     assert_eq!(code, 200, "{text}");
     let from_csv = json_of(&text);
+    assert_eq!(
+        from_csv["items"][0]["id"], "000",
+        "ids come back as written"
+    );
     for (a, b) in items.iter().zip(from_csv["items"].as_array().unwrap()) {
         assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-5);
     }
+    // curl's default content type with CSV text is read as CSV.
+    let form = "application/x-www-form-urlencoded";
+    let (code, _, text) = call("POST", &server.url("/v1/score"), form, csv.as_bytes());
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(json_of(&text)["items"], from_csv["items"]);
     let (code, _, text) = call("POST", &server.url("/v1/encode"), "application/json", &body);
     assert_eq!(code, 200, "{text}");
     let latent = info["meta"]["spec"]["latent"].as_u64().unwrap() as usize;
@@ -573,6 +604,14 @@ fn table_service_scores_json_and_csv_rows_and_names_wrong_columns() {
         call("POST", &score, "application/json", &body),
         422,
         &format!("row 1, column '{}': 'warm' is not a number", SENSORS[1]),
+    );
+    let mut huge = object("h", &normal);
+    huge[SENSORS[0]] = json!(1e39);
+    let body = serde_json::to_vec(&huge).unwrap();
+    assert_error(
+        call("POST", &score, "application/json", &body),
+        422,
+        "not a finite number",
     );
     assert_error(
         call("POST", &score, "application/json", b"{\"rows\": [1,"),
@@ -763,7 +802,12 @@ fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
         let mut seen = Vec::new();
         for (path, score, _) in [best_good, worst_bad] {
             let name = path.file_name().unwrap().to_str().unwrap().to_string();
-            let input = client.find(fantoccini::Locator::Id("file")).await?;
+            // The page takes one upload at a time: wait until it is ready for the next.
+            let input = client
+                .wait()
+                .at_most(Duration::from_secs(30))
+                .for_element(fantoccini::Locator::Css("#file:enabled"))
+                .await?;
             input.send_keys(path.to_str().unwrap()).await?;
             let card_css = format!(".result[data-name=\"{name}\"]");
             let card = client
@@ -789,10 +833,6 @@ fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
                 )
                 .await?;
             seen.push((verdict, shown, heatmap_width, *score));
-            // Clear the input so the next upload fires a change event.
-            client
-                .execute("document.getElementById('file').value = '';", vec![])
-                .await?;
         }
         Ok((seen, page_error(client).await?))
     }) else {
@@ -878,7 +918,11 @@ fn page_scores_a_typed_row_and_an_uploaded_csv_in_chromium() {
             ))
             .await?;
         let typed = row.text().await?;
-        let upload = client.find(fantoccini::Locator::Id("csv")).await?;
+        let upload = client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(fantoccini::Locator::Css("#csv:enabled"))
+            .await?;
         upload.send_keys(csv_path.to_str().unwrap()).await?;
         let last = format!(
             "#table-results tr[data-verdict]:nth-child({})",

@@ -15,7 +15,7 @@ use bottleneck::data::planes::{Planes, encode_image};
 use bottleneck::data::table::{Cell, Rows};
 use bottleneck::model::file::{self, KIND_IMAGES, KIND_TABLE, TASK_DENOISE, TASK_DETECT};
 use bottleneck::task::denoise::Denoiser;
-use bottleneck::task::detect::Detector;
+use bottleneck::task::detect::{Detector, ScoredImage};
 use bottleneck::task::table::TableModel;
 use burn::prelude::Device;
 use image::{DynamicImage, ImageFormat};
@@ -166,7 +166,9 @@ impl Model {
                 json!(v.as_array().map_or(0, Vec::len)),
             );
         }
-        json!({ "file": path.display().to_string(), "meta": meta })
+        // The file's name only: where it sits on the server is nobody's business.
+        let file = path.file_name().map(|f| f.to_string_lossy().to_string());
+        json!({ "file": file, "meta": meta })
     }
 }
 
@@ -277,8 +279,8 @@ impl Pool {
     }
 }
 
-/// A worker's loop: takes a job (and, for image scoring, the other image-scoring jobs
-/// already waiting, up to a batch), answers, and ends when the queue is closed.
+/// A worker's loop: takes a job (and, for image scoring without heatmaps, the other such
+/// jobs already waiting, up to a batch), answers, and ends when the queue is closed.
 fn work(model: Model, receiver: &Mutex<Receiver<Job>>, metrics: &Metrics) {
     loop {
         let (batch, other) = {
@@ -287,13 +289,13 @@ fn work(model: Model, receiver: &Mutex<Receiver<Job>>, metrics: &Metrics) {
             metrics.queued.dec();
             let mut batch = vec![first];
             let mut other = None;
-            if matches!(batch[0].task, Task::ScoreImages { .. }) {
+            if batchable(&batch[0].task) {
                 let mut images = uploads_in(&batch[0].task);
                 while images < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(job) => {
                             metrics.queued.dec();
-                            if matches!(job.task, Task::ScoreImages { .. }) {
+                            if batchable(&job.task) {
                                 images += uploads_in(&job.task);
                                 batch.push(job);
                             } else {
@@ -310,12 +312,19 @@ fn work(model: Model, receiver: &Mutex<Receiver<Job>>, metrics: &Metrics) {
         // A request whose client has gone (timed out or disconnected) is not worked on.
         let batch: Vec<Job> = batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
         if !batch.is_empty() {
-            run_guarded(batch, |jobs| answer_batch(&model, jobs));
+            run_guarded(batch, |jobs, gone| answer_batch(&model, jobs, gone));
         }
         if let Some(job) = other.filter(|j| !j.reply.is_closed()) {
-            run_guarded(vec![job], |jobs| answer_batch(&model, jobs));
+            run_guarded(vec![job], |jobs, gone| answer_batch(&model, jobs, gone));
         }
     }
+}
+
+/// Image scoring without heatmaps: such requests waiting together share forward passes
+/// (and hold only the network inputs, not the decoded images). Heatmap requests keep
+/// their images until drawn, so each runs on its own to bound memory.
+fn batchable(task: &Task) -> bool {
+    matches!(task, Task::ScoreImages { map: false, .. })
 }
 
 fn uploads_in(task: &Task) -> usize {
@@ -325,13 +334,15 @@ fn uploads_in(task: &Task) -> usize {
     }
 }
 
-/// Runs `f` over `jobs`' tasks and sends each reply; a panic inside becomes a 500 for
-/// every job of the batch instead of taking the worker down.
-fn run_guarded(jobs: Vec<Job>, f: impl FnOnce(Vec<Task>) -> Vec<Reply>) {
+/// Runs `f` over `jobs`' tasks and sends each reply; `f` is told which clients have gone
+/// (`gone(i)`) so it can skip their remaining work. A panic inside becomes a 500 for every
+/// job of the batch instead of taking the worker down.
+fn run_guarded(jobs: Vec<Job>, f: impl FnOnce(Vec<Task>, &dyn Fn(usize) -> bool) -> Vec<Reply>) {
     let (tasks, replies): (Vec<Task>, Vec<oneshot::Sender<Reply>>) =
         jobs.into_iter().map(|j| (j.task, j.reply)).unzip();
     let n = tasks.len();
-    let answers = std::panic::catch_unwind(AssertUnwindSafe(|| f(tasks)))
+    let gone = |i: usize| replies.get(i).is_none_or(oneshot::Sender::is_closed);
+    let answers = std::panic::catch_unwind(AssertUnwindSafe(|| f(tasks, &gone)))
         .unwrap_or_else(|_| (0..n).map(|_| Err(ApiError::internal())).collect());
     for (reply, answer) in replies.into_iter().zip(answers) {
         // The client may have gone meanwhile; nothing to do then.
@@ -339,12 +350,13 @@ fn run_guarded(jobs: Vec<Job>, f: impl FnOnce(Vec<Task>) -> Vec<Reply>) {
     }
 }
 
-/// Answers tasks (several only when all are image scoring).
-fn answer_batch(model: &Model, tasks: Vec<Task>) -> Vec<Reply> {
+/// Answers tasks (several only when all are image scoring); `gone(i)` says whether task
+/// `i`'s client has left.
+fn answer_batch(model: &Model, tasks: Vec<Task>, gone: &dyn Fn(usize) -> bool) -> Vec<Reply> {
     match model {
         Model::Images(detector) => {
             if tasks.iter().all(|t| matches!(t, Task::ScoreImages { .. })) {
-                return score_images(detector, tasks);
+                return score_images(detector, tasks, gone);
             }
             tasks
                 .into_iter()
@@ -374,6 +386,11 @@ fn answer_batch(model: &Model, tasks: Vec<Task>) -> Vec<Reply> {
 
 /// Largest image side the service decodes; larger uploads are refused before decoding.
 pub const MAX_SIDE: u32 = 16_384;
+/// Most pixels of one image (24 megapixels, a 6000x4000 photograph), checked in the file's
+/// header before decoding: a small compressed file can decode to gigabytes.
+pub const MAX_PIXELS: u64 = 24_000_000;
+/// Most pixels of the images of one request with heatmaps, which are kept until drawn.
+pub const MAX_MAP_PIXELS: u64 = 64_000_000;
 
 /// Decodes an upload, refusing what is not an image or is too large to decode.
 fn decode_upload(upload: &Upload) -> Result<(DynamicImage, ImageFormat), ApiError> {
@@ -388,92 +405,139 @@ fn decode_upload(upload: &Upload) -> Result<(DynamicImage, ImageFormat), ApiErro
             &upload.bytes[..upload.bytes.len().min(4)]
         )));
     };
+    let cannot = |e: image::ImageError| match e {
+        image::ImageError::Limits(e) => ApiError::too_large(format!(
+            "{}: {e} (at most {MAX_SIDE} pixels a side)",
+            upload.name
+        )),
+        e => ApiError::bad_request(format!(
+            "{}: cannot decode the {format:?} image: {e}",
+            upload.name
+        )),
+    };
+    let (w, h) = image::ImageReader::with_format(Cursor::new(&upload.bytes[..]), format)
+        .into_dimensions()
+        .map_err(cannot)?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels == 0 {
+        return Err(ApiError::unprocessable(format!(
+            "{}: the image is empty (0 pixels)",
+            upload.name
+        )));
+    }
+    if pixels > MAX_PIXELS {
+        return Err(ApiError::too_large(format!(
+            "{}: {w}x{h} is {:.1} megapixels, at most {} accepted; send a smaller image",
+            upload.name,
+            pixels as f64 / 1e6,
+            MAX_PIXELS / 1_000_000
+        )));
+    }
     let mut reader = reader;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
-    match reader.decode() {
-        Ok(img) if img.width() == 0 || img.height() == 0 => Err(ApiError::unprocessable(format!(
-            "{}: the image is empty (0 pixels)",
-            upload.name
-        ))),
-        Ok(img) => Ok((img, format)),
-        Err(image::ImageError::Limits(e)) => Err(ApiError::too_large(format!(
-            "{}: {e} (at most {MAX_SIDE} pixels a side)",
-            upload.name
-        ))),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "{}: cannot decode the {format:?} image: {e}",
-            upload.name
-        ))),
-    }
+    Ok((reader.decode().map_err(cannot)?, format))
 }
 
-fn decode_all(uploads: &[Upload]) -> Result<Vec<DynamicImage>, ApiError> {
-    uploads
-        .iter()
-        .map(|u| decode_upload(u).map(|(img, _)| img))
-        .collect()
+/// The network inputs of `uploads`, concatenated, and the decoded images when `keep`.
+fn prepare(
+    detector: &Detector,
+    uploads: &[Upload],
+    keep: bool,
+) -> Result<(Vec<f32>, Vec<DynamicImage>), ApiError> {
+    let prep = &detector.meta().prep;
+    let mut inputs = Vec::with_capacity(uploads.len() * prep.len());
+    let mut kept = Vec::new();
+    let mut pixels = 0u64;
+    for upload in uploads {
+        let (img, _) = decode_upload(upload)?;
+        inputs.extend(prep.tensorize(&img));
+        if keep {
+            pixels += u64::from(img.width()) * u64::from(img.height());
+            if pixels > MAX_MAP_PIXELS {
+                return Err(ApiError::too_large(format!(
+                    "heatmaps of at most {} megapixels per request; send fewer or smaller \
+                     images, or leave out map=true",
+                    MAX_MAP_PIXELS / 1_000_000
+                )));
+            }
+            kept.push(img);
+        }
+    }
+    Ok((inputs, kept))
 }
 
-/// Scores the images of several requests together, in batches of [`MAX_BATCH`].
-fn score_images(detector: &Detector, tasks: Vec<Task>) -> Vec<Reply> {
-    struct Pending {
-        names: Vec<String>,
-        map: bool,
-        first: usize,
-    }
+/// Scores the images of several requests together, in forward passes of at most
+/// [`MAX_BATCH`] images; heatmaps are drawn for the requests that asked, unless their
+/// client has gone.
+fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> bool) -> Vec<Reply> {
+    let per_image = detector.meta().prep.len();
     let mut replies: Vec<Option<Reply>> = Vec::with_capacity(tasks.len());
-    let mut pending: Vec<Option<Pending>> = Vec::with_capacity(tasks.len());
-    let mut images = Vec::new();
+    // Each task's (names, images kept for heatmaps, index of its first input).
+    let mut prepared = Vec::with_capacity(tasks.len());
+    let mut inputs = Vec::new();
     for task in tasks {
         let Task::ScoreImages { uploads, map } = task else {
             replies.push(Some(Err(ApiError::internal())));
-            pending.push(None);
+            prepared.push(None);
             continue;
         };
-        match decode_all(&uploads) {
-            Ok(decoded) => {
-                pending.push(Some(Pending {
-                    names: uploads.into_iter().map(|u| u.name).collect(),
-                    map,
-                    first: images.len(),
-                }));
+        match prepare(detector, &uploads, map) {
+            Ok((x, kept)) => {
+                let names: Vec<String> = uploads.into_iter().map(|u| u.name).collect();
+                prepared.push(Some((names, kept, inputs.len() / per_image)));
+                inputs.extend(x);
                 replies.push(None);
-                images.extend(decoded);
             }
             Err(e) => {
                 replies.push(Some(Err(e)));
-                pending.push(None);
+                prepared.push(None);
             }
         }
     }
-    let mut scored = Vec::with_capacity(images.len());
-    let mut rest = images;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(MAX_BATCH));
-        scored.extend(detector.score_images(rest));
-        rest = tail;
+    let n = inputs.len() / per_image;
+    let (mut scores, mut maps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for chunk in inputs.chunks(MAX_BATCH * per_image) {
+        let (s, m) = detector.score_inputs(chunk.to_vec(), chunk.len() / per_image);
+        scores.extend(s);
+        maps.extend(m);
     }
-    let threshold = detector.meta().calibration.threshold;
-    for (reply, p) in replies.iter_mut().zip(pending) {
-        let Some(p) = p else { continue };
-        let items: Result<Vec<Value>, ApiError> = p
-            .names
-            .iter()
+    let calibration = &detector.meta().calibration;
+    for (i, (reply, p)) in replies.iter_mut().zip(prepared).enumerate() {
+        let Some((names, kept, first)) = p else {
+            continue;
+        };
+        if gone(i) {
+            *reply = Some(Err(ApiError::internal()));
+            continue;
+        }
+        let mut kept = kept.into_iter();
+        let items: Result<Vec<Value>, ApiError> = names
+            .into_iter()
             .enumerate()
             .map(|(k, name)| {
-                let item = &scored[p.first + k];
+                let score = scores[first + k];
                 let mut v = json!({
                     "name": name,
-                    "score": item.score,
-                    "p_value": item.p_value,
-                    "is_anomaly": item.is_anomaly,
+                    "score": score,
+                    "p_value": calibration.p_value(score),
+                    "is_anomaly": calibration.is_anomaly(score),
                 });
-                if p.map {
+                if let Some(image) = kept.next() {
+                    let item = ScoredImage {
+                        index: k,
+                        path: PathBuf::from(&name),
+                        score,
+                        knn_parts: None,
+                        p_value: calibration.p_value(score),
+                        is_anomaly: calibration.is_anomaly(score),
+                        map: std::mem::take(&mut maps[first + k]),
+                        image,
+                    };
                     let png = encode_image(
-                        &DynamicImage::ImageRgb8(detector.heatmap(item)),
+                        &DynamicImage::ImageRgb8(detector.heatmap(&item)),
                         ImageFormat::Png,
                     )
                     .map_err(|_| ApiError::internal())?;
@@ -482,9 +546,9 @@ fn score_images(detector: &Detector, tasks: Vec<Task>) -> Vec<Reply> {
                 Ok(v)
             })
             .collect();
-        *reply = Some(
-            items.map(|items| Answer::Json(json!({ "threshold": threshold, "items": items }))),
-        );
+        *reply = Some(items.map(|items| {
+            Answer::Json(json!({ "threshold": calibration.threshold, "items": items }))
+        }));
     }
     replies
         .into_iter()
@@ -493,11 +557,12 @@ fn score_images(detector: &Detector, tasks: Vec<Task>) -> Vec<Reply> {
 }
 
 fn encode_images(detector: &Detector, uploads: Vec<Upload>) -> Reply {
-    let images = decode_all(&uploads)?;
+    let (inputs, _) = prepare(detector, &uploads, false)?;
+    let per_image = detector.meta().prep.len();
     let latent = detector.meta().spec.latent;
-    let mut codes = Vec::with_capacity(images.len() * latent);
-    for chunk in images.chunks(MAX_BATCH) {
-        codes.extend(detector.encode_images(chunk));
+    let mut codes = Vec::with_capacity(uploads.len() * latent);
+    for chunk in inputs.chunks(MAX_BATCH * per_image) {
+        codes.extend(detector.encode_inputs(chunk.to_vec(), chunk.len() / per_image));
     }
     let items: Vec<Value> = uploads
         .iter()

@@ -24,8 +24,12 @@ fn content_type(req: &Request) -> String {
         .to_ascii_lowercase()
 }
 
+/// Most files in one multipart request.
+pub const MAX_FILES: usize = 256;
+
 /// The files of an image request: the raw body (one image, named by the `name` query
-/// parameter or "body"), or every file field of a multipart form in order.
+/// parameter or "body"), or every file field of a multipart form in order (at most
+/// [`MAX_FILES`]; text fields are ignored).
 pub async fn uploads(req: Request, name: Option<String>) -> Result<Vec<Upload>, ApiError> {
     if content_type(&req) == "multipart/form-data" {
         let mut form = Multipart::from_request(req, &())
@@ -37,11 +41,15 @@ pub async fn uploads(req: Request, name: Option<String>) -> Result<Vec<Upload>, 
             .await
             .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?
         {
-            let name = field
-                .file_name()
-                .or(field.name())
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("file {}", out.len() + 1));
+            // Text fields of a form (a hidden token, say) are not images.
+            let Some(name) = field.file_name().map(str::to_string) else {
+                continue;
+            };
+            if out.len() == MAX_FILES {
+                return Err(ApiError::too_large(format!(
+                    "more than {MAX_FILES} files in one request; send them in several"
+                )));
+            }
             let bytes = field
                 .bytes()
                 .await
@@ -73,26 +81,33 @@ pub async fn body(req: Request) -> Result<Bytes, ApiError> {
     Ok(bytes)
 }
 
-/// Table rows as sent: JSON or CSV text.
+/// Table rows as sent: JSON or CSV text, parsed on a worker (a large JSON body takes a
+/// while to parse and must not hold up the async threads).
 #[derive(Debug)]
 pub enum RowsBody {
-    Json(Value),
+    Json(Bytes),
     Csv(Bytes),
 }
 
-/// Reads a rows request: CSV when the content type says so (`text/csv`), JSON otherwise.
+/// Reads a rows request: CSV when the content type says so (`text/csv`), or when it does not
+/// say JSON and the body does not start like JSON (curl's default form type, say); JSON
+/// otherwise.
 pub async fn rows(req: Request) -> Result<RowsBody, ApiError> {
-    let csv = matches!(
-        content_type(&req).as_str(),
-        "text/csv" | "application/csv" | "text/tab-separated-values"
-    );
+    let kind = content_type(&req);
     let bytes = body(req).await?;
-    if csv {
-        return Ok(RowsBody::Csv(bytes));
-    }
-    serde_json::from_slice(&bytes)
-        .map(RowsBody::Json)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    let starts_like_json = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
+    let csv = matches!(
+        kind.as_str(),
+        "text/csv" | "application/csv" | "text/tab-separated-values"
+    ) || (!kind.contains("json") && !starts_like_json);
+    Ok(if csv {
+        RowsBody::Csv(bytes)
+    } else {
+        RowsBody::Json(bytes)
+    })
 }
 
 impl RowsBody {
@@ -106,13 +121,20 @@ impl RowsBody {
         id_column: Option<&str>,
     ) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
         match self {
-            RowsBody::Csv(bytes) => csv_cells(&bytes),
-            RowsBody::Json(value) => json_cells(value, features, id_column),
+            RowsBody::Csv(bytes) => csv_cells(&bytes, id_column),
+            RowsBody::Json(bytes) => {
+                let value = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+                json_cells(value, features, id_column)
+            }
         }
     }
 }
 
-fn csv_cells(bytes: &[u8]) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
+fn csv_cells(
+    bytes: &[u8],
+    id_column: Option<&str>,
+) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
     let delimiter = if bytes
         .split(|&b| b == b'\n')
         .next()
@@ -131,12 +153,21 @@ fn csv_cells(bytes: &[u8]) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
+    // The id is kept as written ("007" stays "007").
+    let id = id_column.and_then(|name| header.iter().position(|h| h == name));
     let mut cells = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record = record
             .map_err(|e| ApiError::bad_request(format!("malformed CSV row {}: {e}", i + 1)))?;
-        cells.extend(record.iter().map(Cell::parse));
+        cells.extend(record.iter().enumerate().map(|(j, text)| {
+            if Some(j) == id {
+                Cell::Text(text.into())
+            } else {
+                Cell::parse(text)
+            }
+        }));
     }
+
     if cells.is_empty() {
         return Err(ApiError::bad_request("the CSV has no data rows".into()));
     }
@@ -205,10 +236,18 @@ fn json_cells(
                         features.join(", ")
                     )));
                 }
-                for f in &header {
+                for f in features {
                     cells.push(match o.get(f.as_str()) {
                         Some(v) => cell(v, n, f)?,
                         None => Cell::Missing,
+                    });
+                }
+                if let Some(id) = id {
+                    // The id is kept as written: a string as is, anything else as JSON.
+                    cells.push(match o.get(id) {
+                        Some(Value::String(t)) => Cell::Text(t.as_str().into()),
+                        Some(Value::Null) | None => Cell::Text("".into()),
+                        Some(other) => Cell::Text(other.to_string().into()),
                     });
                 }
             }
@@ -279,9 +318,12 @@ mod tests {
             ]
         );
         let (h, c, _) =
-            json_cells(json!({"a": 1, "b": 2, "id": "x7"}), &feats(), Some("id")).unwrap();
+            json_cells(json!({"a": 1, "b": 2, "id": "007"}), &feats(), Some("id")).unwrap();
         assert_eq!(h.last().map(String::as_str), Some("id"));
-        assert_eq!(c[2], Cell::Text("x7".into()));
+        assert_eq!(c[2], Cell::Text("007".into()));
+        let (_, c, _) =
+            json_cells(json!({"a": 1, "b": 2, "id": 12}), &feats(), Some("id")).unwrap();
+        assert_eq!(c[2], Cell::Text("12".into()));
     }
 
     #[test]
@@ -305,7 +347,7 @@ mod tests {
 
     #[test]
     fn csv_rows_keep_names_and_gaps() {
-        let (h, c, pos) = csv_cells(b"b,a\n1,\n2,3\n").unwrap();
+        let (h, c, pos) = csv_cells(b"b,a\n1,\n2,3\n", None).unwrap();
         assert_eq!(h, vec!["b".to_string(), "a".to_string()]);
         assert!(!pos);
         assert_eq!(
@@ -317,9 +359,11 @@ mod tests {
                 Cell::Number(3.0)
             ]
         );
-        let (h, _, _) = csv_cells(b"a\tb\n1\t2\n").unwrap();
+        let (h, _, _) = csv_cells(b"a\tb\n1\t2\n", None).unwrap();
         assert_eq!(h.len(), 2);
-        assert!(csv_cells(b"a,b\n").is_err());
-        assert!(csv_cells(b"a,b\n1,2,3\n").is_err());
+        assert!(csv_cells(b"a,b\n", None).is_err());
+        assert!(csv_cells(b"a,b\n1,2,3\n", None).is_err());
+        let (_, c, _) = csv_cells(b"id,a\n007,1\n", Some("id")).unwrap();
+        assert_eq!(c[0], Cell::Text("007".into()));
     }
 }

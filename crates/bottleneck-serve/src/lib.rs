@@ -76,6 +76,11 @@ pub fn default_workers() -> usize {
 struct AppState {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
+    /// One permit per request that may be worked on or wait (workers + queue), taken before
+    /// the body is read: when none is left the answer is 503 without reading the body, so
+    /// a burst of large uploads cannot pile up in memory either.
+    slots: Arc<tokio::sync::Semaphore>,
+    max_body: usize,
 }
 
 /// Loads `model` and serves it until SIGTERM or Ctrl-C. `on_ready` is called with the
@@ -104,9 +109,16 @@ pub fn serve(
         AppState {
             pool: Arc::clone(&pool),
             metrics,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                config.workers.max(1) + config.queue.max(1),
+            )),
+            max_body: config.max_body,
         },
         config,
     );
+    // After the signal, requests in flight get their own time limit and a little more to
+    // finish; a connection that never completes a request cannot hold the exit back.
+    let grace = config.timeout + Duration::from_secs(5);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.addr)
             .await
@@ -119,13 +131,28 @@ pub fn serve(
             source,
         })?;
         on_ready(addr, pool.served());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                log("shutting down: no new connections; finishing the requests in flight");
-            })
-            .await
-            .map_err(|e| ServeError::Runtime(format!("the server stopped: {e}")))
+        let signalled = Arc::new(tokio::sync::Notify::new());
+        let notify = Arc::clone(&signalled);
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            log(&format!(
+                "shutting down: no new connections; finishing the requests in flight (at \
+                 most {} s; a second signal stops at once)",
+                grace.as_secs()
+            ));
+            notify.notify_one();
+        });
+        let deadline = async {
+            signalled.notified().await;
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {},
+                _ = shutdown_signal() => {},
+            }
+        };
+        tokio::select! {
+            done = server => done.map_err(|e| ServeError::Runtime(format!("the server stopped: {e}"))),
+            _ = deadline => Ok(()),
+        }
     })?;
     // Every connection is closed, so the router and its handles to the pool are gone.
     if let Ok(pool) = Arc::try_unwrap(pool) {
@@ -220,7 +247,9 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
         .map_or("unmatched", MatchedPath::as_str)
         .to_string();
     let started = Instant::now();
+    state.metrics.in_flight.inc();
     let response = next.run(req).await;
+    state.metrics.in_flight.dec();
     state
         .metrics
         .latency
@@ -314,6 +343,9 @@ async fn score(
     req: Request,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Some(_slot) = take_slot(&state) else {
+        return Err(refuse_busy(req, state.max_body).await);
+    };
     let task = match state.pool.served() {
         Served::ImageDetector => Task::ScoreImages {
             uploads: inputs::uploads(req, q.name).await?,
@@ -342,6 +374,9 @@ async fn encode(
     req: Request,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Some(_slot) = take_slot(&state) else {
+        return Err(refuse_busy(req, state.max_body).await);
+    };
     let task = match state.pool.served() {
         Served::ImageDetector => Task::EncodeImages(inputs::uploads(req, q.name).await?),
         Served::TableDetector => Task::EncodeRows(inputs::rows(req).await?),
@@ -354,6 +389,9 @@ async fn denoise(State(state): State<AppState>, req: Request) -> Result<Response
     if state.pool.served() != Served::ImageDenoiser {
         return Err(ApiError::wrong_model(state.pool.served()));
     }
+    let Some(_slot) = take_slot(&state) else {
+        return Err(refuse_busy(req, state.max_body).await);
+    };
     let mut uploads = inputs::uploads(req, None).await?;
     if uploads.len() != 1 {
         return Err(ApiError::bad_request(format!(
@@ -365,14 +403,39 @@ async fn denoise(State(state): State<AppState>, req: Request) -> Result<Response
     Ok(respond(run(&state, Task::Denoise(upload)).await?))
 }
 
+/// A place among the requests being worked on or waiting, if one is free.
+fn take_slot(state: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    Arc::clone(&state.slots).try_acquire_owned().ok()
+}
+
+/// The 503 for a request that found no free place. Its body is read and thrown away piece
+/// by piece (up to `max` bytes) first: memory stays flat, and the client, which is still
+/// sending, reads the answer instead of a broken connection.
+async fn refuse_busy(req: Request, max: usize) -> ApiError {
+    use http_body_util::BodyExt;
+    let mut body = req.into_body();
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > max {
+            break;
+        }
+    }
+    busy()
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy: every worker is taken and the queue is full; retry shortly (see --queue)".into(),
+    )
+}
+
 /// Queues `task` for a worker and waits for its answer.
 async fn run(state: &AppState, task: Task) -> Result<Answer, ApiError> {
     task.check(state.pool.served())?;
     let answer = state.pool.submit(task).map_err(|refused| match refused {
-        Refused::Busy => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy: every worker is taken and the queue is full; retry shortly (see --queue)".into(),
-        ),
+        Refused::Busy => busy(),
         Refused::Closed => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the service is shutting down".into(),

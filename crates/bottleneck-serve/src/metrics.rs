@@ -31,6 +31,8 @@ pub struct Metrics {
     pub anomalies: Counter,
     /// Jobs waiting for a worker.
     pub queued: Gauge,
+    /// Requests being answered (upload, queue and inference included).
+    pub in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -44,6 +46,7 @@ impl Default for Metrics {
         let scored = Counter::default();
         let anomalies = Counter::default();
         let queued = Gauge::default();
+        let in_flight = Gauge::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -61,6 +64,11 @@ impl Default for Metrics {
             "Requests waiting for a worker",
             queued.clone(),
         );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being answered",
+            in_flight.clone(),
+        );
         Self {
             registry,
             requests,
@@ -68,6 +76,7 @@ impl Default for Metrics {
             scored,
             anomalies,
             queued,
+            in_flight,
         }
     }
 }

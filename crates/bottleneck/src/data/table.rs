@@ -550,13 +550,15 @@ impl Layout {
             for (k, &j) in self.feature_columns.iter().enumerate() {
                 row_values[k] = match &cells[j] {
                     Cell::Missing => f32::NAN,
-                    Cell::Number(v) if v.is_finite() => {
+                    // Finite as the f32 the network reads: 1e39 is finite in f64 only.
+                    Cell::Number(v) if (*v as f32).is_finite() => {
                         observed += 1;
                         *v as f32
                     }
                     Cell::Number(v) => {
                         problem = Some(format!(
-                            "row {row_number}, column '{}': {v} is not a finite number",
+                            "row {row_number}, column '{}': {v} is not a finite number within \
+                             ±3.4e38",
                             self.features[k]
                         ));
                         break;

@@ -37,6 +37,10 @@ pub const DEFAULT_TOP: usize = 12;
 const THUMBNAIL: u32 = 192;
 /// Smallest side thumbnails are shown at (small images are scaled up, pixels kept sharp).
 const SHOWN: u32 = 160;
+/// Largest side thumbnails are shown at: a sliver of an image (a 4000 x 20 line scan, whose
+/// thumbnail is 192 x 1) would otherwise be scaled up by its short side to tens of thousands
+/// of pixels.
+const SHOWN_MAX: u32 = 4 * SHOWN;
 /// Features named per row in the table of most anomalous rows.
 const EXPLAINED: usize = 5;
 
@@ -357,13 +361,26 @@ fn thumbnails(detector: &Detector, item: &ScoredImage) -> Result<(String, String
     let meta = detector.meta();
     let map = maps::resize_map(&item.map, meta.prep.image_size, tw, th);
     let heat = maps::overlay(&small, &map, meta.scoring.map_scale);
-    // Small images are shown larger by a whole factor, so pixels stay square and sharp.
-    let k = SHOWN.div_ceil(tw.min(th)).max(1);
     Ok((
         png_uri(&small)?,
         png_uri(&DynamicImage::ImageRgb8(heat))?,
-        (tw * k, th * k),
+        shown_size(tw, th),
     ))
+}
+
+/// The size to show a `w` x `h` thumbnail at: scaled up by a whole factor (so pixels stay
+/// square and sharp) until its short side reaches [`SHOWN`], but no side past
+/// [`SHOWN_MAX`] (scaled down to fit, if need be, for thumbnails larger than that).
+fn shown_size(w: u32, h: u32) -> (u32, u32) {
+    let (w, h) = (w.max(1), h.max(1));
+    let long = w.max(h);
+    if long > SHOWN_MAX {
+        let scale = SHOWN_MAX as f64 / long as f64;
+        let fit = |side: u32| ((side as f64 * scale).round() as u32).clamp(1, SHOWN_MAX);
+        return (fit(w), fit(h));
+    }
+    let k = SHOWN.div_ceil(w.min(h)).min(SHOWN_MAX / long).max(1);
+    (w * k, h * k)
 }
 
 fn png_uri(img: &DynamicImage) -> Result<String> {
@@ -946,6 +963,24 @@ mod tests {
         none.offer(1.0, || -> Result<()> { panic!("nothing is built") })
             .unwrap();
         assert!(none.items.is_empty());
+    }
+
+    #[test]
+    fn thumbnails_are_shown_larger_by_a_whole_factor_but_no_side_past_the_cap() {
+        assert_eq!(shown_size(16, 16), (160, 160));
+        assert_eq!(shown_size(192, 144), (384, 288));
+        assert_eq!(shown_size(192, 192), (192, 192));
+        // A line scan's thumbnail: its short side alone would ask for 30720 px wide.
+        assert_eq!(shown_size(192, 1), (576, 3));
+        assert_eq!(shown_size(1, 192), (3, 576));
+        assert_eq!(shown_size(2000, 10), (640, 3));
+        for (w, h) in [(192, 1), (192, 7), (1, 1), (5000, 3), (3, 5000)] {
+            let (sw, sh) = shown_size(w, h);
+            assert!(
+                sw.max(sh) <= SHOWN_MAX && sw.min(sh) >= 1,
+                "{w}x{h} -> {sw}x{sh}"
+            );
+        }
     }
 
     #[test]

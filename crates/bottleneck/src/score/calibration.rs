@@ -69,15 +69,20 @@ impl Calibration {
     }
 
     /// Conformal p-value of `score`: (1 + #calibration scores >= score) / (n + 1).
+    /// A score that is not a number (the input overflowed the network) gets the smallest.
     pub fn p_value(&self, score: f32) -> f64 {
+        if score.is_nan() {
+            return 1.0 / (self.scores.len() + 1) as f64;
+        }
         let below = self.scores.partition_point(|&c| c < score);
         let at_or_above = self.scores.len() - below;
         (1 + at_or_above) as f64 / (self.scores.len() + 1) as f64
     }
 
-    /// Whether `score` is above the threshold.
+    /// Whether `score` is above the threshold; a score that is not a number is anomalous
+    /// (nothing normal overflows the network).
     pub fn is_anomaly(&self, score: f32) -> bool {
-        score > self.threshold
+        score > self.threshold || score.is_nan()
     }
 }
 
@@ -129,9 +134,11 @@ mod tests {
         assert_eq!(c.p_value(0.0), 1.0);
         // p <= 0.05 <=> at most 4 calibration scores >= s <=> s > 95.
         assert_eq!(c.threshold, 95.0);
-        for s in [94.5f32, 95.0, 95.5, 96.0, 120.0] {
+        for s in [94.5f32, 95.0, 95.5, 96.0, 120.0, f32::INFINITY, f32::NAN] {
             assert_eq!(c.is_anomaly(s), c.p_value(s) <= 0.05, "score {s}");
         }
+        assert!(c.is_anomaly(f32::NAN));
+        assert_eq!(c.p_value(f32::NAN), 0.01);
     }
 
     #[test]

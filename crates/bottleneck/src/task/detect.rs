@@ -582,33 +582,17 @@ impl Detector {
             .collect()
     }
 
-    /// Scores images already in memory (a service's request bodies) in one pass, in order:
-    /// each result's `index` is its position and its `path` is empty. Memory grows with the
-    /// number of images; batch large sets.
-    pub fn score_images(&self, images: Vec<DynamicImage>) -> Vec<ScoredImage> {
-        if images.is_empty() {
-            return Vec::new();
-        }
-        self.score_decoded(images.into_iter().enumerate().collect(), |_| PathBuf::new())
-    }
-
-    /// Bottleneck codes of images in memory, concatenated (`images x latent`).
-    pub fn encode_images(&self, images: &[DynamicImage]) -> Vec<f32> {
-        if images.is_empty() {
-            return Vec::new();
-        }
-        let indexed: Vec<(usize, DynamicImage)> = images.iter().cloned().enumerate().collect();
-        self.encode_decoded(&indexed)
-    }
-
     /// Bottleneck codes of decoded `(index, image)` pairs, concatenated.
     fn encode_decoded(&self, images: &[(usize, DynamicImage)]) -> Vec<f32> {
+        self.encode_inputs(self.tensorize(images), images.len())
+    }
+
+    /// Bottleneck codes of `n` prepared inputs (channel-major, concatenated, as
+    /// [`ImagePrep::tensorize`] makes them), concatenated (`n x latent`).
+    pub fn encode_inputs(&self, inputs: Vec<f32>, n: usize) -> Vec<f32> {
         let s = self.meta.prep.image_size;
         let x = Tensor::<4>::from_data(
-            TensorData::new(
-                self.tensorize(images),
-                [images.len(), self.meta.prep.channels, s, s],
-            ),
+            TensorData::new(inputs, [n, self.meta.prep.channels, s, s]),
             &self.device,
         );
         self.model
