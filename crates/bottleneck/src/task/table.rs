@@ -478,6 +478,12 @@ impl TableModel {
         out
     }
 
+    /// Whether outputs name rows by an id column, whose cells are then copied as written
+    /// ("007" stays "007"; read as a number it would come back as "7").
+    fn keeps_ids(&self) -> bool {
+        self.meta.prep.id_column.is_some()
+    }
+
     /// Opens `data` (keeping CSV rows as written with `records`) and finds the model's
     /// columns in it.
     fn open(&self, data: &Path, records: bool) -> Result<(TableReader, Layout)> {
@@ -557,7 +563,7 @@ impl TableModel {
         progress: &dyn Progress,
         mut each: impl FnMut(&ScoredChunk) -> Result<()>,
     ) -> Result<usize> {
-        let opened = self.open(data, false)?;
+        let opened = self.open(data, self.keeps_ids())?;
         let header = opened.0.header().to_vec();
         self.stream(
             opened,
@@ -678,7 +684,7 @@ impl TableModel {
         progress: &dyn Progress,
         mut each: impl FnMut(&str, &[String], &[f32]) -> Result<()>,
     ) -> Result<usize> {
-        let opened = self.open(data, false)?;
+        let opened = self.open(data, self.keeps_ids())?;
         self.stream(
             opened,
             data,
@@ -864,7 +870,7 @@ mod tests {
         }
         text.push('\n');
         for (i, (row, _)) in rows.iter().enumerate() {
-            text.push_str(&format!("m{i},plant-a"));
+            text.push_str(&format!("{i:04},plant-a"));
             for &j in order {
                 if rand::Rng::random::<f32>(&mut rng) < gap {
                     text.push_str(",NA");
@@ -933,7 +939,8 @@ mod tests {
                 "share_1"
             ]
         );
-        assert_eq!(rows[1][0], "m0");
+        // Ids come back as written, leading zeros and all.
+        assert_eq!(rows[1][0], "0000");
         let scores: Vec<f32> = rows[1..].iter().map(|r| r[1].parse().unwrap()).collect();
         let labels: Vec<bool> = (0..200).map(|i| i >= 100).collect();
         let auroc = crate::metrics::auroc(&scores, &labels).unwrap();
