@@ -1,56 +1,34 @@
 //! End-to-end tests: the real binary on small generated boards.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-use bottleneck::data::synthetic::{BoardConfig, generate_boards};
+use bottleneck::data::synthetic::BoardConfig;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bottleneck"))
-}
+mod common;
+use common::{boards_and_model, run, run_ok, scratch, text};
 
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bn-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+/// The settings of the quick models these tests train.
+const SMALL: [&str; 4] = ["--epochs", "3", "--width", "8"];
 
 /// Trains a small, quick model on `data` with default settings otherwise.
 fn train_small(data: &Path, model: &Path) {
-    let o = run(&[
+    let mut args = vec![
         "train",
         data.to_str().unwrap(),
         "-o",
         model.to_str().unwrap(),
-        "--epochs",
-        "3",
-        "--width",
-        "8",
         "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    ];
+    args.extend_from_slice(&SMALL);
+    run_ok(&args);
 }
 
 /// Small boards and a model trained on them, shared by the tests.
 fn trained() -> &'static (PathBuf, PathBuf) {
     static CELL: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     CELL.get_or_init(|| {
-        let dir = scratch("shared");
-        let data = dir.join("boards");
         let cfg = BoardConfig {
             image_size: 32,
             train_good: 40,
@@ -58,10 +36,7 @@ fn trained() -> &'static (PathBuf, PathBuf) {
             test_per_defect: 2,
             seed: 5,
         };
-        generate_boards(&data, &cfg).unwrap();
-        let model = dir.join("model.safetensors");
-        train_small(&data, &model);
-        (data, model)
+        boards_and_model(&scratch("shared"), &cfg, &SMALL)
     })
 }
 

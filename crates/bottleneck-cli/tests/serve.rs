@@ -8,36 +8,16 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use bottleneck::data::synthetic::{BoardConfig, SENSORS, generate_boards, sensor_rows};
+use bottleneck::data::synthetic::{BoardConfig, SENSORS, sensor_rows};
 use serde_json::{Value, json};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bottleneck"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bn-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run_ok(args: &[&str]) {
-    let o = bin().args(args).output().expect("binary runs");
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+mod common;
+use common::{bin, boards_and_model, run_ok, scratch};
 
 /// Boards and an image model trained on them, shared by the tests of this file.
 fn boards_model() -> &'static (PathBuf, PathBuf) {
     static CELL: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     CELL.get_or_init(|| {
-        let dir = scratch("boards");
-        let data = dir.join("boards");
         let cfg = BoardConfig {
             image_size: 32,
             train_good: 60,
@@ -45,20 +25,11 @@ fn boards_model() -> &'static (PathBuf, PathBuf) {
             test_per_defect: 3,
             seed: 5,
         };
-        generate_boards(&data, &cfg).unwrap();
-        let model = dir.join("model.safetensors");
-        run_ok(&[
-            "train",
-            data.to_str().unwrap(),
-            "-o",
-            model.to_str().unwrap(),
-            "--epochs",
-            "15",
-            "--width",
-            "8",
-            "--quiet",
-        ]);
-        (data, model)
+        boards_and_model(
+            &scratch("serve-boards"),
+            &cfg,
+            &["--epochs", "15", "--width", "8"],
+        )
     })
 }
 
@@ -263,7 +234,7 @@ fn metric(text: &str, line_start: &str) -> f64 {
 #[test]
 fn image_service_matches_score_and_answers_bad_requests_with_json_errors() {
     let (data, model) = boards_model();
-    let dir = scratch("images");
+    let dir = scratch("serve-images");
     let server = Server::start(model, &["--workers", "1", "--max-body-mb", "1"]);
 
     let (code, _, text) = call("GET", &server.url("/healthz"), "", b"");
@@ -486,7 +457,7 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
 fn table_model() -> &'static PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     CELL.get_or_init(|| {
-        let dir = scratch("table-model");
+        let dir = scratch("serve-table-model");
         let train = dir.join("train.csv");
         let mut text = format!("id,{}\n", SENSORS.join(","));
         for (i, (row, _)) in sensor_rows(600, false, 3).iter().enumerate() {
@@ -634,7 +605,7 @@ fn table_service_scores_json_and_csv_rows_and_names_wrong_columns() {
 #[test]
 fn denoise_service_returns_the_image_in_its_own_format() {
     let (data, _) = boards_model();
-    let dir = scratch("denoise");
+    let dir = scratch("serve-denoise");
     let model = dir.join("denoiser.safetensors");
     run_ok(&[
         "train",
@@ -779,7 +750,7 @@ async fn page_error(client: &fantoccini::Client) -> Result<String, fantoccini::e
 #[test]
 fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
     let (data, model) = boards_model();
-    let dir = scratch("browser");
+    let dir = scratch("serve-browser");
     // The boards the model itself is surest about: the lowest-scoring good board and the
     // highest-scoring defective one. The page must show the verdicts the service gives.
     let good = cli_scores(model, &data.join("test/good"), &dir.join("good"));
@@ -856,7 +827,7 @@ fn page_shows_verdicts_for_a_good_and_a_defective_board_in_chromium() {
 #[test]
 fn page_scores_a_typed_row_and_an_uploaded_csv_in_chromium() {
     let model = table_model();
-    let dir = scratch("browser-table");
+    let dir = scratch("serve-browser-table");
     let server = Server::start(model, &[]);
     let normal = sensor_rows(1, false, 71)[0].0;
     let faulty = sensor_rows(3, true, 72);

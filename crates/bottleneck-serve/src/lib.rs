@@ -337,24 +337,48 @@ struct ImageQuery {
     name: Option<String>,
 }
 
-async fn score(
-    State(state): State<AppState>,
-    query: Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>,
+/// What a request asks of an anomaly detector.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    Scores,
+    Codes,
+}
+
+type ImageQueryResult = Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>;
+
+/// Reads a score or encode request for the served detector and answers it.
+async fn ask_detector(
+    state: &AppState,
+    query: ImageQueryResult,
     req: Request,
-) -> Result<Response, ApiError> {
+    want: Want,
+) -> Result<Answer, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let Some(_slot) = take_slot(&state) else {
+    let served = state.pool.served();
+    if served == Served::ImageDenoiser {
+        return Err(ApiError::wrong_model(served));
+    }
+    let Some(_slot) = take_slot(state) else {
         return Err(refuse_busy(req, state.max_body).await);
     };
-    let task = match state.pool.served() {
-        Served::ImageDetector => Task::ScoreImages {
+    let task = match (served, want) {
+        (Served::TableDetector, Want::Scores) => Task::ScoreRows(inputs::rows(req).await?),
+        (Served::TableDetector, Want::Codes) => Task::EncodeRows(inputs::rows(req).await?),
+        (_, Want::Scores) => Task::ScoreImages {
             uploads: inputs::uploads(req, q.name).await?,
             map: q.map,
         },
-        Served::TableDetector => Task::ScoreRows(inputs::rows(req).await?),
-        served => return Err(ApiError::wrong_model(served)),
+        (_, Want::Codes) => Task::EncodeImages(inputs::uploads(req, q.name).await?),
     };
-    let answer = run(&state, task).await?;
+    run(state, task).await
+}
+
+async fn score(
+    State(state): State<AppState>,
+    query: ImageQueryResult,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let answer = ask_detector(&state, query, req, Want::Scores).await?;
     if let Answer::Json(v) = &answer
         && let Some(items) = v.get("items").and_then(Value::as_array)
     {
@@ -370,19 +394,12 @@ async fn score(
 
 async fn encode(
     State(state): State<AppState>,
-    query: Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>,
+    query: ImageQueryResult,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let Some(_slot) = take_slot(&state) else {
-        return Err(refuse_busy(req, state.max_body).await);
-    };
-    let task = match state.pool.served() {
-        Served::ImageDetector => Task::EncodeImages(inputs::uploads(req, q.name).await?),
-        Served::TableDetector => Task::EncodeRows(inputs::rows(req).await?),
-        served => return Err(ApiError::wrong_model(served)),
-    };
-    Ok(respond(run(&state, task).await?))
+    Ok(respond(
+        ask_detector(&state, query, req, Want::Codes).await?,
+    ))
 }
 
 async fn denoise(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
