@@ -62,15 +62,15 @@ impl Served {
     }
 }
 
-/// One named input file of a request.
-#[derive(Debug)]
+/// One named input file of a request (cheap to clone: the bytes are shared).
+#[derive(Debug, Clone)]
 pub struct Upload {
     pub name: String,
     pub bytes: axum::body::Bytes,
 }
 
 /// What a request asks the model to do.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Task {
     ScoreImages { uploads: Vec<Upload>, map: bool },
     EncodeImages(Vec<Upload>),
@@ -335,15 +335,32 @@ fn uploads_in(task: &Task) -> usize {
 }
 
 /// Runs `f` over `jobs`' tasks and sends each reply; `f` is told which clients have gone
-/// (`gone(i)`) so it can skip their remaining work. A panic inside becomes a 500 for every
-/// job of the batch instead of taking the worker down.
-fn run_guarded(jobs: Vec<Job>, f: impl FnOnce(Vec<Task>, &dyn Fn(usize) -> bool) -> Vec<Reply>) {
+/// (`gone(i)`) so it can skip their remaining work. A panic inside does not take the worker
+/// down: a batch that panics is run again one job at a time, so that only the request that
+/// caused it gets a 500.
+fn run_guarded(jobs: Vec<Job>, f: impl Fn(Vec<Task>, &dyn Fn(usize) -> bool) -> Vec<Reply>) {
     let (tasks, replies): (Vec<Task>, Vec<oneshot::Sender<Reply>>) =
         jobs.into_iter().map(|j| (j.task, j.reply)).unzip();
-    let n = tasks.len();
     let gone = |i: usize| replies.get(i).is_none_or(oneshot::Sender::is_closed);
-    let answers = std::panic::catch_unwind(AssertUnwindSafe(|| f(tasks, &gone)))
-        .unwrap_or_else(|_| (0..n).map(|_| Err(ApiError::internal())).collect());
+    // Kept for the retry; request bodies are shared, not copied.
+    let retry = (tasks.len() > 1).then(|| tasks.clone());
+    let answers = match std::panic::catch_unwind(AssertUnwindSafe(|| f(tasks, &gone))) {
+        Ok(answers) => answers,
+        Err(_) => match retry {
+            Some(tasks) => tasks
+                .into_iter()
+                .enumerate()
+                .map(|(i, task)| {
+                    let alone = |_: usize| gone(i);
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(vec![task], &alone)))
+                        .ok()
+                        .and_then(|mut a| a.pop())
+                        .unwrap_or_else(|| Err(ApiError::internal()))
+                })
+                .collect(),
+            None => vec![Err(ApiError::internal())],
+        },
+    };
     for (reply, answer) in replies.into_iter().zip(answers) {
         // The client may have gone meanwhile; nothing to do then.
         let _ = reply.send(answer);
@@ -637,4 +654,49 @@ fn denoise(denoiser: &Denoiser, upload: Upload) -> Reply {
         ),
     };
     Ok(Answer::Image { bytes, format })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str) -> (Job, oneshot::Receiver<Reply>) {
+        let (reply, answer) = oneshot::channel();
+        let task = Task::Denoise(Upload {
+            name: name.into(),
+            bytes: axum::body::Bytes::from_static(b"x"),
+        });
+        (Job { task, reply }, answer)
+    }
+
+    fn name_of(task: &Task) -> String {
+        match task {
+            Task::Denoise(u) => u.name.clone(),
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn a_panicking_request_fails_alone_and_the_rest_of_its_batch_is_answered() {
+        let (jobs, answers): (Vec<Job>, Vec<_>) = ["a", "poison", "c"].into_iter().map(job).unzip();
+        run_guarded(jobs, |tasks, _| {
+            let names: Vec<String> = tasks.iter().map(name_of).collect();
+            assert!(!names.iter().any(|n| n == "poison"), "bad input");
+            names
+                .into_iter()
+                .map(|n| Ok(Answer::Json(json!({ "name": n }))))
+                .collect()
+        });
+        let got: Vec<Result<String, u16>> = answers
+            .into_iter()
+            .map(
+                |mut rx| match rx.try_recv().expect("every job is answered") {
+                    Ok(Answer::Json(v)) => Ok(v["name"].as_str().unwrap_or("").to_string()),
+                    Ok(Answer::Image { .. }) => Ok(String::new()),
+                    Err(e) => Err(e.status.as_u16()),
+                },
+            )
+            .collect();
+        assert_eq!(got, vec![Ok("a".into()), Err(500), Ok("c".into())]);
+    }
 }

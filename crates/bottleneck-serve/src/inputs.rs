@@ -83,7 +83,7 @@ pub async fn body(req: Request) -> Result<Bytes, ApiError> {
 
 /// Table rows as sent: JSON or CSV text, parsed on a worker (a large JSON body takes a
 /// while to parse and must not hold up the async threads).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum RowsBody {
     Json(Bytes),
     Csv(Bytes),
