@@ -1,0 +1,273 @@
+//! WAV files in and out (hound): 8/16/24/32-bit integer and 32-bit float, any channel count
+//! and sample rate. Samples are held as `f32` in [-1, 1], interleaved, with the file's own
+//! format kept so that an output can be written the way its input was.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A decoded recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio {
+    /// The file's format (rate, channels, bit depth, integer or float).
+    pub spec: hound::WavSpec,
+    /// Interleaved samples scaled to [-1, 1].
+    pub samples: Vec<f32>,
+}
+
+/// Files that can be read as audio (by extension).
+pub fn is_audio_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav") || e.eq_ignore_ascii_case("wave"))
+}
+
+/// Every WAV file under `dir` (recursively), sorted; `dir` itself when it is one file.
+/// Fails when there is none.
+pub fn find_audio(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        return Err(Error::Missing {
+            path: dir.to_path_buf(),
+        });
+    }
+    if dir.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+            let path = entry.map_err(|e| Error::io(&d, e))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if is_audio_file(&path) {
+                out.push(path);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no audio found (looked for .wav)",
+            dir.display()
+        )));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("{}: not a readable WAV file: {e}", path.display()))
+}
+
+impl Audio {
+    /// Reads the WAV file at `path`. Fails naming the file when it is missing, not a WAV
+    /// file, in a sample format WAV readers do not know, or truncated.
+    pub fn read(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let reader =
+            hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| bad(path, e))?;
+        let spec = reader.spec();
+        if spec.channels == 0 || spec.sample_rate == 0 {
+            return Err(bad(path, "no channels or a sample rate of 0"));
+        }
+        let samples = match spec.sample_format {
+            hound::SampleFormat::Float => reader
+                .into_samples::<f32>()
+                .collect::<std::result::Result<Vec<f32>, _>>()
+                .map_err(|e| bad(path, e))?,
+            hound::SampleFormat::Int => {
+                let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f64;
+                reader
+                    .into_samples::<i32>()
+                    .map(|s| s.map(|v| (v as f64 * scale) as f32))
+                    .collect::<std::result::Result<Vec<f32>, _>>()
+                    .map_err(|e| bad(path, e))?
+            }
+        };
+        if samples.len() % spec.channels as usize != 0 {
+            return Err(bad(path, "the data ends inside a frame (truncated?)"));
+        }
+        Ok(Self { spec, samples })
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.spec.sample_rate
+    }
+
+    pub fn channels(&self) -> usize {
+        self.spec.channels as usize
+    }
+
+    /// Samples per channel.
+    pub fn frames(&self) -> usize {
+        self.samples.len() / self.channels()
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.frames() as f64 / self.sample_rate() as f64
+    }
+
+    /// The channels averaged into one.
+    pub fn mono(&self) -> Vec<f32> {
+        let c = self.channels();
+        if c == 1 {
+            return self.samples.clone();
+        }
+        self.samples
+            .chunks(c)
+            .map(|f| f.iter().sum::<f32>() / c as f32)
+            .collect()
+    }
+
+    /// Channel `k` on its own.
+    pub fn channel(&self, k: usize) -> Vec<f32> {
+        self.samples
+            .iter()
+            .skip(k)
+            .step_by(self.channels())
+            .copied()
+            .collect()
+    }
+
+    /// Whether every sample is within `level` of zero (digital silence at `0.0`).
+    pub fn is_silent(&self, level: f32) -> bool {
+        self.samples.iter().all(|s| s.abs() <= level)
+    }
+
+    /// Writes the recording to `path` in its own format (rate, channels, bit depth),
+    /// atomically; samples outside [-1, 1] are clipped when the format is integer.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        crate::io::write_atomic(path, |tmp| {
+            let mut w = hound::WavWriter::create(tmp, self.spec).map_err(|e| bad(tmp, e))?;
+            match self.spec.sample_format {
+                hound::SampleFormat::Float => {
+                    for &s in &self.samples {
+                        w.write_sample(s).map_err(|e| bad(tmp, e))?;
+                    }
+                }
+                hound::SampleFormat::Int => {
+                    let bits = self.spec.bits_per_sample;
+                    let full = (1i64 << (bits - 1)) as f64;
+                    for &s in &self.samples {
+                        let v = (s as f64 * full).round().clamp(-full, full - 1.0) as i32;
+                        w.write_sample(v).map_err(|e| bad(tmp, e))?;
+                    }
+                }
+            }
+            w.finalize().map_err(|e| bad(tmp, e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bn-audio-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn tone(frames: usize, channels: usize) -> Vec<f32> {
+        (0..frames * channels)
+            .map(|i| {
+                let (t, c) = (i / channels, i % channels);
+                0.8 * (t as f32 * 0.05 + c as f32).sin()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sample_format_round_trips_within_its_resolution() {
+        let dir = scratch("formats");
+        for (bits, format, channels, tolerance) in [
+            (8, hound::SampleFormat::Int, 1, 1.0 / 128.0),
+            (16, hound::SampleFormat::Int, 2, 1.0 / 32768.0),
+            (24, hound::SampleFormat::Int, 3, 1.0 / 8_388_608.0),
+            (32, hound::SampleFormat::Int, 1, 1e-7),
+            (32, hound::SampleFormat::Float, 2, 0.0),
+        ] {
+            let spec = hound::WavSpec {
+                channels,
+                sample_rate: 22_050,
+                bits_per_sample: bits,
+                sample_format: format,
+            };
+            let original = Audio {
+                spec,
+                samples: tone(500, channels as usize),
+            };
+            let path = dir.join(format!("t{bits}-{channels}.wav"));
+            original.write(&path).unwrap();
+            let back = Audio::read(&path).unwrap();
+            assert_eq!(back.spec, spec);
+            assert_eq!(back.frames(), 500);
+            let worst = original
+                .samples
+                .iter()
+                .zip(&back.samples)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst <= tolerance, "{bits}-bit {format:?}: error {worst}");
+            // Written again, the file is the same bytes.
+            let again = dir.join("again.wav");
+            back.write(&again).unwrap();
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                std::fs::read(&again).unwrap()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn channels_mix_down_and_split() {
+        let a = Audio {
+            spec: hound::WavSpec {
+                channels: 2,
+                sample_rate: 8000,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            },
+            samples: vec![0.5, -0.5, 0.25, 0.75],
+        };
+        assert_eq!(a.mono(), vec![0.0, 0.5]);
+        assert_eq!(a.channel(1), vec![-0.5, 0.75]);
+        assert_eq!((a.frames(), a.seconds()), (2, 2.0 / 8000.0));
+        assert!(!a.is_silent(0.1));
+    }
+
+    #[test]
+    fn truncated_and_foreign_files_are_named() {
+        let dir = scratch("bad");
+        let good = dir.join("good.wav");
+        Audio {
+            spec: hound::WavSpec {
+                channels: 1,
+                sample_rate: 16_000,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            },
+            samples: tone(1000, 1),
+        }
+        .write(&good)
+        .unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let cut = dir.join("cut.wav");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2 + 1]).unwrap();
+        let e = Audio::read(&cut).unwrap_err().to_string();
+        assert!(
+            e.contains("cut.wav") && e.contains("not a readable WAV"),
+            "{e}"
+        );
+        let text = dir.join("notes.wav");
+        std::fs::write(&text, "hello").unwrap();
+        let e = Audio::read(&text).unwrap_err().to_string();
+        assert!(e.contains("notes.wav"), "{e}");
+        assert_eq!(find_audio(&dir).unwrap().len(), 3);
+        assert!(find_audio(&dir.join("none")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
