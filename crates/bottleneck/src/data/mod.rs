@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod images;
+pub mod machines;
 pub mod mvtec;
 pub mod planes;
 pub mod scaling;
