@@ -129,6 +129,44 @@ impl Audio {
             .collect()
     }
 
+    /// The recording at `rate` samples per second (same channels and length in seconds),
+    /// through rubato's FFT resampler (band-limited, delay compensated); itself when the rate
+    /// already matches.
+    pub fn resampled(&self, rate: u32) -> Result<Self> {
+        use rubato::audioadapter_buffers::direct::InterleavedSlice;
+        use rubato::{Fft, FixedSync, Resampler};
+        if rate == self.sample_rate() || self.frames() == 0 {
+            let mut same = self.clone();
+            same.spec.sample_rate = rate;
+            return Ok(same);
+        }
+        let fail = |e: &dyn std::fmt::Display| {
+            Error::Invalid(format!(
+                "cannot resample {} Hz to {rate} Hz: {e}",
+                self.sample_rate()
+            ))
+        };
+        let mut resampler = Fft::<f32>::new(
+            self.sample_rate() as usize,
+            rate as usize,
+            1024,
+            self.channels(),
+            FixedSync::Input,
+        )
+        .map_err(|e| fail(&e))?;
+        let input = InterleavedSlice::new(&self.samples, self.channels(), self.frames())
+            .map_err(|e| fail(&e))?;
+        let out = resampler
+            .process_all(&input, self.frames(), None)
+            .map_err(|e| fail(&e))?;
+        let mut spec = self.spec;
+        spec.sample_rate = rate;
+        Ok(Self {
+            spec,
+            samples: out.take_data(),
+        })
+    }
+
     /// Whether every sample is within `level` of zero (digital silence at `0.0`).
     pub fn is_silent(&self, level: f32) -> bool {
         self.samples.iter().all(|s| s.abs() <= level)
@@ -269,5 +307,52 @@ mod tests {
         assert_eq!(find_audio(&dir).unwrap().len(), 3);
         assert!(find_audio(&dir.join("none")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resampling_keeps_a_tone_its_length_and_its_channels() {
+        let sr_in = 44_100u32;
+        let frames = 44_100;
+        let samples: Vec<f32> = (0..frames * 2)
+            .map(|i| {
+                let (t, c) = (i / 2, i % 2);
+                let f = if c == 0 { 440.0 } else { 1000.0 };
+                0.5 * (2.0 * std::f32::consts::PI * f * t as f32 / sr_in as f32).sin()
+            })
+            .collect();
+        let a = Audio {
+            spec: hound::WavSpec {
+                channels: 2,
+                sample_rate: sr_in,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            },
+            samples,
+        };
+        let b = a.resampled(16_000).unwrap();
+        assert_eq!((b.sample_rate(), b.channels()), (16_000, 2));
+        assert!(
+            (b.frames() as i64 - 16_000).abs() <= 1,
+            "{} frames",
+            b.frames()
+        );
+        // Each channel is still a clean sine of its frequency and level (a sub-sample delay
+        // of the filter is allowed): fit sine and cosine away from the ends, then look at
+        // what is left.
+        for (c, f) in [(0, 440.0f64), (1, 1000.0)] {
+            let x = b.channel(c);
+            let span = 1000..15_000;
+            let w = |t: usize| 2.0 * std::f64::consts::PI * f * t as f64 / 16_000.0;
+            let n = span.len() as f64;
+            let sa: f64 = span.clone().map(|t| x[t] as f64 * w(t).sin()).sum::<f64>() * 2.0 / n;
+            let ca: f64 = span.clone().map(|t| x[t] as f64 * w(t).cos()).sum::<f64>() * 2.0 / n;
+            let level = (sa * sa + ca * ca).sqrt();
+            assert!((level - 0.5).abs() < 0.005, "channel {c}: level {level}");
+            let residual = span
+                .map(|t| (x[t] as f64 - sa * w(t).sin() - ca * w(t).cos()).abs())
+                .fold(0.0f64, f64::max);
+            assert!(residual < 0.002, "channel {c}: residual {residual}");
+        }
+        assert_eq!(a.resampled(44_100).unwrap(), a);
     }
 }
