@@ -392,6 +392,31 @@ fn full_queue_is_503_at_once_and_slow_requests_504() {
         504,
         "longer than",
     );
+    // A client that never finishes its headers is cut off, not waited for.
+    {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+        stream
+            .write_all(b"POST /v1/score HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        let closed = match stream.read(&mut buf) {
+            Ok(n) => n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+            Err(e) => {
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut
+            }
+        };
+        assert!(
+            closed && started.elapsed() < Duration::from_secs(5),
+            "still open"
+        );
+    }
     assert_eq!(call("GET", &server.url("/healthz"), "", b"").0, 200);
 }
 

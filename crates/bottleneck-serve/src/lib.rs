@@ -119,6 +119,10 @@ pub fn serve(
     // After the signal, requests in flight get their own time limit and a little more to
     // finish; a connection that never completes a request cannot hold the exit back.
     let grace = config.timeout + Duration::from_secs(5);
+    // Headers must arrive within this, so a client that never finishes a request cannot
+    // hold a connection (and a file descriptor) forever.
+    let header_timeout = config.timeout.min(Duration::from_secs(30));
+    let drained = hyper_util::server::graceful::GracefulShutdown::new();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.addr)
             .await
@@ -131,34 +135,65 @@ pub fn serve(
             source,
         })?;
         on_ready(addr, pool.served());
-        let signalled = Arc::new(tokio::sync::Notify::new());
-        let notify = Arc::clone(&signalled);
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            log(&format!(
-                "shutting down: no new connections; finishing the requests in flight (at \
-                 most {} s; a second signal stops at once)",
-                grace.as_secs()
-            ));
-            notify.notify_one();
-        });
-        let deadline = async {
-            signalled.notified().await;
-            tokio::select! {
-                _ = tokio::time::sleep(grace) => {},
-                _ = shutdown_signal() => {},
-            }
-        };
-        tokio::select! {
-            done = server => done.map_err(|e| ServeError::Runtime(format!("the server stopped: {e}"))),
-            _ = deadline => Ok(()),
-        }
+        accept_until_signal(listener, app, header_timeout, &drained).await;
+        log(&format!(
+            "shutting down: no new connections; finishing the requests in flight (at most \
+             {} s; a second signal stops at once)",
+            grace.as_secs()
+        ));
+        Ok::<(), ServeError>(())
     })?;
+    // Requests in flight finish on the runtime's threads; the runtime is dropped (and any
+    // connection still open closed) at most `grace` later, or at a second signal.
+    runtime.block_on(async {
+        tokio::select! {
+            _ = drained.shutdown() => {},
+            _ = tokio::time::sleep(grace) => {},
+            _ = shutdown_signal() => {},
+        }
+    });
+    drop(runtime);
     // Every connection is closed, so the router and its handles to the pool are gone.
     if let Ok(pool) = Arc::try_unwrap(pool) {
         pool.shutdown();
     }
     Ok(())
+}
+
+/// Accepts connections and serves each on its own task (HTTP/1.1; headers within
+/// `header_timeout`) until SIGTERM or Ctrl-C. Every connection is watched by `drained`, which
+/// lets the requests in flight finish when shutdown begins.
+async fn accept_until_signal(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    drained: &hyper_util::server::graceful::GracefulShutdown,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => return,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors, say: wait a moment instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                // Answers are small and written at once: no reason to hold them back.
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let conn = drained.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {
