@@ -15,7 +15,7 @@ use bottleneck::data::planes::{Planes, encode_image};
 use bottleneck::data::table::{Cell, Rows};
 use bottleneck::model::file::{self, KIND_IMAGES, KIND_TABLE, TASK_DENOISE, TASK_DETECT};
 use bottleneck::task::denoise::Denoiser;
-use bottleneck::task::detect::{Detector, ScoredImage};
+use bottleneck::task::detect::Detector;
 use bottleneck::task::table::TableModel;
 use burn::prelude::Device;
 use image::{DynamicImage, ImageFormat};
@@ -77,27 +77,6 @@ pub enum Task {
     ScoreRows(RowsBody),
     EncodeRows(RowsBody),
     Denoise(Upload),
-}
-
-impl Task {
-    /// Whether this model can do the task; the error names the endpoints it answers.
-    pub fn check(&self, served: Served) -> Result<(), ApiError> {
-        let fits = matches!(
-            (self, served),
-            (
-                Task::ScoreImages { .. } | Task::EncodeImages(_),
-                Served::ImageDetector
-            ) | (
-                Task::ScoreRows(_) | Task::EncodeRows(_),
-                Served::TableDetector
-            ) | (Task::Denoise(_), Served::ImageDenoiser)
-        );
-        if fits {
-            Ok(())
-        } else {
-            Err(ApiError::wrong_model(served))
-        }
-    }
 }
 
 /// A finished request: JSON, or an image in the given format.
@@ -543,18 +522,8 @@ fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> b
                     "is_anomaly": calibration.is_anomaly(score),
                 });
                 if let Some(image) = kept.next() {
-                    let item = ScoredImage {
-                        index: k,
-                        path: PathBuf::from(&name),
-                        score,
-                        knn_parts: None,
-                        p_value: calibration.p_value(score),
-                        is_anomaly: calibration.is_anomaly(score),
-                        map: std::mem::take(&mut maps[first + k]),
-                        image,
-                    };
                     let png = encode_image(
-                        &DynamicImage::ImageRgb8(detector.heatmap(&item)),
+                        &DynamicImage::ImageRgb8(detector.heatmap(&image, &maps[first + k])),
                         ImageFormat::Png,
                     )
                     .map_err(|_| ApiError::internal())?;

@@ -485,7 +485,6 @@ fn busy() -> ApiError {
 
 /// Queues `task` for a worker and waits for its answer.
 async fn run(state: &AppState, task: Task) -> Result<Answer, ApiError> {
-    task.check(state.pool.served())?;
     let answer = state.pool.submit(task).map_err(|refused| match refused {
         Refused::Busy => busy(),
         Refused::Closed => ApiError::new(

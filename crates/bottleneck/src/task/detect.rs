@@ -621,27 +621,31 @@ impl Detector {
         })
     }
 
-    /// `item`'s anomaly map resized to the image's own size.
-    fn full_map(&self, item: &ScoredImage) -> Vec<f32> {
-        let (w, h) = (item.image.width(), item.image.height());
-        maps::resize_map(&item.map, self.meta.prep.image_size, w, h)
+    /// `map` (at the model's input size, as scoring returns it) resized to `image`'s size.
+    fn full_map(&self, image: &DynamicImage, map: &[f32]) -> Vec<f32> {
+        maps::resize_map(
+            map,
+            self.meta.prep.image_size,
+            image.width(),
+            image.height(),
+        )
     }
 
-    /// `item`'s image with the map at full size drawn over it (red where it looks wrong).
-    fn overlay(&self, item: &ScoredImage, full: &[f32]) -> image::RgbImage {
-        maps::overlay(&item.image, full, self.meta.scoring.map_scale)
-    }
-
-    /// `item`'s heatmap: its image at its own size with the anomaly map drawn over it.
-    pub fn heatmap(&self, item: &ScoredImage) -> image::RgbImage {
-        self.overlay(item, &self.full_map(item))
+    /// The heatmap of a scored image: `image` at its own size with its anomaly `map` drawn
+    /// over it (red where it looks wrong).
+    pub fn heatmap(&self, image: &DynamicImage, map: &[f32]) -> image::RgbImage {
+        maps::overlay(
+            image,
+            &self.full_map(image, map),
+            self.meta.scoring.map_scale,
+        )
     }
 
     /// Writes `item`'s heatmap overlay (`<rel>_heatmap.png`) and raw map at the image's own
     /// size (`<rel>_map.npy`) under `dir`, mirroring the input's relative path.
     pub fn write_maps(&self, dir: &Path, rel: &Path, item: &ScoredImage) -> Result<()> {
         let (w, h) = (item.image.width(), item.image.height());
-        let full = self.full_map(item);
+        let full = self.full_map(&item.image, &item.map);
         let stem = rel.with_extension("");
         let base = dir.join(stem);
         let name = |suffix: &str| {
@@ -649,7 +653,10 @@ impl Detector {
             s.push(suffix);
             PathBuf::from(s)
         };
-        maps::write_png(&name("_heatmap.png"), &self.overlay(item, &full))?;
+        maps::write_png(
+            &name("_heatmap.png"),
+            &maps::overlay(&item.image, &full, self.meta.scoring.map_scale),
+        )?;
         maps::write_npy(&name("_map.npy"), &full, w, h)
     }
 
