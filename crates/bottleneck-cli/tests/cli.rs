@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use bottleneck::data::synthetic::BoardConfig;
 
 mod common;
-use common::{boards_and_model, run, run_ok, scratch, text};
+use common::{boards_and_model, run, run_ok, scratch, text, train_denoiser};
 
 /// The settings of the quick models these tests train.
 const SMALL: [&str; 4] = ["--epochs", "3", "--width", "8"];
@@ -519,20 +519,7 @@ fn denoise_trains_cleans_in_the_input_format_and_never_overwrites() {
     let dir = scratch("denoise");
     let model = dir.join("denoiser.safetensors");
     let good = data.join("train/good");
-    let o = run(&[
-        "train",
-        good.to_str().unwrap(),
-        "--task",
-        "denoise",
-        "--noise",
-        "gaussian:0.1",
-        "--epochs",
-        "3",
-        "--width",
-        "8",
-        "-o",
-        model.to_str().unwrap(),
-    ]);
+    let o = train_denoiser(&good, &model, "3");
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("held-out PSNR"), "{}", text(&o));
 
@@ -823,21 +810,11 @@ fn report_labels_table_rows_by_column_and_refuses_denoisers_and_missing_labels()
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
 
     // A denoiser is refused by name before any work; nothing is written.
-    let o = run(&[
-        "train",
-        data.join("train/good").to_str().unwrap(),
-        "--task",
-        "denoise",
-        "--noise",
-        "gaussian:0.1",
-        "--epochs",
+    let o = train_denoiser(
+        &data.join("train/good"),
+        &dir.join("denoiser.safetensors"),
         "1",
-        "--width",
-        "8",
-        "-o",
-        &p("denoiser.safetensors"),
-        "--quiet",
-    ]);
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = run(&[
         "report",

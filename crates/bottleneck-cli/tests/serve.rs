@@ -12,7 +12,7 @@ use bottleneck::data::synthetic::{BoardConfig, SENSORS, sensor_rows};
 use serde_json::{Value, json};
 
 mod common;
-use common::{bin, boards_and_model, run_ok, scratch};
+use common::{bin, boards_and_model, run_ok, scratch, text, train_denoiser};
 
 /// Boards and an image model trained on them, shared by the tests of this file.
 fn boards_model() -> &'static (PathBuf, PathBuf) {
@@ -632,21 +632,8 @@ fn denoise_service_returns_the_image_in_its_own_format() {
     let (data, _) = boards_model();
     let dir = scratch("serve-denoise");
     let model = dir.join("denoiser.safetensors");
-    run_ok(&[
-        "train",
-        data.join("train/good").to_str().unwrap(),
-        "--task",
-        "denoise",
-        "--noise",
-        "gaussian:0.1",
-        "--epochs",
-        "3",
-        "--width",
-        "8",
-        "-o",
-        model.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let o = train_denoiser(&data.join("train/good"), &model, "3");
+    assert!(o.status.success(), "{}", text(&o));
     let server = Server::start(&model, &[]);
     let gray = image::ImageBuffer::from_fn(45, 37, |x, y| {
         image::Luma([((x * 1400 + y * 300) % 65535) as u16])

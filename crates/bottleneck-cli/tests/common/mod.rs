@@ -59,3 +59,22 @@ pub fn boards_and_model(
     run_ok(&args);
     (data, model)
 }
+
+/// Trains a small Gaussian (sigma 0.1) denoiser on the images in `clean` for `epochs`
+/// epochs, to `model`; returns the run for its output and status.
+pub fn train_denoiser(clean: &Path, model: &Path, epochs: &str) -> Output {
+    run(&[
+        "train",
+        clean.to_str().unwrap(),
+        "--task",
+        "denoise",
+        "--noise",
+        "gaussian:0.1",
+        "--epochs",
+        epochs,
+        "--width",
+        "8",
+        "-o",
+        model.to_str().unwrap(),
+    ])
+}
