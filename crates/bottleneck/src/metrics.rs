@@ -81,6 +81,33 @@ pub fn roc_curve(scores: &[f32], labels: &[bool]) -> Option<Vec<(f64, f64)>> {
     Some(points)
 }
 
+/// Partial area under the ROC curve up to a false-positive rate of `max_fpr`, standardised
+/// as McClish (1989) and scikit-learn's `roc_auc_score(max_fpr=...)` do, which is how the
+/// DCASE machine-condition challenge reports pAUC: 0.5 for a random ranking, 1 for a
+/// perfect one. `None` when either class is absent or `max_fpr` is not in (0, 1].
+pub fn partial_auroc(scores: &[f32], labels: &[bool], max_fpr: f64) -> Option<f64> {
+    if !(max_fpr > 0.0 && max_fpr <= 1.0) {
+        return None;
+    }
+    let curve = roc_curve(scores, labels)?;
+    let mut area = 0.0;
+    for w in curve.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if x0 >= max_fpr {
+            break;
+        }
+        // Cut the last segment at max_fpr, interpolating the true-positive rate.
+        let (x1c, y1c) = if x1 > max_fpr {
+            (max_fpr, y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0))
+        } else {
+            (x1, y1)
+        };
+        area += (x1c - x0) * (y0 + y1c) / 2.0;
+    }
+    let min_area = 0.5 * max_fpr * max_fpr;
+    Some(0.5 * (1.0 + (area - min_area) / (max_fpr - min_area)))
+}
+
 /// The precision-recall curve of `scores` against `labels`: (recall, precision) at every
 /// distinct score taken as the threshold, highest first, after a starting point (0, 1).
 /// Precision holds from one point's recall to the next, so the step area
@@ -157,6 +184,21 @@ pub fn psnr(reference: &[f32], estimate: &[f32]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_auroc_matches_scikit_learn() {
+        // sklearn.metrics.roc_auc_score(y, s, max_fpr=...) on the same ranking.
+        let s = [
+            0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.4, 0.3, 0.2, 0.1, 0.35, 0.45,
+        ];
+        let y = [1, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0].map(|v| v == 1);
+        let p = |f| partial_auroc(&s, &y, f).unwrap();
+        assert!((p(0.1) - 0.5789473684210527).abs() < 1e-12, "{}", p(0.1));
+        assert!((p(0.3) - 0.6582633053221288).abs() < 1e-12, "{}", p(0.3));
+        assert!((p(1.0) - auroc(&s, &y).unwrap()).abs() < 1e-12);
+        assert_eq!(partial_auroc(&s, &[true; 12], 0.1), None);
+        assert_eq!(partial_auroc(&s, &y, 0.0), None);
+    }
 
     #[test]
     fn auroc_known_answers() {

@@ -90,6 +90,17 @@ impl Audio {
         Ok(Self { spec, samples })
     }
 
+    /// The format of the WAV file at `path` from its header alone (rate, channels, depth).
+    pub fn read_spec(path: &Path) -> Result<hound::WavSpec> {
+        let reader = hound::WavReader::open(path).map_err(|e| bad(path, e))?;
+        Ok(reader.spec())
+    }
+
+    /// The largest absolute sample.
+    pub fn peak(&self) -> f32 {
+        self.samples.iter().fold(0.0, |m, s| m.max(s.abs()))
+    }
+
     pub fn sample_rate(&self) -> u32 {
         self.spec.sample_rate
     }

@@ -1,6 +1,7 @@
-//! The dense autoencoder for tables, plain or variational. Its input is the standardised row
-//! with missing cells set to 0 beside the mask of observed cells, so the same network
-//! scores rows with gaps and fills them.
+//! The dense autoencoder for tables and audio frames, plain or variational. For tables its
+//! input is the standardised row with missing cells set to 0 beside the mask of observed
+//! cells, so the same network scores rows with gaps and fills them; inputs that are never
+//! missing (stacked log-mel frames, spectra) go in without a mask.
 
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -20,6 +21,13 @@ pub struct DenseSpec {
     pub variational: bool,
     /// Batch normalisation after each hidden layer.
     pub batch_norm: bool,
+    /// The input carries the mask of observed cells beside the values (tables).
+    #[serde(default = "masked")]
+    pub mask_input: bool,
+}
+
+fn masked() -> bool {
+    true
 }
 
 impl DenseSpec {
@@ -57,6 +65,7 @@ impl DenseSpec {
             latent,
             variational,
             batch_norm,
+            mask_input: true,
         })
     }
 }
@@ -103,7 +112,7 @@ impl DenseAutoencoder {
             }
         };
         let mut encoder = Vec::new();
-        let mut width = spec.features * 2;
+        let mut width = spec.features * if spec.mask_input { 2 } else { 1 };
         for &h in &spec.hidden {
             encoder.push(LinearConfig::new(width, h).init(device));
             width = h;
@@ -131,9 +140,12 @@ impl DenseAutoencoder {
     }
 
     /// Codes of rows `values` `[batch, features]` (missing cells 0) with `mask` (1 where
-    /// observed).
-    pub fn encode(&self, values: Tensor<2>, mask: Tensor<2>) -> Encoded {
-        let mut x = Tensor::cat(vec![values, mask], 1);
+    /// observed), which a network built with `mask_input` needs and any other must not get.
+    pub fn encode(&self, values: Tensor<2>, mask: Option<Tensor<2>>) -> Encoded {
+        let mut x = match mask {
+            Some(mask) => Tensor::cat(vec![values, mask], 1),
+            None => values,
+        };
         for (i, layer) in self.encoder.iter().enumerate() {
             x = layer.forward(x);
             if let Some(norm) = self.encoder_norm.get(i) {
@@ -161,7 +173,7 @@ impl DenseAutoencoder {
     }
 
     /// Reconstruction from the mean code.
-    pub fn forward(&self, values: Tensor<2>, mask: Tensor<2>) -> Tensor<2> {
+    pub fn forward(&self, values: Tensor<2>, mask: Option<Tensor<2>>) -> Tensor<2> {
         self.decode(self.encode(values, mask).mean)
     }
 }
@@ -179,9 +191,18 @@ mod tests {
         let device = Device::flex();
         let model = DenseAutoencoder::new(&s, &device);
         let x = Tensor::<2>::zeros([3, 784], &device);
-        let e = model.encode(x.clone(), x.clone().ones_like());
+        let e = model.encode(x.clone(), Some(x.clone().ones_like()));
         assert_eq!(e.mean.dims(), [3, 32]);
         assert_eq!(e.log_var.map(|t| t.dims()), Some([3, 32]));
-        assert_eq!(model.forward(x.clone(), x.ones_like()).dims(), [3, 784]);
+        assert_eq!(
+            model.forward(x.clone(), Some(x.ones_like())).dims(),
+            [3, 784]
+        );
+        let plain = DenseSpec {
+            mask_input: false,
+            ..s
+        };
+        let model = DenseAutoencoder::new(&plain, &device);
+        assert_eq!(model.forward(x, None).dims(), [3, 784]);
     }
 }

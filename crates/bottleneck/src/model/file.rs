@@ -1,7 +1,7 @@
 //! The model file: safetensors weights plus, under the metadata key `bottleneck`, everything
 //! scoring needs (spec, preprocessing, scoring settings, calibration, training summary).
-//! Its `kind` says what the model reads: `images` (a [`ModelMeta`]) or `table` (a
-//! [`TableMeta`]).
+//! Its `kind` says what the model reads: `images` (a [`ModelMeta`] or [`DenoiseMeta`]),
+//! `table` (a [`TableMeta`]) or `audio` (an [`AudioMeta`] or [`AudioDenoiseMeta`]).
 
 use std::path::Path;
 
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::images::ImagePrep;
 use crate::data::scaling::TablePrep;
+use crate::data::spectral::MelSpec;
 use crate::error::{Error, Result};
 use crate::model::{
     ConvAutoencoder, ConvSpec, DenoiseNet, DenoiseSpec, DenseAutoencoder, DenseSpec,
@@ -112,6 +113,81 @@ fn images_kind() -> String {
 pub const KIND_IMAGES: &str = "images";
 /// `kind` of table models.
 pub const KIND_TABLE: &str = "table";
+/// `kind` of audio models.
+pub const KIND_AUDIO: &str = "audio";
+
+/// How a recording becomes the network's inputs: log-mel frames at the model's rate (mono),
+/// standardised per band, `context` consecutive frames stacked into one input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioFeatures {
+    pub mel: MelSpec,
+    pub context: usize,
+    /// Mean and spread of each band's log-mel level (dB) over the training recordings.
+    pub band_mean: Vec<f32>,
+    pub band_std: Vec<f32>,
+}
+
+/// How an audio detector turns frame errors into a recording's score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioScoring {
+    /// From the errors of the recording's stacked inputs (DCASE: their mean).
+    pub reduction: Reduction,
+    /// Map value drawn at full red in error images (the largest on calibration recordings).
+    pub map_scale: f32,
+}
+
+/// Everything in an audio anomaly detector's file besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioMeta {
+    pub format_version: u32,
+    /// `audio`.
+    pub kind: String,
+    /// `detect`.
+    pub task: String,
+    pub spec: DenseSpec,
+    pub features: AudioFeatures,
+    pub scoring: AudioScoring,
+    pub calibration: Calibration,
+    pub training: TrainingSummary,
+}
+
+/// How an audio denoiser sees a recording: magnitude spectra at the model's rate, each
+/// channel on its own, `context` frames stacked per input, log power standardised per bin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpectrumFeatures {
+    pub sample_rate: u32,
+    pub n_fft: usize,
+    pub hop: usize,
+    pub context: usize,
+    pub bin_mean: Vec<f32>,
+    pub bin_std: Vec<f32>,
+}
+
+/// How an audio denoiser did on held-out recordings mixed with its training noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioDenoiseValidation {
+    pub recordings: usize,
+    /// Mean signal-to-noise ratio (dB) of the noisy input and of the output.
+    pub snr_noisy: f64,
+    pub snr_denoised: f64,
+}
+
+/// Everything in an audio denoiser's file besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioDenoiseMeta {
+    pub format_version: u32,
+    /// `audio`.
+    pub kind: String,
+    /// `denoise`.
+    pub task: String,
+    /// The network: noisy stacked spectra in, a gain (0 to 1) per bin of each frame out.
+    pub spec: DenseSpec,
+    pub features: SpectrumFeatures,
+    /// The noise trained on (`white:0.05`, `mix:DIR`).
+    pub noise: String,
+    pub validation: Option<AudioDenoiseValidation>,
+    pub training: TrainingSummary,
+}
 
 /// How a table row's score is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,9 +224,9 @@ pub struct TableMeta {
     pub training: TrainingSummary,
 }
 
-/// What the weights part of a table model's file holds.
+/// What the weights part of a table or audio model's file holds.
 #[derive(Module, Debug)]
-pub struct TableWeights {
+pub struct DenseWeights {
     pub autoencoder: DenseAutoencoder,
 }
 
@@ -196,12 +272,17 @@ pub fn save(path: &Path, weights: &DetectorWeights, meta: &ModelMeta) -> Result<
 }
 
 /// Saves a table model's weights and metadata to `path`, atomically.
-pub fn save_table(path: &Path, weights: &TableWeights, meta: &TableMeta) -> Result<()> {
+pub fn save_table(path: &Path, weights: &DenseWeights, meta: &TableMeta) -> Result<()> {
     save_module(path, weights, meta)
 }
 
 /// Saves a denoiser's weights and metadata to `path`, atomically.
 pub fn save_denoiser(path: &Path, weights: &DenoiseWeights, meta: &DenoiseMeta) -> Result<()> {
+    save_module(path, weights, meta)
+}
+
+/// Saves a dense model's (table or audio) weights and metadata to `path`, atomically.
+pub fn save_dense(path: &Path, weights: &DenseWeights, meta: &impl Serialize) -> Result<()> {
     save_module(path, weights, meta)
 }
 
@@ -379,7 +460,7 @@ pub fn load_bytes(
 }
 
 /// Loads a table model file at `path` onto `device`.
-pub fn load_table(path: &Path, device: &Device) -> Result<(TableWeights, TableMeta)> {
+pub fn load_table(path: &Path, device: &Device) -> Result<(DenseWeights, TableMeta)> {
     load_table_bytes(path, read_bytes(path)?, device)
 }
 
@@ -388,12 +469,37 @@ pub fn load_table_bytes(
     path: &Path,
     bytes: Vec<u8>,
     device: &Device,
-) -> Result<(TableWeights, TableMeta)> {
-    let (meta, bytes): (TableMeta, _) = parse(path, bytes, KIND_TABLE, TASK_DETECT)?;
-    let model = TableWeights {
-        autoencoder: DenseAutoencoder::new(&meta.spec, device),
+) -> Result<(DenseWeights, TableMeta)> {
+    load_dense_bytes(
+        path,
+        bytes,
+        KIND_TABLE,
+        TASK_DETECT,
+        |m: &TableMeta| &m.spec,
+        device,
+    )
+}
+
+/// Loads a dense model of `kind` for `task` from its file's `bytes` (named `path` in
+/// errors) onto `device`; `spec` finds the network's shape in the metadata.
+pub fn load_dense_bytes<M: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: Vec<u8>,
+    kind: &str,
+    task: &str,
+    spec: impl Fn(&M) -> &DenseSpec,
+    device: &Device,
+) -> Result<(DenseWeights, M)> {
+    let (meta, bytes): (M, _) = parse(path, bytes, kind, task)?;
+    let model = DenseWeights {
+        autoencoder: DenseAutoencoder::new(spec(&meta), device),
     };
     Ok((fill(path, model, bytes)?, meta))
+}
+
+/// The bytes of the model file at `path`; a missing file is named as such.
+pub fn read_model_bytes(path: &Path) -> Result<Vec<u8>> {
+    read_bytes(path)
 }
 
 /// Loads a denoiser's file at `path` onto `device`.

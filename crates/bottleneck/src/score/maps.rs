@@ -187,7 +187,7 @@ pub fn resize_map(map: &[f32], size: usize, width: u32, height: u32) -> Vec<f32>
 }
 
 /// The jet colour map at `t` in `[0, 1]` (blue, cyan, yellow, red).
-fn jet(t: f32) -> [f32; 3] {
+pub(crate) fn jet(t: f32) -> [f32; 3] {
     let t = t.clamp(0.0, 1.0);
     let r = (1.5 - (4.0 * t - 3.0).abs()).clamp(0.0, 1.0);
     let g = (1.5 - (4.0 * t - 2.0).abs()).clamp(0.0, 1.0);

@@ -4,10 +4,12 @@ pub mod denoise;
 pub mod detect;
 pub mod encode;
 pub mod search;
+pub mod sound;
 pub mod table;
 
 pub use denoise::{DenoiseParams, Denoiser};
 pub use detect::{DetectParams, Detector, EvalReport};
 pub use encode::encode_to_file;
 pub use search::{Catalogue, Hit};
+pub use sound::{AudioDetector, AudioParams};
 pub use table::{TableModel, TableParams};

@@ -18,7 +18,7 @@ use crate::data::table::{
 use crate::error::{Error, Result};
 use crate::model::dense::Encoded;
 use crate::model::file::{
-    self, FORMAT_VERSION, KIND_TABLE, TableMeta, TableScore, TableScoring, TableWeights,
+    self, DenseWeights, FORMAT_VERSION, KIND_TABLE, TableMeta, TableScore, TableScoring,
     TrainingSummary,
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
@@ -290,7 +290,7 @@ impl TableModel {
 
     /// Writes the model file to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let weights = TableWeights {
+        let weights = DenseWeights {
             autoencoder: self.model.clone(),
         };
         file::save_table(path, &weights, &self.meta)
@@ -314,7 +314,7 @@ impl TableModel {
         // Inputs are made on the inference device itself: tensors moved over from an
         // autodiff device leak on every forward.
         let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, d]), &self.device);
-        self.model.encode(t(shown), t(mask))
+        self.model.encode(t(shown), Some(t(mask)))
     }
 
     /// Runs the network on standardised rows (NaN missing), in the order given.

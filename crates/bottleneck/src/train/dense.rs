@@ -4,6 +4,7 @@
 //! asks of it and makes detection less prone to copying its input.
 
 use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -26,12 +27,13 @@ pub struct DenseTrainOptions {
     pub kl_weight: f32,
 }
 
-/// A batch as the network takes it: values with missing (and hidden) cells at 0, the mask
-/// of cells shown to the network, and the weight of each cell in the loss (0 where missing).
+/// A batch as the network takes it: input values (missing and hidden cells at 0), the mask
+/// of cells shown to the network (for a network with a mask input), the weight of each cell
+/// in the loss (`None`: every cell weighs 1) and the targets.
 pub(crate) struct Batch {
     pub shown_values: Vec<f32>,
-    pub shown: Vec<f32>,
-    pub observed: Vec<f32>,
+    pub shown: Option<Vec<f32>>,
+    pub observed: Option<Vec<f32>>,
     pub targets: Vec<f32>,
 }
 
@@ -52,37 +54,40 @@ pub(crate) fn make_batch(
         1.0
     };
     let n = indices.len() * d;
-    let mut b = Batch {
-        shown_values: Vec::with_capacity(n),
-        shown: Vec::with_capacity(n),
-        observed: Vec::with_capacity(n),
-        targets: Vec::with_capacity(n),
-    };
+    let mut shown_values = Vec::with_capacity(n);
+    let mut shown = Vec::with_capacity(n);
+    let mut observed = Vec::with_capacity(n);
+    let mut targets = Vec::with_capacity(n);
     for &i in indices {
         let row = &rows[i * d..(i + 1) * d];
-        let start = b.shown.len();
+        let start = shown.len();
         for &v in row {
             let seen = !v.is_nan();
             let keep = seen && (mask_rate <= 0.0 || rng.random::<f32>() >= mask_rate);
-            b.observed.push(if seen && !keep {
+            observed.push(if seen && !keep {
                 hidden_weight
             } else {
                 seen as u8 as f32
             });
-            b.targets.push(if seen { v } else { 0.0 });
-            b.shown.push(keep as u8 as f32);
-            b.shown_values.push(if keep { v } else { 0.0 });
+            targets.push(if seen { v } else { 0.0 });
+            shown.push(keep as u8 as f32);
+            shown_values.push(if keep { v } else { 0.0 });
         }
-        if b.shown[start..].iter().all(|&m| m == 0.0) {
+        if shown[start..].iter().all(|&m| m == 0.0) {
             // Show one observed cell back so the row is never blank to the network.
             if let Some(j) = row.iter().position(|v| !v.is_nan()) {
-                b.shown[start + j] = 1.0;
-                b.observed[start + j] = 1.0;
-                b.shown_values[start + j] = row[j];
+                shown[start + j] = 1.0;
+                observed[start + j] = 1.0;
+                shown_values[start + j] = row[j];
             }
         }
     }
-    b
+    Batch {
+        shown_values,
+        shown: Some(shown),
+        observed: Some(observed),
+        targets,
+    }
 }
 
 /// Trains a fresh dense autoencoder of shape `spec` on `rows` (`n x spec.features`,
@@ -97,6 +102,40 @@ pub fn train_dense(
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<(DenseAutoencoder, Vec<f32>)> {
+    let d = spec.features;
+    train_dense_batches(
+        spec,
+        indices,
+        opts,
+        DenseOutput::Linear,
+        device,
+        progress,
+        |chunk, rng| make_batch(rows, d, chunk, opts.mask_rate, rng),
+    )
+}
+
+/// What the network's output is compared with the targets as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DenseOutput {
+    /// As it is (values).
+    Linear,
+    /// Through a logistic function (masks in [0, 1]).
+    Sigmoid,
+}
+
+/// Trains a fresh dense autoencoder of shape `spec` on the samples at `indices`, each batch
+/// made by `make` from its sample indices (drawing any noise from the generator it is
+/// given). The loss is the weighted mean squared error of the output (or its `output`
+/// transform) against the batch's targets, plus the KL term of a variational model.
+pub(crate) fn train_dense_batches(
+    spec: &DenseSpec,
+    indices: &[usize],
+    opts: &DenseTrainOptions,
+    output: DenseOutput,
+    device: &Device,
+    progress: &dyn Progress,
+    mut make: impl FnMut(&[usize], &mut ChaCha8Rng) -> Batch,
+) -> Result<(DenseAutoencoder, Vec<f32>)> {
     if indices.is_empty() {
         return Err(Error::Invalid("no training rows".into()));
     }
@@ -105,7 +144,7 @@ pub fn train_dense(
     let model = seeded(&ad, opts.seed, || {
         let model = DenseAutoencoder::new(spec, &ad);
         let x = Tensor::<2>::zeros([2, d], &ad);
-        let _ = model.forward(x.clone(), x);
+        let _ = model.forward(x.clone(), spec.mask_input.then_some(x));
         model
     });
     let schedule = Schedule {
@@ -116,11 +155,10 @@ pub fn train_dense(
     };
     let (model, curve) = run_epochs(model, indices, schedule, progress, |model, chunk, rng| {
         let m = chunk.len();
-        let b = make_batch(rows, d, chunk, opts.mask_rate, rng);
+        let b = make(chunk, rng);
         let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [m, d]), &ad);
-        let observed = t(b.observed);
         let targets = t(b.targets);
-        let enc = model.encode(t(b.shown_values), t(b.shown));
+        let enc = model.encode(t(b.shown_values), b.shown.map(t));
         let (code, kl) = match enc.log_var {
             Some(log_var) => {
                 let eps: Vec<f32> = (0..m * spec.latent)
@@ -135,12 +173,25 @@ pub fn train_dense(
             }
             None => (enc.mean, None),
         };
-        let y = model.decode(code);
-        let cells = observed.clone().sum();
-        let err = ((y - targets).powi_scalar(2) * observed).sum();
-        Ok(match kl {
-            Some(kl) => (err * 0.5 + kl * opts.kl_weight) / cells,
-            None => err / cells,
+        let y = match output {
+            DenseOutput::Linear => model.decode(code),
+            DenseOutput::Sigmoid => sigmoid(model.decode(code)),
+        };
+        let squared = (y - targets).powi_scalar(2);
+        let (err, cells) = match b.observed {
+            Some(w) => {
+                let w = t(w);
+                ((squared * w.clone()).sum(), Some(w.sum()))
+            }
+            None => (squared.sum(), None),
+        };
+        let loss = match kl {
+            Some(kl) => err * 0.5 + kl * opts.kl_weight,
+            None => err,
+        };
+        Ok(match cells {
+            Some(cells) => loss / cells,
+            None => loss / (m * d) as f32,
         })
     })?;
     Ok((model.valid(), curve))
@@ -158,16 +209,17 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let b = make_batch(&rows, 3, &[0, 1], 0.99, &mut rng);
         // Hidden cells weigh (1 - 0.99) / 0.99 each, shown ones 1, missing ones 0.
-        assert_eq!(b.observed[1], 0.0);
-        assert!(b.observed.iter().enumerate().all(|(i, &w)| i == 1
-            || (b.shown[i] == 1.0 && w == 1.0)
-            || (b.shown[i] == 0.0 && (w - 0.01 / 0.99).abs() < 1e-6)));
+        let (shown, observed) = (b.shown.unwrap(), b.observed.unwrap());
+        assert_eq!(observed[1], 0.0);
+        assert!(observed.iter().enumerate().all(|(i, &w)| i == 1
+            || (shown[i] == 1.0 && w == 1.0)
+            || (shown[i] == 0.0 && (w - 0.01 / 0.99).abs() < 1e-6)));
         assert_eq!(b.targets[1], 0.0);
         for r in 0..2 {
-            assert!(b.shown[r * 3..(r + 1) * 3].iter().sum::<f32>() >= 1.0);
+            assert!(shown[r * 3..(r + 1) * 3].iter().sum::<f32>() >= 1.0);
         }
         let b = make_batch(&rows, 3, &[0], 0.0, &mut rng);
-        assert_eq!(b.shown, vec![1.0, 0.0, 1.0]);
+        assert_eq!(b.shown, Some(vec![1.0, 0.0, 1.0]));
         assert_eq!(b.shown_values, vec![1.0, 0.0, 3.0]);
     }
 

@@ -1,0 +1,956 @@
+//! Machine sounds: the DCASE baseline's recipe. Recordings become log-mel frames (mono, at
+//! the model's sample rate), a few consecutive frames are stacked into one input, a dense
+//! autoencoder learns them from normal recordings, and a recording's score is the mean
+//! reconstruction error of its inputs. Held-out normal recordings calibrate the threshold
+//! (split-conformal, as for images and tables), and a time-frequency error image shows
+//! where a recording sounds wrong.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::data::audio::{Audio, find_audio};
+use crate::data::images::training_folder;
+use crate::data::mvtec::label_in_test_folder;
+use crate::data::spectral::{LogMel, MelSpec};
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::model::file::{
+    self, AudioFeatures, AudioMeta, AudioScoring, DenseWeights, FORMAT_VERSION, KIND_AUDIO,
+    TASK_DETECT, TrainingSummary,
+};
+use crate::model::{DenseAutoencoder, DenseSpec};
+use crate::progress::Progress;
+use crate::score::calibration::check_rate;
+use crate::score::{Calibration, Reduction, ThresholdRule};
+use crate::train::DenseTrainOptions;
+use crate::train::dense::{Batch, DenseOutput, train_dense_batches};
+
+/// Everything [`AudioDetector::fit`] can be told; [`Default`] is the DCASE baseline's setup.
+#[derive(Debug, Clone)]
+pub struct AudioParams {
+    /// Sample rate of the model [default: the most common rate of the training files].
+    pub sample_rate: Option<u32>,
+    pub n_fft: usize,
+    pub hop: usize,
+    pub n_mels: usize,
+    /// Consecutive frames stacked into one input.
+    pub context: usize,
+    pub latent: usize,
+    pub hidden: Vec<usize>,
+    pub batch_norm: bool,
+    /// Passes over the training inputs [default: about 4,000 optimizer steps, 10 to 100].
+    pub epochs: Option<usize>,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub fpr: f64,
+    pub contamination: Option<f64>,
+    /// Share of the training recordings held out to calibrate the threshold.
+    pub calibration_fraction: f64,
+    /// A recording's score from its inputs' errors.
+    pub reduction: Reduction,
+    /// Leave out unreadable files with a warning instead of stopping.
+    pub skip_bad: bool,
+}
+
+impl Default for AudioParams {
+    fn default() -> Self {
+        Self {
+            sample_rate: None,
+            n_fft: 1024,
+            hop: 512,
+            n_mels: 128,
+            context: 5,
+            latent: 8,
+            hidden: vec![128, 128, 128, 128],
+            batch_norm: true,
+            epochs: None,
+            batch_size: 256,
+            learning_rate: 1e-3,
+            seed: 42,
+            fpr: 0.01,
+            contamination: None,
+            calibration_fraction: 0.15,
+            reduction: Reduction::Mean,
+            skip_bad: false,
+        }
+    }
+}
+
+const TARGET_STEPS: usize = 4000;
+const MIN_EPOCHS: usize = 10;
+const MAX_EPOCHS: usize = 100;
+/// Inputs run through the network at a time when scoring.
+const CHUNK_INPUTS: usize = 2048;
+/// Bands' spread is floored at this many dB: a band that never changes in training (a
+/// band-limited recording) would otherwise make any sound there an enormous error.
+const MIN_BAND_STD_DB: f32 = 1.0;
+/// Recordings whose every sample is within this of zero (2 steps of 16-bit audio, -84 dBFS)
+/// are silent: there is nothing to judge a machine by.
+pub const SILENCE_LEVEL: f32 = 2.0 / 32768.0;
+
+/// Why a recording was not scored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unscored {
+    /// Every sample is (nearly) zero.
+    Silent,
+    /// Shorter than one input's worth of frames.
+    TooShort { seconds: f64, needed: f64 },
+}
+
+impl std::fmt::Display for Unscored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unscored::Silent => write!(f, "silent (every sample below -84 dBFS)"),
+            Unscored::TooShort { seconds, needed } => {
+                write!(
+                    f,
+                    "too short ({seconds:.3} s; the model needs {needed:.3} s)"
+                )
+            }
+        }
+    }
+}
+
+/// A recording as the detector reads it: standardised log-mel frames, or why it cannot be
+/// scored.
+type Frames = std::result::Result<Vec<f32>, Unscored>;
+
+/// One scored recording.
+#[derive(Debug, Clone)]
+pub struct ScoredClip {
+    pub path: PathBuf,
+    pub seconds: f64,
+    /// `None` with the reason when the recording could not be scored.
+    pub result: std::result::Result<ClipScore, Unscored>,
+}
+
+/// The score of a recording and its time-frequency error map.
+#[derive(Debug, Clone)]
+pub struct ClipScore {
+    pub score: f32,
+    pub p_value: f64,
+    pub is_anomaly: bool,
+    /// Frames of the map (its width).
+    pub frames: usize,
+    /// Mean squared error of each (frame, band), `frames x n_mels`, frame-major.
+    pub map: Vec<f32>,
+}
+
+/// A trained audio anomaly detector.
+pub struct AudioDetector {
+    model: DenseAutoencoder,
+    meta: AudioMeta,
+    logmel: LogMel,
+    device: Device,
+}
+
+/// The most common sample rate among `paths` (the lowest among equals).
+fn common_rate(paths: &[PathBuf], skip_bad: bool) -> Result<u32> {
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    for p in paths {
+        match Audio::read_spec(p) {
+            Ok(spec) => *counts.entry(spec.sample_rate).or_default() += 1,
+            Err(_) if skip_bad => {}
+            Err(e) => return Err(e),
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(rate, n)| (n, std::cmp::Reverse(rate)))
+        .map(|(rate, _)| rate)
+        .ok_or_else(|| Error::Invalid("no readable recording".into()))
+}
+
+/// Log-mel frames (dB, `frames x n_mels`) of `audio` mixed to mono at the rate of `logmel`,
+/// or why the recording cannot be used with `context` frames per input.
+fn log_mel_frames(logmel: &LogMel, audio: &Audio, context: usize) -> Result<Frames> {
+    let spec = logmel.spec();
+    if audio.peak() <= SILENCE_LEVEL {
+        return Ok(Err(Unscored::Silent));
+    }
+    let audio = audio.resampled(spec.sample_rate)?;
+    let mono = audio.mono();
+    let frames = 1 + mono.len() / spec.hop;
+    if frames < context {
+        return Ok(Err(Unscored::TooShort {
+            seconds: audio.seconds(),
+            needed: ((context - 1) * spec.hop) as f64 / spec.sample_rate as f64,
+        }));
+    }
+    Ok(Ok(logmel.compute(&mono)))
+}
+
+/// Mean and spread (floored) of each band over the frames of `clips`.
+fn band_statistics(clips: &[&Vec<f32>], n_mels: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut sum = vec![0f64; n_mels];
+    let mut sum_sq = vec![0f64; n_mels];
+    let mut n = 0f64;
+    for clip in clips {
+        for frame in clip.chunks(n_mels) {
+            for (b, &v) in frame.iter().enumerate() {
+                sum[b] += v as f64;
+                sum_sq[b] += (v as f64) * (v as f64);
+            }
+            n += 1.0;
+        }
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std = sum_sq
+        .iter()
+        .zip(&sum)
+        .map(|(sq, s)| {
+            let m = s / n;
+            ((sq / n - m * m).max(0.0).sqrt() as f32).max(MIN_BAND_STD_DB)
+        })
+        .collect();
+    (mean, std)
+}
+
+impl AudioDetector {
+    /// Trains on the WAV files under `data` (or its `train/good` in the MVTec layout), holds
+    /// out `calibration_fraction` of the recordings and calibrates the threshold. Silent and
+    /// too-short recordings are left out with a warning; unreadable ones stop training
+    /// (named) unless `skip_bad`. Settings that cannot work fail before any training.
+    pub fn fit(
+        data: &Path,
+        params: &AudioParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        match params.contamination {
+            Some(c) => check_rate("--contamination", c)?,
+            None => check_rate("--fpr", params.fpr)?,
+        }
+        check_rate("--calibration", params.calibration_fraction)?;
+        for (name, v) in [
+            ("--batch-size", params.batch_size),
+            ("--hop", params.hop),
+            ("--n-mels", params.n_mels),
+            ("--context", params.context),
+            ("--latent", params.latent),
+        ] {
+            if v == 0 {
+                return Err(Error::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if params.n_fft < 16 || params.n_fft % 2 != 0 {
+            return Err(Error::Invalid(format!(
+                "--n-fft {} must be an even number of at least 16",
+                params.n_fft
+            )));
+        }
+        if params.hidden.contains(&0) {
+            return Err(Error::Invalid(
+                "hidden layer widths must be at least 1".into(),
+            ));
+        }
+        let folder = training_folder(data);
+        let paths = find_audio(&folder)?;
+        let sample_rate = match params.sample_rate {
+            Some(0) => return Err(Error::Invalid("--sample-rate must be positive".into())),
+            Some(r) => r,
+            None => common_rate(&paths, params.skip_bad)?,
+        };
+        let mel = MelSpec {
+            sample_rate,
+            n_fft: params.n_fft,
+            hop: params.hop,
+            n_mels: params.n_mels,
+            fmin: 0.0,
+            fmax: None,
+        };
+        let logmel = LogMel::new(&mel);
+        progress.stage("reading recordings", paths.len() as u64);
+        let mut clips = Vec::new();
+        let mut left_out = Vec::new();
+        for path in &paths {
+            let audio = match Audio::read(path) {
+                Ok(a) => a,
+                Err(e) if params.skip_bad => {
+                    left_out.push(e.to_string());
+                    progress.advance(1);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match log_mel_frames(&logmel, &audio, params.context)? {
+                Ok(frames) => clips.push(frames),
+                Err(why) => left_out.push(format!("{}: {why}", path.display())),
+            }
+            progress.advance(1);
+        }
+        progress.finish();
+        for s in left_out.iter().take(5) {
+            progress.warn(&format!("left out {s}"));
+        }
+        if left_out.len() > 5 {
+            progress.warn(&format!("left out {} recordings in all", left_out.len()));
+        }
+        let n = clips.len();
+        if n < 2 {
+            return Err(Error::Invalid(format!(
+                "{}: {n} usable recording; need at least 2 (one to train on, one to calibrate)",
+                folder.display()
+            )));
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed ^ 0xca1));
+        let n_cal = ((n as f64 * params.calibration_fraction).round() as usize).clamp(1, n - 1);
+        let (cal_idx, train_idx) = order.split_at(n_cal);
+        let mut train_idx = train_idx.to_vec();
+        train_idx.sort_unstable();
+        let train_clips: Vec<&Vec<f32>> = train_idx.iter().map(|&i| &clips[i]).collect();
+        let (band_mean, band_std) = band_statistics(&train_clips, params.n_mels);
+        let features = AudioFeatures {
+            mel,
+            context: params.context,
+            band_mean,
+            band_std,
+        };
+        for clip in clips.iter_mut() {
+            standardize(&features, clip);
+        }
+        // Every training input is `context` consecutive frames, which lie next to each other
+        // in one buffer of all the training frames: an input is its first frame's index.
+        let m = params.n_mels;
+        let mut frames = Vec::new();
+        let mut starts = Vec::new();
+        for &i in &train_idx {
+            let base = frames.len() / m;
+            let t = clips[i].len() / m;
+            starts.extend((0..=t - params.context).map(|s| base + s));
+            frames.extend_from_slice(&clips[i]);
+        }
+        let d = m * params.context;
+        let spec = DenseSpec {
+            features: d,
+            hidden: params.hidden.clone(),
+            latent: params.latent,
+            variational: false,
+            batch_norm: params.batch_norm,
+            mask_input: false,
+        };
+        let batch_size = params.batch_size.min(starts.len());
+        let epochs = params.epochs.unwrap_or_else(|| {
+            crate::train::default_epochs(starts.len(), batch_size, TARGET_STEPS, MAX_EPOCHS)
+                .max(MIN_EPOCHS)
+        });
+        let opts = DenseTrainOptions {
+            epochs,
+            batch_size,
+            learning_rate: params.learning_rate,
+            seed: params.seed,
+            mask_rate: 0.0,
+            kl_weight: 0.0,
+        };
+        let indices: Vec<usize> = (0..starts.len()).collect();
+        let (model, curve) = train_dense_batches(
+            &spec,
+            &indices,
+            &opts,
+            DenseOutput::Linear,
+            device,
+            progress,
+            |chunk, _| {
+                let mut x = Vec::with_capacity(chunk.len() * d);
+                for &i in chunk {
+                    x.extend_from_slice(&frames[starts[i] * m..(starts[i] + params.context) * m]);
+                }
+                Batch {
+                    shown_values: x.clone(),
+                    shown: None,
+                    observed: None,
+                    targets: x,
+                }
+            },
+        )?;
+        let rule = match params.contamination {
+            Some(c) => ThresholdRule::Contamination { contamination: c },
+            None => ThresholdRule::Conformal { fpr: params.fpr },
+        };
+        let mut this = Self {
+            model,
+            logmel,
+            meta: AudioMeta {
+                format_version: FORMAT_VERSION,
+                kind: KIND_AUDIO.into(),
+                task: TASK_DETECT.into(),
+                spec,
+                features,
+                scoring: AudioScoring {
+                    reduction: params.reduction,
+                    map_scale: 1.0,
+                },
+                calibration: Calibration::fit(vec![0.0], rule)?,
+                training: TrainingSummary {
+                    train_samples: train_idx.len(),
+                    calibration_samples: n_cal,
+                    skipped_samples: left_out.len(),
+                    epochs,
+                    batch_size,
+                    learning_rate: params.learning_rate,
+                    seed: params.seed,
+                    loss_curve: curve,
+                    seconds: 0.0,
+                },
+            },
+            device: device.clone(),
+        };
+        let mut scores = Vec::with_capacity(n_cal);
+        let mut map_scale = 0f32;
+        for &i in cal_idx {
+            let (score, map) = this.score_frames(&clips[i]);
+            scores.push(score);
+            map_scale = map.iter().copied().fold(map_scale, f32::max);
+        }
+        let calibration = Calibration::fit(scores, rule)?;
+        if let Some(w) = calibration.shortfall("recordings", params.calibration_fraction) {
+            progress.warn(&w);
+        }
+        this.meta.calibration = calibration;
+        this.meta.scoring.map_scale = if map_scale > 0.0 { map_scale } else { 1.0 };
+        this.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(this)
+    }
+
+    /// Loads an audio detector's model file for use on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::from_bytes(path, file::read_model_bytes(path)?, device)
+    }
+
+    /// Loads an audio detector from its model file's bytes (named `path` in errors).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>, device: &Device) -> Result<Self> {
+        let (weights, meta) = file::load_dense_bytes(
+            path,
+            bytes,
+            KIND_AUDIO,
+            TASK_DETECT,
+            |m: &AudioMeta| &m.spec,
+            device,
+        )?;
+        Ok(Self {
+            model: weights.autoencoder,
+            logmel: LogMel::new(&meta.features.mel),
+            meta,
+            device: device.clone(),
+        })
+    }
+
+    /// Writes the model file to `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let weights = DenseWeights {
+            autoencoder: self.model.clone(),
+        };
+        file::save_dense(path, &weights, &self.meta)
+    }
+
+    pub fn meta(&self) -> &AudioMeta {
+        &self.meta
+    }
+
+    /// The score of standardised log-mel `frames` and their error map (`frames x n_mels`).
+    fn score_frames(&self, frames: &[f32]) -> (f32, Vec<f32>) {
+        let m = self.meta.features.mel.n_mels;
+        let c = self.meta.features.context;
+        let d = m * c;
+        let t = frames.len() / m;
+        let n = t + 1 - c;
+        let mut input_errors = Vec::with_capacity(n);
+        let mut map = vec![0f32; t * m];
+        let mut counts = vec![0u32; t];
+        for first in (0..n).step_by(CHUNK_INPUTS) {
+            let last = (first + CHUNK_INPUTS).min(n);
+            let mut x = Vec::with_capacity((last - first) * d);
+            for s in first..last {
+                x.extend_from_slice(&frames[s * m..(s + c) * m]);
+            }
+            // Built on the inference device itself: tensors moved over from an autodiff
+            // device leak on every forward.
+            let input =
+                Tensor::<2>::from_data(TensorData::new(x.clone(), [last - first, d]), &self.device);
+            let recon: Vec<f32> = self
+                .model
+                .forward(input, None)
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("f32 output");
+            for (k, (xi, yi)) in x.chunks(d).zip(recon.chunks(d)).enumerate() {
+                let s = first + k;
+                let mut total = 0f32;
+                for (j, (a, b)) in xi.iter().zip(yi).enumerate() {
+                    let e = (a - b) * (a - b);
+                    total += e;
+                    map[s * m + j] += e;
+                }
+                for f in s..s + c {
+                    counts[f] += 1;
+                }
+                input_errors.push(total / d as f32);
+            }
+        }
+        for (f, &k) in counts.iter().enumerate() {
+            for v in &mut map[f * m..(f + 1) * m] {
+                *v /= k.max(1) as f32;
+            }
+        }
+        (self.meta.scoring.reduction.apply(&input_errors), map)
+    }
+
+    /// Scores one recording.
+    pub fn score_audio(&self, path: &Path, audio: &Audio) -> Result<ScoredClip> {
+        let result = match log_mel_frames(&self.logmel, audio, self.meta.features.context)? {
+            Ok(mut frames) => {
+                standardize(&self.meta.features, &mut frames);
+                let (score, map) = self.score_frames(&frames);
+                let cal = &self.meta.calibration;
+                Ok(ClipScore {
+                    score,
+                    p_value: cal.p_value(score),
+                    is_anomaly: cal.is_anomaly(score),
+                    frames: map.len() / self.meta.features.mel.n_mels,
+                    map,
+                })
+            }
+            Err(why) => Err(why),
+        };
+        Ok(ScoredClip {
+            path: path.to_path_buf(),
+            seconds: audio.seconds(),
+            result,
+        })
+    }
+
+    /// Scores the recordings at `paths` in order, handing each to `on_clip`. Unreadable
+    /// files stop scoring (named) unless `skip_bad`, which warns and counts them; silent and
+    /// too-short recordings are handed over unscored. Returns the number skipped.
+    pub fn score_paths(
+        &self,
+        paths: &[PathBuf],
+        skip_bad: bool,
+        progress: &dyn Progress,
+        mut on_clip: impl FnMut(ScoredClip) -> Result<()>,
+    ) -> Result<usize> {
+        progress.stage("scoring", paths.len() as u64);
+        let mut skipped = 0;
+        for path in paths {
+            let audio = match Audio::read(path) {
+                Ok(a) => a,
+                Err(e) if skip_bad => {
+                    progress.warn(&format!("skipped: {e}"));
+                    skipped += 1;
+                    progress.advance(1);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            on_clip(self.score_audio(path, &audio)?)?;
+            progress.advance(1);
+        }
+        progress.finish();
+        Ok(skipped)
+    }
+
+    /// The error map of a scored recording as an image: time left to right, low bands at the
+    /// bottom, jet colours scaled by the largest error seen on calibration recordings. Each
+    /// frame is drawn a few pixels wide so that short recordings stay legible.
+    pub fn map_image(&self, clip: &ClipScore) -> image::RgbImage {
+        let m = self.meta.features.mel.n_mels;
+        let scale = self.meta.scoring.map_scale;
+        let wide = (512 / clip.frames.max(1)).clamp(1, 8) as u32;
+        let tall = (256 / m.max(1)).clamp(1, 4) as u32;
+        image::RgbImage::from_fn(clip.frames as u32 * wide, m as u32 * tall, |x, y| {
+            let f = (x / wide) as usize;
+            let band = m - 1 - (y / tall) as usize;
+            let c = crate::score::maps::jet(clip.map[f * m + band] / scale);
+            image::Rgb(c.map(|v| (v * 255.0).round() as u8))
+        })
+    }
+
+    /// Writes a scored recording's error image (`<rel>_map.png`) and raw map
+    /// (`<rel>_map.npy`, bands x frames, low bands first) under `dir`.
+    pub fn write_maps(&self, dir: &Path, rel: &Path, clip: &ClipScore) -> Result<()> {
+        let m = self.meta.features.mel.n_mels;
+        let mut base = dir.join(rel.with_extension("")).into_os_string();
+        base.push("_map");
+        let base = PathBuf::from(base);
+        crate::score::maps::write_png(&base.with_extension("png"), &self.map_image(clip))?;
+        let mut bands_by_frames = vec![0f32; clip.map.len()];
+        for f in 0..clip.frames {
+            for b in 0..m {
+                bands_by_frames[b * clip.frames + f] = clip.map[f * m + b];
+            }
+        }
+        crate::score::maps::write_npy(
+            &base.with_extension("npy"),
+            &bands_by_frames,
+            clip.frames as u32,
+            m as u32,
+        )
+    }
+
+    /// Scores the labelled recordings under `root/test` (`good/` normal, every other folder
+    /// a fault) and measures detection: AUROC and pAUC (FPR up to `max_fpr`, DCASE's 0.1)
+    /// overall and per fault against the good recordings.
+    pub fn evaluate(
+        &self,
+        root: &Path,
+        max_fpr: f64,
+        progress: &dyn Progress,
+    ) -> Result<AudioEval> {
+        let test = root.join("test");
+        if !crate::data::mvtec::is_test_folder(&test) {
+            return Err(Error::Invalid(format!(
+                "{}: not an MVTec-layout root (expected test/good and test/<fault> folders of WAV files)",
+                root.display()
+            )));
+        }
+        let paths = find_audio(&test)?;
+        let mut scored = Vec::new();
+        let mut unscored = Vec::new();
+        self.score_paths(&paths, false, progress, |clip| {
+            let Some(anomalous) = label_in_test_folder(&test, &clip.path) else {
+                return Ok(());
+            };
+            let category = clip
+                .path
+                .strip_prefix(&test)
+                .ok()
+                .and_then(|r| r.components().next())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match clip.result {
+                Ok(s) => scored.push((category, anomalous, s.score, s.is_anomaly)),
+                Err(why) => unscored.push(format!("{}: {why}", clip.path.display())),
+            }
+            Ok(())
+        })?;
+        let rank = |sel: &dyn Fn(&str) -> bool| {
+            let (s, l): (Vec<f32>, Vec<bool>) = scored
+                .iter()
+                .filter(|c| sel(&c.0))
+                .map(|c| (c.2, c.1))
+                .unzip();
+            (
+                metrics::auroc(&s, &l),
+                metrics::partial_auroc(&s, &l, max_fpr),
+            )
+        };
+        let mut categories: Vec<String> = scored.iter().map(|c| c.0.clone()).collect();
+        categories.sort();
+        categories.dedup();
+        let per_fault = categories
+            .iter()
+            .filter(|c| c.as_str() != "good")
+            .map(|c| {
+                let (auroc, pauc) = rank(&|k| k == "good" || k == c);
+                let of: Vec<_> = scored.iter().filter(|s| &s.0 == c).collect();
+                FaultReport {
+                    fault: c.clone(),
+                    recordings: of.len(),
+                    flagged: of.iter().filter(|s| s.3).count(),
+                    auroc,
+                    pauc,
+                }
+            })
+            .collect();
+        let (auroc, pauc) = rank(&|_| true);
+        let good: Vec<_> = scored.iter().filter(|s| !s.1).collect();
+        let flagged: Vec<bool> = scored.iter().map(|s| s.3).collect();
+        let labels: Vec<bool> = scored.iter().map(|s| s.1).collect();
+        let cls = metrics::classification(&flagged, &labels);
+        Ok(AudioEval {
+            recordings: scored.len(),
+            anomalous: labels.iter().filter(|&&l| l).count(),
+            auroc,
+            pauc,
+            max_fpr,
+            f1: cls.f1,
+            precision: cls.precision,
+            recall: cls.recall,
+            threshold: self.meta.calibration.threshold,
+            fpr_target: self.meta.calibration.effective_fpr,
+            false_alarm_rate_good: (!good.is_empty())
+                .then(|| good.iter().filter(|s| s.3).count() as f64 / good.len() as f64),
+            per_fault,
+            unscored,
+        })
+    }
+}
+
+/// Standardises log-mel `frames` in place with the model's band statistics.
+fn standardize(features: &AudioFeatures, frames: &mut [f32]) {
+    let m = features.mel.n_mels;
+    for frame in frames.chunks_mut(m) {
+        for ((v, mean), std) in frame
+            .iter_mut()
+            .zip(&features.band_mean)
+            .zip(&features.band_std)
+        {
+            *v = (*v - mean) / std;
+        }
+    }
+}
+
+/// Detection results for one fault folder, against `test/good`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultReport {
+    pub fault: String,
+    pub recordings: usize,
+    /// Recordings flagged at the model's threshold.
+    pub flagged: usize,
+    pub auroc: Option<f64>,
+    pub pauc: Option<f64>,
+}
+
+/// What `eval` prints for an audio detector.
+#[derive(Debug, Clone, Serialize)]
+pub struct AudioEval {
+    pub recordings: usize,
+    pub anomalous: usize,
+    pub auroc: Option<f64>,
+    /// Partial AUROC up to `max_fpr`, McClish-standardised (as DCASE and scikit-learn).
+    pub pauc: Option<f64>,
+    pub max_fpr: f64,
+    /// F1, precision and recall of `is_anomaly` at the model's threshold.
+    pub f1: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub threshold: f32,
+    pub fpr_target: f64,
+    pub false_alarm_rate_good: Option<f64>,
+    pub per_fault: Vec<FaultReport>,
+    /// Recordings that could not be scored (silent, too short), with the reason.
+    pub unscored: Vec<String>,
+}
+
+/// Scores every WAV file under `data` and writes `path,score,p_value,is_anomaly,note` rows
+/// (paths relative to `data`; a recording that cannot be scored has empty values and the
+/// reason in `note`) to `out_csv`, and error images to `maps_dir` when given. Returns the
+/// rows written, the recordings not scored and the files skipped.
+pub fn score_audio_to_csv(
+    detector: &AudioDetector,
+    data: &Path,
+    out_csv: &Path,
+    maps_dir: Option<&Path>,
+    skip_bad: bool,
+    progress: &dyn Progress,
+) -> Result<(usize, usize, usize)> {
+    let paths = find_audio(data)?;
+    let base = crate::task::detect::names_base(data);
+    let (mut rows, mut unscored, mut skipped) = (0, 0, 0);
+    crate::io::write_atomic(out_csv, |tmp| {
+        let bad = |e: csv::Error| Error::Invalid(format!("{}: {e}", tmp.display()));
+        let mut w = csv::Writer::from_path(tmp).map_err(bad)?;
+        w.write_record(["path", "score", "p_value", "is_anomaly", "note"])
+            .map_err(bad)?;
+        skipped = detector.score_paths(&paths, skip_bad, progress, |clip| {
+            let rel = clip.path.strip_prefix(&base).unwrap_or(&clip.path);
+            let name = rel.to_string_lossy();
+            match &clip.result {
+                Ok(s) => {
+                    w.write_record([
+                        name.as_ref(),
+                        &s.score.to_string(),
+                        &s.p_value.to_string(),
+                        if s.is_anomaly { "1" } else { "0" },
+                        "",
+                    ])
+                    .map_err(bad)?;
+                    if let Some(dir) = maps_dir {
+                        detector.write_maps(dir, rel, s)?;
+                    }
+                }
+                Err(why) => {
+                    progress.warn(&format!("not scored: {}: {why}", clip.path.display()));
+                    unscored += 1;
+                    w.write_record([name.as_ref(), "", "", "", &why.to_string()])
+                        .map_err(bad)?;
+                }
+            }
+            rows += 1;
+            Ok(())
+        })?;
+        w.flush().map_err(|e| Error::io(tmp, e))
+    })?;
+    Ok((rows, unscored, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::machines::{MachineConfig, generate_machine_sounds};
+    use crate::progress::Silent;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bn-sound-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn detects_faults_round_trips_and_reports_unusable_recordings() {
+        let root = scratch("fit");
+        let cfg = MachineConfig {
+            seconds: 1.0,
+            train: 40,
+            test_good: 8,
+            test_per_fault: 4,
+            ..MachineConfig::default()
+        };
+        generate_machine_sounds(&root, &cfg).unwrap();
+        // Recordings training must leave out, and a file it cannot read.
+        let good = root.join("train/good");
+        let silent = Audio {
+            spec: Audio::read(&good.join("0000.wav")).unwrap().spec,
+            samples: vec![0.0; 16000],
+        };
+        silent.write(&good.join("silent.wav")).unwrap();
+        let short = Audio {
+            samples: vec![0.1; 100],
+            ..silent.clone()
+        };
+        short.write(&good.join("short.wav")).unwrap();
+        let params = AudioParams {
+            n_mels: 32,
+            hidden: vec![32, 32],
+            latent: 4,
+            epochs: Some(15),
+            calibration_fraction: 0.25,
+            ..AudioParams::default()
+        };
+        let device = Device::flex();
+        let det = AudioDetector::fit(&root, &params, &device, &Silent).unwrap();
+        let meta = det.meta();
+        assert_eq!(meta.training.skipped_samples, 2);
+        assert_eq!(
+            (
+                meta.training.train_samples,
+                meta.training.calibration_samples
+            ),
+            (30, 10)
+        );
+        assert_eq!(meta.spec.features, 32 * 5);
+        assert_eq!(meta.calibration.scores.len(), 10);
+        let curve = &meta.training.loss_curve;
+        assert!(curve[curve.len() - 1] < curve[0] * 0.8, "{curve:?}");
+
+        let eval = det.evaluate(&root, 0.1, &Silent).unwrap();
+        assert_eq!((eval.recordings, eval.anomalous), (20, 12));
+        let auroc = eval.auroc.unwrap();
+        assert!(auroc > 0.8, "{eval:?}");
+
+        let file = root.join("m.safetensors");
+        det.save(&file).unwrap();
+        let loaded = AudioDetector::load(&file, &device).unwrap();
+        assert_eq!(loaded.meta(), det.meta());
+        let test = find_audio(&root.join("test")).unwrap();
+        let collect = |d: &AudioDetector| {
+            let mut v = Vec::new();
+            d.score_paths(&test, false, &Silent, |c| {
+                let s = c.result.unwrap();
+                v.push((s.score, s.p_value, s.map));
+                Ok(())
+            })
+            .unwrap();
+            v
+        };
+        assert_eq!(collect(&det), collect(&loaded));
+
+        // Silent and too-short recordings come back unscored with the reason; a truncated
+        // file stops scoring with its name, or is skipped on request.
+        let s = det.score_audio(Path::new("s.wav"), &silent).unwrap();
+        assert_eq!(s.result.unwrap_err(), Unscored::Silent);
+        let s = det.score_audio(Path::new("t.wav"), &short).unwrap();
+        assert!(
+            matches!(s.result, Err(Unscored::TooShort { .. })),
+            "{:?}",
+            s.result
+        );
+        let bytes = std::fs::read(&test[0]).unwrap();
+        let cut = root.join("cut.wav");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2 + 1]).unwrap();
+        let paths = vec![test[0].clone(), cut.clone()];
+        let err = det
+            .score_paths(&paths, false, &Silent, |_| Ok(()))
+            .unwrap_err();
+        assert!(err.to_string().contains("cut.wav"), "{err}");
+        assert_eq!(
+            det.score_paths(&paths, true, &Silent, |_| Ok(())).unwrap(),
+            1
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_map_places_a_loud_band_where_it_sounds() {
+        // A detector that has seen only low hum hears a burst of a high tone: the error
+        // map is largest in the high bands during the burst.
+        let root = scratch("map");
+        let good = root.join("good");
+        let rate = 16000u32;
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let tone =
+            |f: f32, i: usize| (2.0 * std::f32::consts::PI * f * i as f32 / rate as f32).sin();
+        for k in 0..12 {
+            let samples = (0..rate as usize)
+                .map(|i| 0.3 * tone(100.0 + k as f32, i) + 0.01 * tone(3000.0 + 37.0 * k as f32, i))
+                .collect();
+            Audio { spec, samples }
+                .write(&good.join(format!("{k}.wav")))
+                .unwrap();
+        }
+        let params = AudioParams {
+            n_mels: 32,
+            hidden: vec![32],
+            latent: 4,
+            epochs: Some(20),
+            calibration_fraction: 0.2,
+            ..AudioParams::default()
+        };
+        let det = AudioDetector::fit(&good, &params, &Device::flex(), &Silent).unwrap();
+        let samples: Vec<f32> = (0..rate as usize)
+            .map(|i| {
+                let burst = if (8000..12000).contains(&i) {
+                    0.3 * tone(6000.0, i)
+                } else {
+                    0.0
+                };
+                0.3 * tone(105.0, i) + 0.01 * tone(3100.0, i) + burst
+            })
+            .collect();
+        let clip = det
+            .score_audio(Path::new("b.wav"), &Audio { spec, samples })
+            .unwrap()
+            .result
+            .unwrap();
+        assert!(clip.is_anomaly);
+        let m = 32;
+        let (frames, map) = (clip.frames, &clip.map);
+        let hop_s = 512.0 / rate as f32;
+        let at = |f: usize, lo: usize, hi: usize| -> f32 {
+            map[f * m + lo..f * m + hi].iter().sum::<f32>() / (hi - lo) as f32
+        };
+        let burst_frame = (0.625 / hop_s) as usize;
+        let quiet_frame = (0.2 / hop_s) as usize;
+        assert!(frames > burst_frame);
+        assert!(at(burst_frame, 24, 32) > 10.0 * at(quiet_frame, 24, 32));
+        assert!(at(burst_frame, 24, 32) > at(burst_frame, 0, 8));
+        let img = det.map_image(&clip);
+        assert_eq!(img.height() as usize % m, 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
