@@ -7,17 +7,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use bottleneck::data::audio::is_audio_data;
+use bottleneck::data::machines::{MachineConfig, generate_machine_sounds};
 use bottleneck::data::synthetic::{BoardConfig, generate_boards};
 use bottleneck::data::table::{ColumnSelection, is_table_path};
 use bottleneck::device::device_by_name;
-use bottleneck::model::file::{self, KIND_TABLE, TableScore};
+use bottleneck::model::file::{self, KIND_AUDIO, KIND_TABLE, TableScore};
 use bottleneck::report::{
     DEFAULT_TOP, ImageReport, ReportOptions, ReportSummary, TableReport, write_report,
 };
 use bottleneck::score::{Loss, Reduction};
 use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
+use bottleneck::task::sound::score_audio_to_csv;
 use bottleneck::task::{
-    Catalogue, DenoiseParams, Denoiser, TableModel, TableParams, encode_to_file,
+    AudioDenoiseParams, AudioDenoiser, AudioDetector, AudioParams, Catalogue, DenoiseParams,
+    Denoiser, TableModel, TableParams, encode_to_file,
 };
 use bottleneck::train::NoiseModel;
 use bottleneck_serve::{ServeConfig, default_workers};
@@ -32,8 +36,8 @@ use crate::progress::Bars;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Autoencoders trained on normal data: anomaly detection with calibrated thresholds and
-/// heatmaps (images) or per-column explanations (tables), bottleneck codes, filling
-/// missing cells, and image denoising.
+/// heatmaps (images), per-column explanations (tables) or time-frequency error maps
+/// (audio), bottleneck codes, filling missing cells, and image and audio denoising.
 #[derive(Parser)]
 #[command(name = "bottleneck", version, about, long_about = None)]
 struct Cli {
@@ -50,21 +54,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train on normal data and calibrate a threshold on a held-out part of it. DATA is a
-    /// folder of good images (searched recursively, or an MVTec root's train/good) or a
-    /// table (.csv, .tsv, .parquet, .npy) of normal rows.
+    /// folder of good images (searched recursively, or an MVTec root's train/good), a
+    /// table (.csv, .tsv, .parquet, .npy) of normal rows, or a folder of normal recordings
+    /// (.wav). With --task denoise: clean images or clean recordings.
     Train(Box<TrainArgs>),
-    /// Score images (path,score,p_value,is_anomaly; heatmaps with --maps) or table rows
-    /// (row or id,score,p_value,is_anomaly; the top columns with --explain). Rows are
-    /// numbered from 1, header not counted.
+    /// Score images (path,score,p_value,is_anomaly; heatmaps with --maps), table rows
+    /// (row or id,score,p_value,is_anomaly; the top columns with --explain), or recordings
+    /// (path,score,p_value,is_anomaly,note; a silent or too-short recording is not scored
+    /// and says why in note; time-frequency error maps with --maps). Rows are numbered from
+    /// 1, header not counted.
     Score {
         /// Model file written by `train`.
         model: PathBuf,
-        /// An image, a folder of images, or a table (as the model was trained on).
+        /// An image, a folder of images, a table, or a WAV file or folder (as the model was
+        /// trained on).
         data: PathBuf,
         /// CSV file to write.
         #[arg(short, long)]
         output: PathBuf,
-        /// Images: folder for per-image heatmap overlays (PNG) and raw maps (.npy).
+        /// Images: folder for per-image heatmap overlays (PNG) and raw maps (.npy). Audio:
+        /// per-recording error images (`<name>_map.png`: time left to right, low
+        /// frequencies at the bottom) and raw maps (`<name>_map.npy`, mel bands x frames).
         #[arg(long)]
         maps: Option<PathBuf>,
         /// Tables: add the K columns contributing most to each row's reconstruction error
@@ -113,18 +123,20 @@ enum Command {
         #[arg(long)]
         skip_bad: bool,
     },
-    /// Remove noise from images with a model trained by `train --task denoise`. Outputs keep
-    /// the input's size, channels, bit depth and format; inputs are never overwritten.
+    /// Remove noise from images or recordings with a model trained by `train --task
+    /// denoise`. Images keep their size, channels, bit depth and format; recordings their
+    /// sample rate, channels, sample format and length. Inputs are never overwritten.
     Denoise {
         /// Denoising model file.
         model: PathBuf,
-        /// An image or a folder of images (searched recursively).
+        /// An image or WAV file, or a folder of them (searched recursively).
         input: PathBuf,
-        /// Output folder (same relative paths as the input), or an image path for one input
+        /// Output folder (same relative paths as the input), or a file path for one input
         /// file.
         #[arg(short, long)]
         output: PathBuf,
-        /// Side of the tiles large images are cut into (they overlap and are blended).
+        /// Images: side of the tiles large images are cut into (they overlap and are
+        /// blended).
         #[arg(long, default_value_t = bottleneck::task::denoise::DEFAULT_TILE)]
         tile: usize,
         /// Skip unreadable images with a warning instead of stopping.
@@ -204,7 +216,8 @@ enum Command {
         skip_bad: bool,
     },
     /// Evaluate on an MVTec-layout root (test/good, test/<defect>, ground_truth/):
-    /// prints a JSON object of metrics.
+    /// prints a JSON object of metrics (audio models: AUROC and pAUC up to a false-positive
+    /// rate of 0.1, overall and per fault folder).
     Eval {
         /// Model file written by `train`.
         model: PathBuf,
@@ -254,6 +267,33 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Write synthetic machine sounds (motor hum with harmonics and load changes; faults:
+    /// bearing clicks, imbalance wobble, pitch drift) as 16-bit WAV files in the MVTec
+    /// layout: train/good, test/good, test/<fault>.
+    Machines {
+        /// Output root.
+        out: PathBuf,
+        /// Sample rate in Hz.
+        #[arg(long, default_value_t = 16000)]
+        sample_rate: u32,
+        /// Length of each clip in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f32,
+        /// Normal clips under train/good.
+        #[arg(long, default_value_t = 200)]
+        train: usize,
+        /// Normal clips under test/good.
+        #[arg(long, default_value_t = 50)]
+        test_good: usize,
+        /// Clips per fault under test/<fault>.
+        #[arg(long, default_value_t = 25)]
+        per_fault: usize,
+        /// Strength of the faults: 1 plainly audible, 0.2 subtle.
+        #[arg(long, default_value_t = 1.0)]
+        severity: f32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Generate synthetic circuit boards, train, evaluate and write heatmaps and a summary.
     Demo {
         /// Output folder.
@@ -268,10 +308,12 @@ enum Command {
 /// What a training set is.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Kind {
-    /// A table file by its extension, otherwise images.
+    /// A table file by its extension; a folder of WAV files without images is audio;
+    /// otherwise images.
     Auto,
     Images,
     Table,
+    Audio,
 }
 
 /// What a model is for.
@@ -279,7 +321,7 @@ enum Kind {
 enum Task {
     /// Anomaly detection (also gives bottleneck codes; tables also impute).
     Detect,
-    /// Image denoising.
+    /// Image or audio denoising.
     Denoise,
 }
 
@@ -337,9 +379,10 @@ struct TrainArgs {
     /// Training loss and map: ssim or mse.
     #[arg(long, default_value = "ssim")]
     loss: Loss,
-    /// Image score from the map: mean, max or topN (mean of the top N percent).
-    #[arg(long, default_value = "max")]
-    reduce: Reduction,
+    /// Score from the map: mean, max or topN (mean of the top N percent) [default: images
+    /// max; audio mean over the recording's inputs, as the DCASE baseline].
+    #[arg(long)]
+    reduce: Option<Reduction>,
     /// Gaussian smoothing of the map in input pixels [default: image size / 32].
     #[arg(long)]
     smoothing: Option<f32>,
@@ -377,11 +420,13 @@ struct TrainArgs {
     /// Tables: refinement passes of `impute` after the first fill.
     #[arg(long, default_value_t = 1, help_heading = "Tables")]
     impute_iterations: usize,
-    /// Denoising: noise added to the clean images during training: gaussian:SIGMA,
+    /// Denoising: noise added to the clean data during training. Images: gaussian:SIGMA,
     /// poisson:PEAK, salt-pepper:RATE, speckle:SIGMA (a level, or a range LOW-HIGH drawn per
-    /// patch), or mixed (all four over wide ranges) [default: mixed].
+    /// patch), or mixed (all four over wide ranges) [default: mixed]. Audio: white:SIGMA
+    /// or white:LOW-HIGH (standard deviation, full scale 1), or mix:NOISE_WAV_DIR (random
+    /// excerpts of those recordings at -5 to 20 dB SNR) [default: white:0.005-0.1].
     #[arg(long, help_heading = "Denoising")]
-    noise: Option<NoiseModel>,
+    noise: Option<String>,
     /// Denoising: a folder of real noisy images matched by relative path to the clean ones
     /// (in DATA or --clean), instead of --noise.
     #[arg(long, conflicts_with = "noise", help_heading = "Denoising")]
@@ -400,7 +445,27 @@ struct TrainArgs {
     /// Denoising: stride-2 levels of the network [default: 2].
     #[arg(long, help_heading = "Denoising")]
     levels: Option<usize>,
-    /// Skip unreadable images or bad rows with a warning instead of stopping.
+    /// Audio: sample rate of the model; recordings at other rates are resampled [default:
+    /// the most common rate of the training files].
+    #[arg(long, help_heading = "Audio")]
+    sample_rate: Option<u32>,
+    /// Audio: FFT frame length in samples [default: detection 1024, denoising 512].
+    #[arg(long, help_heading = "Audio")]
+    n_fft: Option<usize>,
+    /// Audio: hop between frames in samples [default: detection 512, denoising 128].
+    #[arg(long, help_heading = "Audio")]
+    hop: Option<usize>,
+    /// Audio detection: no batch normalisation after the hidden layers (on by default, as
+    /// in the DCASE baseline).
+    #[arg(long, help_heading = "Audio")]
+    no_batch_norm: bool,
+    /// Audio detection: mel bands [default: 128].
+    #[arg(long, help_heading = "Audio")]
+    n_mels: Option<usize>,
+    /// Audio: consecutive frames stacked into one network input [default: 5].
+    #[arg(long, help_heading = "Audio")]
+    context: Option<usize>,
+    /// Skip unreadable images, recordings or bad rows with a warning instead of stopping.
     #[arg(long)]
     skip_bad: bool,
 }
@@ -414,12 +479,114 @@ impl TrainArgs {
             .expect("clap requires DATA or --clean")
     }
 
-    fn denoise_params(&self) -> DenoiseParams {
+    /// Whether DATA holds recordings.
+    fn is_audio(&self) -> bool {
+        match self.kind {
+            Kind::Auto => !is_table_path(self.data()) && is_audio_data(self.data()),
+            Kind::Audio => true,
+            Kind::Images | Kind::Table => false,
+        }
+    }
+
+    /// The audio-only options given, by flag.
+    fn audio_options(&self) -> Vec<&'static str> {
+        [
+            ("--sample-rate", self.sample_rate.is_some()),
+            ("--n-fft", self.n_fft.is_some()),
+            ("--hop", self.hop.is_some()),
+            ("--n-mels", self.n_mels.is_some()),
+            ("--context", self.context.is_some()),
+            ("--no-batch-norm", self.no_batch_norm),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
+    /// The table-only options given, by flag.
+    fn table_options(&self) -> Vec<&'static str> {
+        [
+            ("--columns", self.columns.is_some()),
+            ("--exclude", !self.exclude.is_empty()),
+            ("--id-column", self.id_column.is_some()),
+            ("--vae", self.vae),
+            ("--batch-norm", self.batch_norm),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
+    /// The image-only options given, by flag.
+    fn image_options(&self) -> Vec<&'static str> {
+        [
+            ("--image-size", self.image_size.is_some()),
+            ("--width", self.width.is_some()),
+            ("--smoothing", self.smoothing.is_some()),
+            ("--raw-maps", self.raw_maps),
+            ("--patch", self.patch.is_some()),
+            ("--levels", self.levels.is_some()),
+            ("--noisy", self.noisy.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
+    fn audio_params(&self) -> AudioParams {
+        let d = AudioParams::default();
+        AudioParams {
+            sample_rate: self.sample_rate,
+            n_fft: self.n_fft.unwrap_or(d.n_fft),
+            hop: self.hop.unwrap_or(d.hop),
+            n_mels: self.n_mels.unwrap_or(d.n_mels),
+            context: self.context.unwrap_or(d.context),
+            latent: self.latent.unwrap_or(d.latent),
+            hidden: self.hidden.clone().unwrap_or(d.hidden),
+            epochs: self.epochs,
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            learning_rate: self.lr,
+            seed: self.seed,
+            fpr: self.fpr,
+            contamination: self.contamination,
+            calibration_fraction: self.calibration.unwrap_or(d.calibration_fraction),
+            reduction: self.reduce.unwrap_or(d.reduction),
+            batch_norm: !self.no_batch_norm,
+            skip_bad: self.skip_bad,
+            ..d
+        }
+    }
+
+    fn audio_denoise_params(&self) -> Result<AudioDenoiseParams> {
+        let d = AudioDenoiseParams::default();
+        Ok(AudioDenoiseParams {
+            noise: match &self.noise {
+                Some(n) => n.parse()?,
+                None => d.noise.clone(),
+            },
+            sample_rate: self.sample_rate,
+            n_fft: self.n_fft.unwrap_or(d.n_fft),
+            hop: self.hop.unwrap_or(d.hop),
+            context: self.context.unwrap_or(d.context),
+            hidden: self.hidden.clone().unwrap_or(d.hidden.clone()),
+            latent: self.latent.unwrap_or(d.latent),
+            epochs: self.epochs,
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            learning_rate: self.lr,
+            seed: self.seed,
+            validation_fraction: self.calibration.unwrap_or(d.validation_fraction),
+            skip_bad: self.skip_bad,
+        })
+    }
+
+    fn denoise_params(&self) -> Result<DenoiseParams> {
         let d = DenoiseParams::default();
-        DenoiseParams {
+        Ok(DenoiseParams {
             noise: self
                 .noise
-                .unwrap_or_else(|| "mixed".parse().expect("valid noise")),
+                .as_deref()
+                .unwrap_or("mixed")
+                .parse::<NoiseModel>()?,
             noisy: self.noisy.clone(),
             width: self.width.unwrap_or(d.width),
             levels: self.levels.unwrap_or(d.levels),
@@ -430,13 +597,13 @@ impl TrainArgs {
             seed: self.seed,
             validation_fraction: self.calibration.unwrap_or(d.validation_fraction),
             skip_bad: self.skip_bad,
-        }
+        })
     }
 
     fn is_table(&self) -> bool {
         match self.kind {
             Kind::Auto => is_table_path(self.data()),
-            Kind::Images => false,
+            Kind::Images | Kind::Audio => false,
             Kind::Table => true,
         }
     }
@@ -487,7 +654,7 @@ impl TrainArgs {
             contamination: self.contamination,
             calibration_fraction: self.calibration.unwrap_or(0.15),
             loss: self.loss,
-            reduction: self.reduce,
+            reduction: self.reduce.unwrap_or(Reduction::Max),
             smoothing_sigma: self.smoothing,
             normalize_maps: !self.raw_maps,
             knn: self.knn,
@@ -500,7 +667,52 @@ fn run(cli: Cli) -> Result<()> {
     let bars = Bars::new(cli.quiet);
     let device = device_by_name(&cli.device)?;
     match cli.command {
+        Command::Train(args) if args.task == Task::Denoise && args.is_audio() => {
+            let mut wrong = args.table_options();
+            wrong.extend(args.image_options());
+            if args.n_mels.is_some() {
+                wrong.push("--n-mels");
+            }
+            if args.contamination.is_some() {
+                wrong.push("--contamination");
+            }
+            if !wrong.is_empty() {
+                anyhow::bail!(
+                    "{}: {} cannot be used to train an audio denoiser",
+                    args.data().display(),
+                    wrong.join(", ")
+                );
+            }
+            let model =
+                AudioDenoiser::fit(args.data(), &args.audio_denoise_params()?, &device, &bars)?;
+            model
+                .save(&args.output)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            let m = model.meta();
+            let measured = match &m.validation {
+                Some(v) => format!(
+                    ", held-out SNR {:.2} dB noisy -> {:.2} dB denoised ({} recordings)",
+                    v.snr_noisy, v.snr_denoised, v.recordings
+                ),
+                None => ", no held-out measurement (fewer than 5 recordings)".into(),
+            };
+            bars.note(&format!(
+                "wrote {}: audio denoiser at {} Hz for {}, {} epochs on {} recordings{measured}, {:.1}s",
+                args.output.display(),
+                m.features.sample_rate,
+                m.noise,
+                m.training.epochs,
+                m.training.train_samples,
+                m.training.seconds
+            ));
+        }
         Command::Train(args) if args.task == Task::Denoise => {
+            if let Some(flag) = args.audio_options().first() {
+                anyhow::bail!(
+                    "{flag} is for recordings; {} holds images",
+                    args.data().display()
+                );
+            }
             if args.image_size.is_some()
                 || args.latent.is_some()
                 || args.contamination.is_some()
@@ -517,7 +729,7 @@ fn run(cli: Cli) -> Result<()> {
                     args.data().display()
                 );
             }
-            let model = Denoiser::fit(args.data(), &args.denoise_params(), &device, &bars)?;
+            let model = Denoiser::fit(args.data(), &args.denoise_params()?, &device, &bars)?;
             model
                 .save(&args.output)
                 .with_context(|| format!("writing {}", args.output.display()))?;
@@ -549,7 +761,46 @@ fn run(cli: Cli) -> Result<()> {
                 "--noise, --noisy, --patch and --levels train denoisers: add --task denoise"
             );
         }
+        Command::Train(args) if args.is_audio() => {
+            let mut wrong = args.table_options();
+            wrong.extend(args.image_options());
+            if !wrong.is_empty() {
+                anyhow::bail!(
+                    "{}: {} cannot be used with recordings",
+                    args.data().display(),
+                    wrong.join(", ")
+                );
+            }
+            let detector = AudioDetector::fit(args.data(), &args.audio_params(), &device, &bars)?;
+            detector
+                .save(&args.output)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            let m = detector.meta();
+            let f = &m.features;
+            bars.note(&format!(
+                "wrote {}: {} Hz, {} mel bands x {} frames per input, latent {}, {} epochs on {} \
+                 recordings, threshold {:.6} (false-alarm bound {:.4}, {} calibration \
+                 recordings), {:.1}s",
+                args.output.display(),
+                f.mel.sample_rate,
+                f.mel.n_mels,
+                f.context,
+                m.spec.latent,
+                m.training.epochs,
+                m.training.train_samples,
+                m.calibration.threshold,
+                m.calibration.effective_fpr,
+                m.training.calibration_samples,
+                m.training.seconds
+            ));
+        }
         Command::Train(args) if args.is_table() => {
+            if let Some(flag) = args.audio_options().first() {
+                anyhow::bail!(
+                    "{flag} is for recordings; {} is a table",
+                    args.data().display()
+                );
+            }
             let model = TableModel::fit(args.data(), &args.table_params(), &device, &bars)?;
             model
                 .save(&args.output)
@@ -571,6 +822,13 @@ fn run(cli: Cli) -> Result<()> {
             ));
         }
         Command::Train(args) => {
+            if let Some(flag) = args.audio_options().first() {
+                anyhow::bail!(
+                    "{flag} is for recordings; {} holds images (use --kind audio if it holds \
+                     WAV files too)",
+                    args.data().display()
+                );
+            }
             if args.vae
                 || args.columns.is_some()
                 || !args.exclude.is_empty()
@@ -603,6 +861,36 @@ fn run(cli: Cli) -> Result<()> {
                 m.calibration.effective_fpr,
                 m.training.calibration_samples,
                 m.training.seconds
+            ));
+        }
+        Command::Score {
+            model,
+            data,
+            output,
+            explain,
+            skip_bad,
+            maps,
+            report,
+            ..
+        } if file::kind_of(&model)? == KIND_AUDIO => {
+            if explain > 0 {
+                anyhow::bail!("--explain names table columns; use --maps for recordings");
+            }
+            if report.is_some() {
+                anyhow::bail!("--report covers image and table models; audio is not in it yet");
+            }
+            let detector = AudioDetector::load(&model, &device)?;
+            let (rows, unscored, skipped) =
+                score_audio_to_csv(&detector, &data, &output, maps.as_deref(), skip_bad, &bars)?;
+            bars.note(&format!(
+                "wrote {rows} rows to {}{}{}",
+                output.display(),
+                if unscored > 0 {
+                    format!(", {unscored} not scored (see note)")
+                } else {
+                    String::new()
+                },
+                skipped_note(skipped)
             ));
         }
         Command::Score {
@@ -724,6 +1012,22 @@ fn run(cli: Cli) -> Result<()> {
             tile,
             skip_bad,
         } => {
+            if file::kind_of(&model)? == KIND_AUDIO {
+                let denoiser = AudioDenoiser::load(&model, &device)?;
+                let (written, silent, skipped) =
+                    denoiser.denoise_paths(&input, &output, skip_bad, &bars)?;
+                bars.note(&format!(
+                    "wrote {written} recordings to {}{}{}",
+                    output.display(),
+                    if silent > 0 {
+                        format!(", {silent} silent (written unchanged)")
+                    } else {
+                        String::new()
+                    },
+                    skipped_note(skipped)
+                ));
+                return Ok(());
+            }
             let denoiser = Denoiser::load(&model, &device)?.with_tile(tile);
             let (written, skipped) = denoiser.denoise_paths(&input, &output, skip_bad, &bars)?;
             bars.note(&format!(
@@ -858,6 +1162,11 @@ fn run(cli: Cli) -> Result<()> {
                 output.display()
             ));
         }
+        Command::Eval { model, root } if file::kind_of(&model)? == KIND_AUDIO => {
+            let detector = AudioDetector::load(&model, &device)?;
+            let report = detector.evaluate(&root, 0.1, &bars)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
         Command::Eval { model, root } => {
             let detector = Detector::load(&model, &device)?;
             let report = detector.evaluate(&root, &bars)?;
@@ -925,6 +1234,34 @@ fn run(cli: Cli) -> Result<()> {
             };
             let n = generate_boards(&out, &cfg)?;
             bars.note(&format!("wrote {n} boards under {}", out.display()));
+        }
+        Command::Machines {
+            out,
+            sample_rate,
+            seconds,
+            train,
+            test_good,
+            per_fault,
+            severity,
+            seed,
+        } => {
+            if !(severity.is_finite() && severity >= 0.0) {
+                anyhow::bail!("--severity must be a number of at least 0, got {severity}");
+            }
+            let cfg = MachineConfig {
+                sample_rate,
+                seconds,
+                train,
+                test_good,
+                test_per_fault: per_fault,
+                severity,
+                seed,
+            };
+            let n = generate_machine_sounds(&out, &cfg)?;
+            bars.note(&format!(
+                "wrote {n} synthetic machine recordings under {}",
+                out.display()
+            ));
         }
         Command::Demo { out, seed } => demo::run(&out, seed, &device, &bars)?,
     }

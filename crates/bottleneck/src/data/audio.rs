@@ -22,6 +22,16 @@ pub fn is_audio_file(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("wav") || e.eq_ignore_ascii_case("wave"))
 }
 
+/// Whether `path` holds audio to train on: a WAV file, or a folder (or an MVTec-layout
+/// root's `train/good`) with WAV files and no images.
+pub fn is_audio_data(path: &Path) -> bool {
+    if path.is_file() {
+        return is_audio_file(path);
+    }
+    let folder = crate::data::images::training_folder(path);
+    find_audio(&folder).is_ok() && crate::data::images::find_images(&folder).is_err()
+}
+
 /// Every WAV file under `dir` (recursively), sorted; `dir` itself when it is one file.
 /// Fails when there is none.
 pub fn find_audio(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -28,6 +28,9 @@ pub struct MachineConfig {
     pub test_good: usize,
     /// Clips per fault under `test/<fault>`.
     pub test_per_fault: usize,
+    /// Strength of the faults: 1 is plainly audible; 0.2 is subtle, within the normal
+    /// clips' own variation for some measures.
+    pub severity: f32,
     pub seed: u64,
 }
 
@@ -39,19 +42,22 @@ impl Default for MachineConfig {
             train: 200,
             test_good: 50,
             test_per_fault: 25,
+            severity: 1.0,
             seed: 7,
         }
     }
 }
 
 /// One clip of `seconds` at `sample_rate`, normal or with fault `fault` (an index into
-/// [`FAULTS`]); samples within [-1, 1].
+/// [`FAULTS`]) at `severity` (1: plainly audible); samples within [-1, 1].
 pub fn machine_clip(
     rng: &mut ChaCha8Rng,
     sample_rate: u32,
     seconds: f32,
     fault: Option<usize>,
+    severity: f32,
 ) -> Vec<f32> {
+    let severity = severity as f64;
     let sr = sample_rate as f64;
     let n = (seconds as f64 * sr).round() as usize;
     // Load sets the speed (a few percent) and the level, clip by clip.
@@ -65,7 +71,7 @@ pub fn machine_clip(
     let wobble_rate: f64 = rng.random_range(0.3..1.0);
     let noise = Normal::new(0.0, 0.01).expect("valid spread");
     let drift = match fault {
-        Some(2) => rng.random_range(0.08..0.15),
+        Some(2) => rng.random_range(0.08..0.15) * severity,
         _ => 0.0,
     };
     let imbalance = matches!(fault, Some(1));
@@ -94,12 +100,12 @@ pub fn machine_clip(
         x *= level * (1.0 + 0.1 * (TAU * wobble_rate * t).sin());
         if imbalance {
             // Once-per-revolution wobble (a 4-pole motor at f0 / 4), deep.
-            x *= 1.0 + 0.6 * (TAU * f0 / 4.0 * t).sin();
+            x *= 1.0 + 0.6 * severity * (TAU * f0 / 4.0 * t).sin();
         }
         for &(c, freq) in &clicks {
             let dt = t - c;
             if (0.0..0.01).contains(&dt) {
-                x += 0.25 * (-dt / 0.0015).exp() * (TAU * freq * dt).sin();
+                x += 0.25 * severity * (-dt / 0.0015).exp() * (TAU * freq * dt).sin();
             }
         }
         x += noise.sample(rng);
@@ -135,7 +141,7 @@ pub fn generate_machine_sounds(root: &Path, cfg: &MachineConfig) -> Result<usize
         }
     }
     for (path, fault) in &jobs {
-        let samples = machine_clip(&mut rng, cfg.sample_rate, cfg.seconds, *fault);
+        let samples = machine_clip(&mut rng, cfg.sample_rate, cfg.seconds, *fault, cfg.severity);
         Audio { spec, samples }.write(path)?;
     }
     Ok(jobs.len())
@@ -147,7 +153,13 @@ mod tests {
     use crate::data::spectral::Stft;
 
     fn clip(seed: u64, fault: Option<usize>) -> Vec<f32> {
-        machine_clip(&mut ChaCha8Rng::seed_from_u64(seed), 16_000, 1.0, fault)
+        machine_clip(
+            &mut ChaCha8Rng::seed_from_u64(seed),
+            16_000,
+            1.0,
+            fault,
+            1.0,
+        )
     }
 
     /// Energy above 3 kHz over all energy.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use realfft::num_complex::Complex32;
-use realfft::{RealFftPlanner, RealToComplex};
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
 /// How a recording becomes log-mel frames. The defaults are the DCASE baseline's.
@@ -55,16 +55,27 @@ pub struct Stft {
     hop: usize,
     window: Vec<f32>,
     fft: Arc<dyn RealToComplex<f32>>,
+    ifft: Arc<dyn ComplexToReal<f32>>,
 }
 
 impl Stft {
     pub fn new(n_fft: usize, hop: usize) -> Self {
+        let mut planner = RealFftPlanner::<f32>::new();
         Self {
             n_fft,
             hop,
             window: hann(n_fft),
-            fft: RealFftPlanner::<f32>::new().plan_fft_forward(n_fft),
+            fft: planner.plan_fft_forward(n_fft),
+            ifft: planner.plan_fft_inverse(n_fft),
         }
+    }
+
+    pub fn n_fft(&self) -> usize {
+        self.n_fft
+    }
+
+    pub fn hop(&self) -> usize {
+        self.hop
     }
 
     /// Frames of `len` samples: centred frames, one every hop, with the signal padded by
@@ -99,6 +110,52 @@ impl Stft {
             out.extend_from_slice(&spectrum);
         }
         out
+    }
+}
+
+impl Stft {
+    /// The signal of `len` samples whose [`forward`](Self::forward) transform is `spectrum`
+    /// (`frames x (n_fft / 2 + 1)`): each frame's inverse FFT, windowed again, overlap-added
+    /// and divided by the summed squared window (librosa's `istft`), so that
+    /// `inverse(forward(x), len(x)) == x` up to rounding wherever the windows overlap
+    /// enough (hop at most a quarter of the frame for Hann; less overlap leaves the edges
+    /// of the signal unweighted, and they come back as they are).
+    pub fn inverse(&self, spectrum: &[Complex32], len: usize) -> Vec<f32> {
+        let bins = self.n_fft / 2 + 1;
+        let half = self.n_fft / 2;
+        let mut out = vec![0f32; len + self.n_fft];
+        let mut weight = vec![0f32; len + self.n_fft];
+        let mut input = self.ifft.make_input_vec();
+        let mut frame = self.ifft.make_output_vec();
+        let mut scratch = self.ifft.make_scratch_vec();
+        let scale = 1.0 / self.n_fft as f32;
+        for (t, spec) in spectrum.chunks(bins).enumerate() {
+            input.copy_from_slice(spec);
+            // A real signal's spectrum has no imaginary part at 0 Hz and at Nyquist.
+            input[0].im = 0.0;
+            input[bins - 1].im = 0.0;
+            self.ifft
+                .process_with_scratch(&mut input, &mut frame, &mut scratch)
+                .expect("buffers sized by the plan");
+            // Frame t covers padded samples t*hop .. t*hop + n_fft (the signal starts at
+            // padded sample `half`).
+            let start = t * self.hop;
+            if start >= out.len() {
+                break;
+            }
+            for (k, (x, w)) in frame.iter().zip(&self.window).enumerate() {
+                if let (Some(o), Some(s)) = (out.get_mut(start + k), weight.get_mut(start + k)) {
+                    *o += x * scale * w;
+                    *s += w * w;
+                }
+            }
+        }
+        out.iter()
+            .zip(&weight)
+            .skip(half)
+            .take(len)
+            .map(|(&x, &w)| if w > 1e-8 { x / w } else { x })
+            .collect()
     }
 }
 
@@ -241,6 +298,29 @@ mod tests {
         assert_eq!(peak, 32);
         // A full-scale sine under a Hann window: |X| = n_fft / 4 at its bin.
         assert!((frame[32].norm() - n_fft as f32 / 4.0).abs() < 0.5);
+    }
+
+    #[test]
+    fn the_inverse_transform_rebuilds_the_signal() {
+        let signal: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.5 + (i as f32 * 0.01).sin())
+            .collect();
+        for (n_fft, hop) in [(512, 128), (1024, 256), (256, 64)] {
+            let stft = Stft::new(n_fft, hop);
+            let back = stft.inverse(&stft.forward(&signal), signal.len());
+            assert_eq!(back.len(), signal.len());
+            let worst = signal
+                .iter()
+                .zip(&back)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{n_fft}/{hop}: {worst}");
+        }
+        // Halving every bin halves the signal.
+        let stft = Stft::new(512, 128);
+        let half: Vec<Complex32> = stft.forward(&signal).iter().map(|c| c * 0.5).collect();
+        let back = stft.inverse(&half, signal.len());
+        assert!((back[2500] - signal[2500] * 0.5).abs() < 1e-4);
     }
 
     /// librosa 0.11.0's values, printed by `bench/mel_reference.py` (its header says how to

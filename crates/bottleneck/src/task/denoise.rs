@@ -430,7 +430,7 @@ impl Denoiser {
         skip_bad: bool,
         progress: &dyn Progress,
     ) -> Result<(usize, usize)> {
-        let jobs = output_paths(input, output)?;
+        let jobs = output_paths(input, output, find_images, is_image_file)?;
         progress.stage("denoising", jobs.len() as u64);
         let mut written = 0;
         let mut skipped = 0;
@@ -456,10 +456,16 @@ impl Denoiser {
     }
 }
 
-/// The (input, output) path pairs of a denoising run. `output` is a folder, or an image path
-/// when `input` is one file. Inputs under the output folder are left out (they are earlier
-/// outputs). Fails when an output would be one of the inputs.
-fn output_paths(input: &Path, output: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+/// The (input, output) path pairs of a denoising run over the files `find` lists under
+/// `input`. `output` is a folder, or a file path (`is_file` says by its name) when `input`
+/// is one file. Inputs under the output folder are left out (they are earlier outputs).
+/// Fails when an output would be one of the inputs.
+pub(crate) fn output_paths(
+    input: &Path,
+    output: &Path,
+    find: fn(&Path) -> Result<Vec<PathBuf>>,
+    is_file: fn(&Path) -> bool,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let out_dir = canonical(output);
     let in_dir = canonical(input);
@@ -471,10 +477,10 @@ fn output_paths(input: &Path, output: &Path) -> Result<Vec<(PathBuf, PathBuf)>> 
     }
     // Earlier outputs in an output folder inside the input folder are not inputs.
     let nested = out_dir.starts_with(&in_dir);
-    let paths = find_images(input)?;
+    let paths = find(input)?;
     let jobs: Vec<(PathBuf, PathBuf)> = if input.is_file() {
         let name = input.file_name().unwrap_or_default();
-        let dst = if is_image_file(output) && !output.is_dir() {
+        let dst = if is_file(output) && !output.is_dir() {
             output.to_path_buf()
         } else {
             output.join(name)
@@ -491,9 +497,10 @@ fn output_paths(input: &Path, output: &Path) -> Result<Vec<(PathBuf, PathBuf)>> 
             .collect()
     };
     if jobs.is_empty() {
-        return Err(Error::NoImages {
-            path: input.to_path_buf(),
-        });
+        return Err(Error::Invalid(format!(
+            "{}: nothing to denoise: every file found is inside the output folder",
+            input.display()
+        )));
     }
     let inputs: std::collections::HashSet<PathBuf> =
         jobs.iter().map(|(src, _)| canonical(src)).collect();
@@ -848,19 +855,21 @@ mod tests {
     fn outputs_never_overwrite_inputs() {
         let dir = scratch("paths");
         write_clean(&dir, 2, 8);
-        let err = output_paths(&dir, &dir).unwrap_err().to_string();
+        let err = output_paths(&dir, &dir, find_images, is_image_file)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("overwrite"), "{err}");
         let one = dir.join("0.png");
-        assert!(output_paths(&one, &one).is_err());
+        assert!(output_paths(&one, &one, find_images, is_image_file).is_err());
         // Outputs nested in the input folder are not read back as inputs.
         let out = dir.join("clean");
         std::fs::create_dir_all(&out).unwrap();
         std::fs::copy(&one, out.join("0.png")).unwrap();
-        let jobs = output_paths(&dir, &out).unwrap();
+        let jobs = output_paths(&dir, &out, find_images, is_image_file).unwrap();
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].1, out.join("0.png"));
         assert_eq!(
-            output_paths(&one, &dir.join("x.tif")).unwrap()[0].1,
+            output_paths(&one, &dir.join("x.tif"), find_images, is_image_file).unwrap()[0].1,
             dir.join("x.tif")
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -152,7 +152,7 @@ pub struct AudioDetector {
 }
 
 /// The most common sample rate among `paths` (the lowest among equals).
-fn common_rate(paths: &[PathBuf], skip_bad: bool) -> Result<u32> {
+pub(crate) fn common_rate(paths: &[PathBuf], skip_bad: bool) -> Result<u32> {
     let mut counts: HashMap<u32, usize> = HashMap::new();
     for p in paths {
         match Audio::read_spec(p) {

@@ -125,7 +125,7 @@ pub(crate) enum DenseOutput {
 
 /// Trains a fresh dense autoencoder of shape `spec` on the samples at `indices`, each batch
 /// made by `make` from its sample indices (drawing any noise from the generator it is
-/// given). The loss is the weighted mean squared error of the output (or its `output`
+/// given; a sample may give any number of rows). The loss is the weighted mean squared error of the output (or its `output`
 /// transform) against the batch's targets, plus the KL term of a variational model.
 pub(crate) fn train_dense_batches(
     spec: &DenseSpec,
@@ -154,8 +154,9 @@ pub(crate) fn train_dense_batches(
         seed: opts.seed,
     };
     let (model, curve) = run_epochs(model, indices, schedule, progress, |model, chunk, rng| {
-        let m = chunk.len();
         let b = make(chunk, rng);
+        // A sample may give several rows (a recording's frames): count them.
+        let m = b.targets.len() / d;
         let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [m, d]), &ad);
         let targets = t(b.targets);
         let enc = model.encode(t(b.shown_values), b.shown.map(t));

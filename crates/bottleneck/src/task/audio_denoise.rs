@@ -1,0 +1,770 @@
+//! Removing noise from recordings. A dense autoencoder reads the noisy log-power spectra of
+//! a few consecutive frames and gives a gain between 0 and 1 for every bin of each of them
+//! (a mask, trained towards the phase-sensitive mask of the clean recording); each frame's
+//! gains are averaged over the inputs that cover it, applied to the noisy spectrum, and the
+//! waveform is rebuilt with the noisy phase by inverse STFT and overlap-add. Training mixes
+//! random crops of clean recordings with white noise or with recordings of real noise.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use realfft::num_complex::Complex32;
+
+use crate::data::audio::{Audio, find_audio, is_audio_file};
+use crate::data::spectral::Stft;
+use crate::error::{Error, Result};
+use crate::model::file::{
+    self, AudioDenoiseMeta, AudioDenoiseValidation, DenseWeights, FORMAT_VERSION, KIND_AUDIO,
+    SpectrumFeatures, TASK_DENOISE, TrainingSummary,
+};
+use crate::model::{DenseAutoencoder, DenseSpec};
+use crate::progress::Progress;
+use crate::task::sound::{SILENCE_LEVEL, common_rate};
+use crate::train::DenseTrainOptions;
+use crate::train::dense::{Batch, DenseOutput, train_dense_batches};
+
+/// The noise mixed into clean recordings during training.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AudioNoise {
+    /// Gaussian white noise of a standard deviation (full scale 1) drawn per crop from
+    /// `low..=high`.
+    White { low: f32, high: f32 },
+    /// Random excerpts of the WAV files under a folder, at a signal-to-noise ratio drawn per
+    /// crop from [`MIX_SNR_DB`].
+    Mix { dir: PathBuf },
+}
+
+/// Signal-to-noise ratios (dB) that `mix:` noise is added at during training.
+pub const MIX_SNR_DB: (f32, f32) = (-5.0, 20.0);
+
+impl std::str::FromStr for AudioNoise {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Invalid(format!(
+                "bad audio noise '{s}': use white:LEVEL, white:LOW-HIGH (standard deviation, \
+                 full scale 1) or mix:NOISE_WAV_DIR"
+            ))
+        };
+        match s.split_once(':') {
+            Some(("white", level)) => {
+                let (low, high) = match level.split_once('-') {
+                    Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+                    None => {
+                        let v: f32 = level.parse().map_err(|_| bad())?;
+                        (v, v)
+                    }
+                };
+                if !(low > 0.0 && low <= high && high.is_finite()) {
+                    return Err(bad());
+                }
+                Ok(AudioNoise::White { low, high })
+            }
+            Some(("mix", dir)) if !dir.is_empty() => Ok(AudioNoise::Mix { dir: dir.into() }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for AudioNoise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AudioNoise::White { low, high } if low == high => write!(f, "white:{low}"),
+            AudioNoise::White { low, high } => write!(f, "white:{low}-{high}"),
+            AudioNoise::Mix { dir } => write!(f, "mix:{}", dir.display()),
+        }
+    }
+}
+
+/// Everything [`AudioDenoiser::fit`] can be told; [`Default`] works for speech.
+#[derive(Debug, Clone)]
+pub struct AudioDenoiseParams {
+    pub noise: AudioNoise,
+    /// Sample rate of the model [default: the most common rate of the clean files].
+    pub sample_rate: Option<u32>,
+    pub n_fft: usize,
+    pub hop: usize,
+    /// Consecutive frames per input.
+    pub context: usize,
+    pub hidden: Vec<usize>,
+    pub latent: usize,
+    /// Passes over the clean audio [default: about 3,000 optimizer steps, 5 to 200].
+    pub epochs: Option<usize>,
+    /// Crops of [`CROP_SECONDS`] per optimizer step.
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// Share of the clean recordings held out to measure the result.
+    pub validation_fraction: f64,
+    pub skip_bad: bool,
+}
+
+impl Default for AudioDenoiseParams {
+    fn default() -> Self {
+        Self {
+            noise: AudioNoise::White {
+                low: 0.005,
+                high: 0.1,
+            },
+            sample_rate: None,
+            n_fft: 512,
+            hop: 128,
+            context: 5,
+            hidden: vec![512],
+            latent: 256,
+            epochs: None,
+            batch_size: 8,
+            learning_rate: 1e-3,
+            seed: 42,
+            validation_fraction: 0.1,
+            skip_bad: false,
+        }
+    }
+}
+
+/// Length of the training crops.
+pub const CROP_SECONDS: f64 = 1.0;
+const TARGET_STEPS: usize = 3000;
+const MAX_EPOCHS: usize = 200;
+/// Added to the power before its logarithm.
+const POWER_FLOOR: f32 = 1e-10;
+const CHUNK_INPUTS: usize = 2048;
+
+/// A trained audio denoiser.
+pub struct AudioDenoiser {
+    model: DenseAutoencoder,
+    meta: AudioDenoiseMeta,
+    stft: Stft,
+    device: Device,
+}
+
+/// Log power of every bin of a spectrum, standardised per bin.
+fn features(spectrum: &[Complex32], f: &SpectrumFeatures) -> Vec<f32> {
+    let bins = f.n_fft / 2 + 1;
+    spectrum
+        .chunks(bins)
+        .flat_map(|frame| {
+            frame
+                .iter()
+                .zip(&f.bin_mean)
+                .zip(&f.bin_std)
+                .map(|((c, m), s)| ((c.norm_sqr() + POWER_FLOOR).ln() - m) / s)
+        })
+        .collect()
+}
+
+/// The phase-sensitive mask of `clean` within `noisy`, truncated to [0, 1].
+fn target_mask(clean: &[Complex32], noisy: &[Complex32]) -> Vec<f32> {
+    clean
+        .iter()
+        .zip(noisy)
+        .map(|(s, x)| ((s * x.conj()).re / (x.norm_sqr() + POWER_FLOOR)).clamp(0.0, 1.0))
+        .collect()
+}
+
+/// Root mean square of `x` (0 when empty).
+fn rms(x: &[f32]) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt() as f32
+}
+
+/// Signal-to-noise ratio (dB) of `estimate` against `reference`.
+pub fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
+    let (mut signal, mut error) = (0f64, 0f64);
+    for (r, e) in reference.iter().zip(estimate) {
+        signal += (*r as f64).powi(2);
+        error += (*r as f64 - *e as f64).powi(2);
+    }
+    10.0 * (signal / error.max(1e-20)).log10()
+}
+
+/// Noise to add to a crop of clean audio.
+struct NoiseSource {
+    kind: AudioNoise,
+    /// Mono recordings of `mix:` noise at the model's rate.
+    recordings: Vec<Vec<f32>>,
+}
+
+impl NoiseSource {
+    fn open(kind: &AudioNoise, rate: u32, skip_bad: bool, progress: &dyn Progress) -> Result<Self> {
+        let mut recordings = Vec::new();
+        if let AudioNoise::Mix { dir } = kind {
+            for path in find_audio(dir)? {
+                let audio = match Audio::read(&path) {
+                    Ok(a) => a,
+                    Err(e) if skip_bad => {
+                        progress.warn(&format!("skipped: {e}"));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if audio.peak() <= SILENCE_LEVEL {
+                    progress.warn(&format!("left out {}: silent", path.display()));
+                    continue;
+                }
+                recordings.push(audio.resampled(rate)?.mono());
+            }
+            if recordings.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{}: no usable noise recording",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(Self {
+            kind: kind.clone(),
+            recordings,
+        })
+    }
+
+    /// Noise for `clean` (whose level is `level`, RMS) drawn from `rng`.
+    fn draw(&self, clean: &[f32], level: f32, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        match &self.kind {
+            AudioNoise::White { low, high } => {
+                let sigma = if high > low {
+                    rng.random_range(*low..=*high)
+                } else {
+                    *low
+                };
+                (0..clean.len())
+                    .map(|_| {
+                        let z: f32 = StandardNormal.sample(rng);
+                        sigma * z
+                    })
+                    .collect::<Vec<f32>>()
+            }
+            AudioNoise::Mix { .. } => {
+                let rec = &self.recordings[rng.random_range(0..self.recordings.len())];
+                let start = rng.random_range(0..rec.len());
+                let noise: Vec<f32> = (0..clean.len())
+                    .map(|i| rec[(start + i) % rec.len()])
+                    .collect();
+                let snr = rng.random_range(MIX_SNR_DB.0..=MIX_SNR_DB.1);
+                let gain = level / rms(&noise).max(1e-9) / 10f32.powf(snr / 20.0);
+                noise.into_iter().map(|v| v * gain).collect()
+            }
+        }
+    }
+}
+
+impl AudioDenoiser {
+    /// Trains on the clean recordings under `data` mixed with `params.noise`, holding out
+    /// `validation_fraction` of them to measure the result. Every channel of a recording is
+    /// a recording of its own; silent and too-short ones are left out with a warning, and
+    /// unreadable ones stop training (named) unless `skip_bad`.
+    pub fn fit(
+        data: &Path,
+        params: &AudioDenoiseParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        crate::score::calibration::check_rate("--calibration", params.validation_fraction)?;
+        for (name, v) in [
+            ("--batch-size", params.batch_size),
+            ("--hop", params.hop),
+            ("--context", params.context),
+            ("--latent", params.latent),
+        ] {
+            if v == 0 {
+                return Err(Error::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if params.n_fft < 16 || params.n_fft % 2 != 0 || params.hop > params.n_fft / 2 {
+            return Err(Error::Invalid(format!(
+                "--n-fft {} must be even and at least 16, with a hop ({}) of at most half of it",
+                params.n_fft, params.hop
+            )));
+        }
+        let paths = find_audio(data)?;
+        let rate = match params.sample_rate {
+            Some(0) => return Err(Error::Invalid("--sample-rate must be positive".into())),
+            Some(r) => r,
+            None => common_rate(&paths, params.skip_bad)?,
+        };
+        let noise = NoiseSource::open(&params.noise, rate, params.skip_bad, progress)?;
+        progress.stage("reading recordings", paths.len() as u64);
+        let min_len = params.n_fft;
+        let mut files: Vec<Vec<Vec<f32>>> = Vec::new();
+        let mut left_out = Vec::new();
+        for path in &paths {
+            progress.advance(1);
+            let audio = match Audio::read(path) {
+                Ok(a) => a,
+                Err(e) if params.skip_bad => {
+                    left_out.push(e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if audio.peak() <= SILENCE_LEVEL {
+                left_out.push(format!("{}: silent", path.display()));
+                continue;
+            }
+            let audio = audio.resampled(rate)?;
+            if audio.frames() < min_len {
+                left_out.push(format!(
+                    "{}: too short ({} samples at {rate} Hz; at least {min_len})",
+                    path.display(),
+                    audio.frames()
+                ));
+                continue;
+            }
+            files.push((0..audio.channels()).map(|k| audio.channel(k)).collect());
+        }
+        progress.finish();
+        for s in left_out.iter().take(5) {
+            progress.warn(&format!("left out {s}"));
+        }
+        if files.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: no usable clean recording",
+                data.display()
+            )));
+        }
+        // Whole files are held out (never one channel of a file trained on), and only when
+        // there are enough to spare.
+        let n_val = if files.len() >= 5 {
+            ((files.len() as f64 * params.validation_fraction).round() as usize)
+                .clamp(1, files.len() - 1)
+        } else {
+            0
+        };
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        rand::seq::SliceRandom::shuffle(
+            &mut order[..],
+            &mut ChaCha8Rng::seed_from_u64(params.seed ^ 0x7a1),
+        );
+        let validation: Vec<Vec<f32>> = order[..n_val]
+            .iter()
+            .flat_map(|&i| files[i].clone())
+            .collect();
+        let signals: Vec<Vec<f32>> = order[n_val..]
+            .iter()
+            .flat_map(|&i| files[i].clone())
+            .collect();
+        drop(files);
+        let levels: Vec<f32> = signals.iter().map(|s| rms(s)).collect();
+        let crop = (CROP_SECONDS * rate as f64) as usize;
+        // One sample per crop's worth of audio; each is a random crop of its recording.
+        let owners: Vec<usize> = signals
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| std::iter::repeat_n(i, s.len().div_ceil(crop)))
+            .collect();
+        let stft = Stft::new(params.n_fft, params.hop);
+        let bins = params.n_fft / 2 + 1;
+        let c = params.context;
+        let mix = |i: usize, rng: &mut ChaCha8Rng| -> (Vec<Complex32>, Vec<Complex32>) {
+            let s = &signals[owners[i]];
+            let len = crop.min(s.len());
+            let start = rng.random_range(0..=s.len() - len);
+            // Level changes of +-12 dB so that the network does not learn one loudness.
+            let gain = 10f32.powf(rng.random_range(-12.0f32..=12.0) / 20.0);
+            let clean: Vec<f32> = s[start..start + len].iter().map(|v| v * gain).collect();
+            let noise = noise.draw(&clean, levels[owners[i]] * gain, rng);
+            let noisy: Vec<f32> = clean.iter().zip(&noise).map(|(a, b)| a + b).collect();
+            (stft.forward(&clean), stft.forward(&noisy))
+        };
+        // Per-bin statistics of the noisy log power, from one seeded pass of mixtures.
+        let mut stats_rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0x57a7);
+        let (mut sum, mut sum_sq, mut n) = (vec![0f64; bins], vec![0f64; bins], 0f64);
+        for i in 0..owners.len() {
+            let (_, noisy) = mix(i, &mut stats_rng);
+            for frame in noisy.chunks(bins) {
+                for (b, x) in frame.iter().enumerate() {
+                    let v = (x.norm_sqr() + POWER_FLOOR).ln() as f64;
+                    sum[b] += v;
+                    sum_sq[b] += v * v;
+                }
+                n += 1.0;
+            }
+        }
+        let bin_mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        let bin_std: Vec<f32> = sum_sq
+            .iter()
+            .zip(&sum)
+            .map(|(q, s)| ((q / n - (s / n).powi(2)).max(0.0).sqrt() as f32).max(0.1))
+            .collect();
+        let spectrum = SpectrumFeatures {
+            sample_rate: rate,
+            n_fft: params.n_fft,
+            hop: params.hop,
+            context: c,
+            bin_mean,
+            bin_std,
+        };
+        let d = bins * c;
+        let spec = DenseSpec {
+            features: d,
+            hidden: params.hidden.clone(),
+            latent: params.latent,
+            variational: false,
+            batch_norm: false,
+            mask_input: false,
+        };
+        let batch_size = params.batch_size.min(owners.len());
+        let epochs = params.epochs.unwrap_or_else(|| {
+            crate::train::default_epochs(owners.len(), batch_size, TARGET_STEPS, MAX_EPOCHS)
+        });
+        let opts = DenseTrainOptions {
+            epochs,
+            batch_size,
+            learning_rate: params.learning_rate,
+            seed: params.seed,
+            mask_rate: 0.0,
+            kl_weight: 0.0,
+        };
+        let indices: Vec<usize> = (0..owners.len()).collect();
+        let (model, curve) = train_dense_batches(
+            &spec,
+            &indices,
+            &opts,
+            DenseOutput::Sigmoid,
+            device,
+            progress,
+            |chunk, rng| {
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                for &i in chunk {
+                    let (clean, noisy) = mix(i, rng);
+                    let feats = features(&noisy, &spectrum);
+                    let mask = target_mask(&clean, &noisy);
+                    let frames = noisy.len() / bins;
+                    for t in 0..frames.saturating_sub(c - 1) {
+                        x.extend_from_slice(&feats[t * bins..(t + c) * bins]);
+                        y.extend_from_slice(&mask[t * bins..(t + c) * bins]);
+                    }
+                }
+                Batch {
+                    shown_values: x,
+                    shown: None,
+                    observed: None,
+                    targets: y,
+                }
+            },
+        )?;
+        let mut this = Self {
+            model,
+            stft,
+            meta: AudioDenoiseMeta {
+                format_version: FORMAT_VERSION,
+                kind: KIND_AUDIO.into(),
+                task: TASK_DENOISE.into(),
+                spec,
+                features: spectrum,
+                noise: params.noise.to_string(),
+                validation: None,
+                training: TrainingSummary {
+                    train_samples: signals.len(),
+                    calibration_samples: validation.len(),
+                    skipped_samples: left_out.len(),
+                    epochs,
+                    batch_size,
+                    learning_rate: params.learning_rate,
+                    seed: params.seed,
+                    loss_curve: curve,
+                    seconds: 0.0,
+                },
+            },
+            device: device.clone(),
+        };
+        if !validation.is_empty() {
+            let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0xba1);
+            let (mut before, mut after) = (0.0, 0.0);
+            for clean in &validation {
+                let n = noise.draw(clean, rms(clean), &mut rng);
+                let noisy: Vec<f32> = clean.iter().zip(&n).map(|(a, b)| a + b).collect();
+                before += snr_db(clean, &noisy);
+                after += snr_db(clean, &this.denoise_signal(&noisy));
+            }
+            let k = validation.len() as f64;
+            this.meta.validation = Some(AudioDenoiseValidation {
+                recordings: validation.len(),
+                snr_noisy: before / k,
+                snr_denoised: after / k,
+            });
+        }
+        this.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(this)
+    }
+
+    /// Loads an audio denoiser's model file for use on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::from_bytes(path, file::read_model_bytes(path)?, device)
+    }
+
+    /// Loads an audio denoiser from its model file's bytes (named `path` in errors).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>, device: &Device) -> Result<Self> {
+        let (weights, meta) = file::load_dense_bytes(
+            path,
+            bytes,
+            KIND_AUDIO,
+            TASK_DENOISE,
+            |m: &AudioDenoiseMeta| &m.spec,
+            device,
+        )?;
+        Ok(Self {
+            model: weights.autoencoder,
+            stft: Stft::new(meta.features.n_fft, meta.features.hop),
+            meta,
+            device: device.clone(),
+        })
+    }
+
+    /// Writes the model file to `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let weights = DenseWeights {
+            autoencoder: self.model.clone(),
+        };
+        file::save_dense(path, &weights, &self.meta)
+    }
+
+    pub fn meta(&self) -> &AudioDenoiseMeta {
+        &self.meta
+    }
+
+    /// One channel at the model's rate, denoised (same length).
+    pub fn denoise_signal(&self, signal: &[f32]) -> Vec<f32> {
+        let f = &self.meta.features;
+        let (bins, c) = (f.n_fft / 2 + 1, f.context);
+        // Short signals are padded so that they make at least one input.
+        let needed = (c - 1) * f.hop + 1;
+        let mut padded = signal.to_vec();
+        if padded.len() < needed {
+            padded.resize(needed, 0.0);
+        }
+        let mut spectrum = self.stft.forward(&padded);
+        let feats = features(&spectrum, f);
+        let frames = spectrum.len() / bins;
+        let inputs = frames + 1 - c;
+        let d = bins * c;
+        let mut gain = vec![0f32; frames * bins];
+        let mut count = vec![0f32; frames];
+        for first in (0..inputs).step_by(CHUNK_INPUTS) {
+            let last = (first + CHUNK_INPUTS).min(inputs);
+            let x = feats[first * bins..(last + c - 1) * bins].to_vec();
+            // Consecutive inputs overlap; spell each one out.
+            let mut stacked = Vec::with_capacity((last - first) * d);
+            for t in 0..last - first {
+                stacked.extend_from_slice(&x[t * bins..(t + c) * bins]);
+            }
+            // Built on the inference device itself: tensors moved over from an autodiff
+            // device leak on every forward.
+            let input =
+                Tensor::<2>::from_data(TensorData::new(stacked, [last - first, d]), &self.device);
+            let masks: Vec<f32> = sigmoid(self.model.forward(input, None))
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("f32 output");
+            for (t, m) in masks.chunks(d).enumerate() {
+                let start = first + t;
+                for (g, v) in gain[start * bins..(start + c) * bins].iter_mut().zip(m) {
+                    *g += v;
+                }
+                for k in &mut count[start..start + c] {
+                    *k += 1.0;
+                }
+            }
+        }
+        for (t, frame) in spectrum.chunks_mut(bins).enumerate() {
+            let k = count[t].max(1.0);
+            for (x, g) in frame.iter_mut().zip(&gain[t * bins..(t + 1) * bins]) {
+                *x *= g / k;
+            }
+        }
+        let mut out = self.stft.inverse(&spectrum, padded.len());
+        out.truncate(signal.len());
+        out
+    }
+
+    /// `audio` denoised: at the model's rate, channel by channel, then back at the input's
+    /// own rate, channel count and length.
+    pub fn denoise_audio(&self, audio: &Audio) -> Result<Audio> {
+        let rate = self.meta.features.sample_rate;
+        let at_rate = audio.resampled(rate)?;
+        let channels: Vec<Vec<f32>> = (0..at_rate.channels())
+            .map(|k| self.denoise_signal(&at_rate.channel(k)))
+            .collect();
+        let frames = at_rate.frames();
+        let mut samples = Vec::with_capacity(frames * channels.len());
+        for i in 0..frames {
+            samples.extend(channels.iter().map(|ch| ch[i]));
+        }
+        let mut spec = audio.spec;
+        spec.sample_rate = rate;
+        let mut out = Audio { spec, samples }.resampled(audio.sample_rate())?;
+        out.samples.resize(audio.samples.len(), 0.0);
+        Ok(out)
+    }
+
+    /// Denoises the WAV file `input`, or every WAV file under the folder `input`, into
+    /// `output` (a folder mirroring the input's relative paths, or a file path for one
+    /// input). Each output keeps its input's format (rate, channels, depth) and length.
+    /// Returns the files written, the silent ones among them (written unchanged) and the
+    /// files skipped (unreadable, under `skip_bad`).
+    pub fn denoise_paths(
+        &self,
+        input: &Path,
+        output: &Path,
+        skip_bad: bool,
+        progress: &dyn Progress,
+    ) -> Result<(usize, usize, usize)> {
+        let jobs = crate::task::denoise::output_paths(input, output, find_audio, is_audio_file)?;
+        progress.stage("denoising", jobs.len() as u64);
+        let (mut written, mut silent, mut skipped) = (0, 0, 0);
+        for (src, dst) in &jobs {
+            progress.advance(1);
+            let audio = match Audio::read(src) {
+                Ok(a) => a,
+                Err(e) if skip_bad => {
+                    progress.warn(&format!("skipped: {e}"));
+                    skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if audio.peak() <= SILENCE_LEVEL {
+                progress.warn(&format!("{}: silent, written unchanged", src.display()));
+                audio.write(dst)?;
+                silent += 1;
+            } else {
+                self.denoise_audio(&audio)?.write(dst)?;
+            }
+            written += 1;
+        }
+        progress.finish();
+        Ok((written, silent, skipped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+
+    #[test]
+    fn noise_settings_parse_and_print_back() {
+        for s in ["white:0.05", "white:0.01-0.1", "mix:/data/noise"] {
+            assert_eq!(s.parse::<AudioNoise>().unwrap().to_string(), s);
+        }
+        for s in [
+            "white",
+            "white:0",
+            "white:0.2-0.1",
+            "pink:0.1",
+            "mix:",
+            "white:x",
+        ] {
+            assert!(s.parse::<AudioNoise>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn masks_and_snr_known_answers() {
+        let x = [Complex32::new(2.0, 0.0), Complex32::new(0.0, 1.0)];
+        let s = [Complex32::new(1.0, 0.0), Complex32::new(0.0, -1.0)];
+        let m = target_mask(&s, &x);
+        assert!((m[0] - 0.5).abs() < 1e-6 && m[1] == 0.0);
+        let r = [1.0, -1.0, 1.0, -1.0];
+        let e = [0.9, -0.9, 0.9, -0.9];
+        assert!((snr_db(&r, &e) - 20.0).abs() < 1e-4);
+    }
+
+    fn tone_clip(rate: u32, seconds: f32, seed: u32) -> Vec<f32> {
+        // Speech-like: a few harmonics of a wandering pitch, switched on and off.
+        let n = (rate as f32 * seconds) as usize;
+        let mut phase = 0f32;
+        (0..n)
+            .map(|i| {
+                let t = i as f32 / rate as f32;
+                let f0 = 140.0 + 30.0 * (t * (1.3 + seed as f32 * 0.2)).sin();
+                phase += 2.0 * std::f32::consts::PI * f0 / rate as f32;
+                let on = ((t * 3.0 + seed as f32 * 0.1).sin() > -0.3) as u8 as f32;
+                on * (1..6)
+                    .map(|h| (phase * h as f32).sin() / h as f32)
+                    .sum::<f32>()
+                    * 0.2
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learns_to_remove_white_noise_and_keeps_the_format() {
+        let dir = std::env::temp_dir().join(format!("bn-adn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rate = 8000u32;
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        for k in 0..10 {
+            let samples = tone_clip(rate, 2.0, k);
+            Audio { spec, samples }
+                .write(&dir.join(format!("clean/{k}.wav")))
+                .unwrap();
+        }
+        let params = AudioDenoiseParams {
+            noise: "white:0.03".parse().unwrap(),
+            n_fft: 256,
+            hop: 64,
+            hidden: vec![128],
+            latent: 64,
+            epochs: Some(60),
+            batch_size: 4,
+            ..AudioDenoiseParams::default()
+        };
+        let device = Device::flex();
+        let model = AudioDenoiser::fit(&dir.join("clean"), &params, &device, &Silent).unwrap();
+        let v = model.meta().validation.clone().unwrap();
+        assert_eq!(v.recordings, 1);
+        assert!(v.snr_denoised > v.snr_noisy + 3.0, "{v:?}");
+
+        // A stereo 24-bit file at another rate comes back stereo, 24-bit, same rate and
+        // length, and cleaner on both channels.
+        let clean = tone_clip(11025, 1.5, 20);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut samples = Vec::new();
+        let mut reference = Vec::new();
+        for &v in &clean {
+            for ch in 0..2 {
+                let s = if ch == 0 { v } else { -v };
+                reference.push(s);
+                let z: f32 = StandardNormal.sample(&mut rng);
+                samples.push(s + 0.03 * z);
+            }
+        }
+        let noisy = Audio {
+            spec: hound::WavSpec {
+                channels: 2,
+                sample_rate: 11025,
+                bits_per_sample: 24,
+                sample_format: hound::SampleFormat::Int,
+            },
+            samples,
+        };
+        noisy.write(&dir.join("noisy/a.wav")).unwrap();
+        let file = dir.join("m.safetensors");
+        model.save(&file).unwrap();
+        let loaded = AudioDenoiser::load(&file, &device).unwrap();
+        assert_eq!(loaded.meta(), model.meta());
+        let (written, silent, skipped) = loaded
+            .denoise_paths(&dir.join("noisy"), &dir.join("out"), false, &Silent)
+            .unwrap();
+        assert_eq!((written, silent, skipped), (1, 0, 0));
+        let out = Audio::read(&dir.join("out/a.wav")).unwrap();
+        assert_eq!(out.spec, noisy.spec);
+        assert_eq!(out.samples.len(), noisy.samples.len());
+        let before = snr_db(&reference, &noisy.samples);
+        let after = snr_db(&reference, &out.samples);
+        assert!(after > before + 3.0, "{before} -> {after}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
