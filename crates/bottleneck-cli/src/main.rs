@@ -386,7 +386,9 @@ struct TrainArgs {
     /// Gaussian smoothing of the map in input pixels [default: image size / 32].
     #[arg(long)]
     smoothing: Option<f32>,
-    /// Do not standardise maps per pixel by the training images' error statistics.
+    /// Images: do not standardise maps per pixel by the training images' error statistics.
+    /// Audio: score by the plain reconstruction error only (the DCASE baseline's score),
+    /// without the band-normalised part.
     #[arg(long)]
     raw_maps: bool,
     /// Also score by the mean distance to the K nearest training images in the bottleneck;
@@ -523,7 +525,6 @@ impl TrainArgs {
             ("--image-size", self.image_size.is_some()),
             ("--width", self.width.is_some()),
             ("--smoothing", self.smoothing.is_some()),
-            ("--raw-maps", self.raw_maps),
             ("--patch", self.patch.is_some()),
             ("--levels", self.levels.is_some()),
             ("--noisy", self.noisy.is_some()),
@@ -551,6 +552,7 @@ impl TrainArgs {
             contamination: self.contamination,
             calibration_fraction: self.calibration.unwrap_or(d.calibration_fraction),
             reduction: self.reduce.unwrap_or(d.reduction),
+            band_normalize: !self.raw_maps,
             batch_norm: !self.no_batch_norm,
             skip_bad: self.skip_bad,
             ..d
@@ -673,8 +675,15 @@ fn run(cli: Cli) -> Result<()> {
             if args.n_mels.is_some() {
                 wrong.push("--n-mels");
             }
-            if args.contamination.is_some() {
-                wrong.push("--contamination");
+            for (flag, given) in [
+                ("--contamination", args.contamination.is_some()),
+                ("--raw-maps", args.raw_maps),
+                ("--no-batch-norm", args.no_batch_norm),
+                ("--reduce", args.reduce.is_some()),
+            ] {
+                if given {
+                    wrong.push(flag);
+                }
             }
             if !wrong.is_empty() {
                 anyhow::bail!(

@@ -48,7 +48,8 @@ fn counts_by_threshold(scores: &[f32], labels: &[bool]) -> Vec<(usize, usize)> {
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
-        while j < order.len() && scores[order[j]] == scores[order[i]] {
+        // total_cmp: a NaN score ties with itself (`==` would never end this loop).
+        while j < order.len() && scores[order[j]].total_cmp(&scores[order[i]]).is_eq() {
             if labels[order[j]] {
                 tp += 1;
             } else {
@@ -210,6 +211,9 @@ mod tests {
         // All tied: chance.
         assert_eq!(auroc(&[1.0; 4], &l), Some(0.5));
         assert_eq!(auroc(&[0.1, 0.2], &[true, true]), None);
+        // NaN scores tie with each other (and the curve ends).
+        let nan = [f32::NAN, f32::NAN, 0.3, 0.4];
+        assert_eq!(roc_curve(&nan, &l).unwrap().last(), Some(&(1.0, 1.0)));
     }
 
     #[test]

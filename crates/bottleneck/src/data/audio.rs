@@ -97,6 +97,17 @@ impl Audio {
         if samples.len() % spec.channels as usize != 0 {
             return Err(bad(path, "the data ends inside a frame (truncated?)"));
         }
+        if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
+            return Err(bad(
+                path,
+                format!(
+                    "sample {} of channel {} is {} (float samples must be finite)",
+                    i / spec.channels as usize,
+                    i % spec.channels as usize,
+                    samples[i]
+                ),
+            ));
+        }
         Ok(Self { spec, samples })
     }
 
@@ -325,7 +336,25 @@ mod tests {
         std::fs::write(&text, "hello").unwrap();
         let e = Audio::read(&text).unwrap_err().to_string();
         assert!(e.contains("notes.wav"), "{e}");
-        assert_eq!(find_audio(&dir).unwrap().len(), 3);
+        // A float file holding a NaN is refused by name and place.
+        let nan = dir.join("nan.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&nan, spec).unwrap();
+        for v in [0.1, 0.2, 0.3, f32::NAN] {
+            w.write_sample(v).unwrap();
+        }
+        w.finalize().unwrap();
+        let e = Audio::read(&nan).unwrap_err().to_string();
+        assert!(
+            e.contains("nan.wav") && e.contains("sample 1 of channel 1 is NaN"),
+            "{e}"
+        );
+        assert_eq!(find_audio(&dir).unwrap().len(), 4);
         assert!(find_audio(&dir.join("none")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -117,9 +117,10 @@ impl Stft {
     /// The signal of `len` samples whose [`forward`](Self::forward) transform is `spectrum`
     /// (`frames x (n_fft / 2 + 1)`): each frame's inverse FFT, windowed again, overlap-added
     /// and divided by the summed squared window (librosa's `istft`), so that
-    /// `inverse(forward(x), len(x)) == x` up to rounding wherever the windows overlap
-    /// enough (hop at most a quarter of the frame for Hann; less overlap leaves the edges
-    /// of the signal unweighted, and they come back as they are).
+    /// `inverse(forward(x), len(x)) == x` up to rounding for any hop below the frame length.
+    /// Where the summed squared window is tiny (the last samples, with a hop of more than a
+    /// quarter of the frame) an altered spectrum is amplified: keep the hop at most
+    /// `n_fft / 4`, as the denoiser does.
     pub fn inverse(&self, spectrum: &[Complex32], len: usize) -> Vec<f32> {
         let bins = self.n_fft / 2 + 1;
         let half = self.n_fft / 2;

@@ -134,6 +134,24 @@ pub struct AudioScoring {
     pub reduction: Reduction,
     /// Map value drawn at full red in error images (the largest on calibration recordings).
     pub map_scale: f32,
+    /// The second part of the score, when the model has one: errors divided by each band's
+    /// mean error on the training recordings, joined with the plain error.
+    #[serde(default)]
+    pub band_normalized: Option<BandNormalized>,
+}
+
+/// A recording's score from two views of its error map: the plain mean error (broadband
+/// changes, DCASE's score) and the error of each band divided by that band's mean error on
+/// the training recordings (a change where the machine is otherwise predictable, which the
+/// noisy bands drown in the plain mean). Each is put on one scale by its centre and spread
+/// over the training recordings; the score is the larger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BandNormalized {
+    pub band_error: Vec<f32>,
+    pub plain_center: f32,
+    pub plain_spread: f32,
+    pub normalized_center: f32,
+    pub normalized_spread: f32,
 }
 
 /// Everything in an audio anomaly detector's file besides the weights.

@@ -193,7 +193,15 @@ struct NoiseSource {
 }
 
 impl NoiseSource {
-    fn open(kind: &AudioNoise, rate: u32, skip_bad: bool, progress: &dyn Progress) -> Result<Self> {
+    /// The noise of `kind` at `rate`; `mix:` recordings shorter than `min_len` samples or
+    /// silent are left out with a warning.
+    fn open(
+        kind: &AudioNoise,
+        rate: u32,
+        min_len: usize,
+        skip_bad: bool,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         let mut recordings = Vec::new();
         if let AudioNoise::Mix { dir } = kind {
             for path in find_audio(dir)? {
@@ -209,7 +217,16 @@ impl NoiseSource {
                     progress.warn(&format!("left out {}: silent", path.display()));
                     continue;
                 }
-                recordings.push(audio.resampled(rate)?.mono());
+                let mono = audio.resampled(rate)?.mono();
+                if mono.len() < min_len {
+                    progress.warn(&format!(
+                        "left out {}: too short ({} samples at {rate} Hz)",
+                        path.display(),
+                        mono.len()
+                    ));
+                    continue;
+                }
+                recordings.push(mono);
             }
             if recordings.is_empty() {
                 return Err(Error::Invalid(format!(
@@ -277,9 +294,12 @@ impl AudioDenoiser {
                 return Err(Error::Invalid(format!("{name} must be at least 1")));
             }
         }
-        if params.n_fft < 16 || params.n_fft % 2 != 0 || params.hop > params.n_fft / 2 {
+        // A hop above a quarter frame leaves the last samples under a window too thin to
+        // divide by when the spectrum is masked (see `Stft::inverse`).
+        if params.n_fft < 16 || params.n_fft % 2 != 0 || params.hop > params.n_fft / 4 {
             return Err(Error::Invalid(format!(
-                "--n-fft {} must be even and at least 16, with a hop ({}) of at most half of it",
+                "--n-fft {} must be even and at least 16, with a hop ({}) of at most a quarter \
+                 of it",
                 params.n_fft, params.hop
             )));
         }
@@ -289,9 +309,18 @@ impl AudioDenoiser {
             Some(r) => r,
             None => common_rate(&paths, params.skip_bad)?,
         };
-        let noise = NoiseSource::open(&params.noise, rate, params.skip_bad, progress)?;
+        let crop = (CROP_SECONDS * rate as f64) as usize;
+        // Every recording (and crop) must give at least one input of `context` frames.
+        let min_len = params.n_fft.max((params.context - 1) * params.hop + 1);
+        if min_len > crop {
+            return Err(Error::Invalid(format!(
+                "--context {} frames of hop {} span more than the {CROP_SECONDS} s training \
+                 crops at {rate} Hz",
+                params.context, params.hop
+            )));
+        }
+        let noise = NoiseSource::open(&params.noise, rate, min_len, params.skip_bad, progress)?;
         progress.stage("reading recordings", paths.len() as u64);
-        let min_len = params.n_fft;
         let mut files: Vec<Vec<Vec<f32>>> = Vec::new();
         let mut left_out = Vec::new();
         for path in &paths {
@@ -317,11 +346,19 @@ impl AudioDenoiser {
                 ));
                 continue;
             }
-            files.push((0..audio.channels()).map(|k| audio.channel(k)).collect());
+            // A silent channel has no level to mix noise against and nothing to learn.
+            let channels: Vec<Vec<f32>> = (0..audio.channels())
+                .map(|k| audio.channel(k))
+                .filter(|ch| ch.iter().any(|s| s.abs() > SILENCE_LEVEL))
+                .collect();
+            files.push(channels);
         }
         progress.finish();
         for s in left_out.iter().take(5) {
             progress.warn(&format!("left out {s}"));
+        }
+        if left_out.len() > 5 {
+            progress.warn(&format!("left out {} recordings in all", left_out.len()));
         }
         if files.is_empty() {
             return Err(Error::Invalid(format!(
@@ -352,7 +389,6 @@ impl AudioDenoiser {
             .collect();
         drop(files);
         let levels: Vec<f32> = signals.iter().map(|s| rms(s)).collect();
-        let crop = (CROP_SECONDS * rate as f64) as usize;
         // One sample per crop's worth of audio; each is a random crop of its recording.
         let owners: Vec<usize> = signals
             .iter()

@@ -803,7 +803,7 @@ pub struct CategoryReport {
 }
 
 /// Median and standard deviation of `v` (the spread floored away from zero).
-fn center_spread(v: &[f32]) -> (f32, f32) {
+pub(crate) fn center_spread(v: &[f32]) -> (f32, f32) {
     let mut sorted = v.to_vec();
     sorted.sort_by(f32::total_cmp);
     let median = sorted[sorted.len() / 2];

@@ -21,13 +21,14 @@ use crate::data::spectral::{LogMel, MelSpec};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::model::file::{
-    self, AudioFeatures, AudioMeta, AudioScoring, DenseWeights, FORMAT_VERSION, KIND_AUDIO,
-    TASK_DETECT, TrainingSummary,
+    self, AudioFeatures, AudioMeta, AudioScoring, BandNormalized, DenseWeights, FORMAT_VERSION,
+    KIND_AUDIO, TASK_DETECT, TrainingSummary,
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
 use crate::score::calibration::check_rate;
 use crate::score::{Calibration, Reduction, ThresholdRule};
+use crate::task::detect::center_spread;
 use crate::train::DenseTrainOptions;
 use crate::train::dense::{Batch, DenseOutput, train_dense_batches};
 
@@ -55,6 +56,8 @@ pub struct AudioParams {
     pub calibration_fraction: f64,
     /// A recording's score from its inputs' errors.
     pub reduction: Reduction,
+    /// Join the plain error with the band-normalised one (see [`BandNormalized`]).
+    pub band_normalize: bool,
     /// Leave out unreadable files with a warning instead of stopping.
     pub skip_bad: bool,
 }
@@ -78,6 +81,7 @@ impl Default for AudioParams {
             contamination: None,
             calibration_fraction: 0.15,
             reduction: Reduction::Mean,
+            band_normalize: true,
             skip_bad: false,
         }
     }
@@ -137,6 +141,9 @@ pub struct ClipScore {
     pub score: f32,
     pub p_value: f64,
     pub is_anomaly: bool,
+    /// The plain and band-normalised parts of the score on their common scale (the plain
+    /// error alone for a model without the second part).
+    pub parts: (f32, Option<f32>),
     /// Frames of the map (its width).
     pub frames: usize,
     /// Mean squared error of each (frame, band), `frames x n_mels`, frame-major.
@@ -388,6 +395,7 @@ impl AudioDetector {
                 scoring: AudioScoring {
                     reduction: params.reduction,
                     map_scale: 1.0,
+                    band_normalized: None,
                 },
                 calibration: Calibration::fit(vec![0.0], rule)?,
                 training: TrainingSummary {
@@ -404,6 +412,43 @@ impl AudioDetector {
             },
             device: device.clone(),
         };
+        if params.band_normalize {
+            // Each band's mean error over the training frames, then both parts' centre and
+            // spread over the training recordings.
+            let parts: Vec<(Vec<f32>, Vec<f32>)> =
+                train_idx.iter().map(|&i| this.errors(&clips[i])).collect();
+            let mut band_sum = vec![0f64; m];
+            let mut frames_seen = 0usize;
+            for (_, map) in &parts {
+                for frame in map.chunks(m) {
+                    for (s, v) in band_sum.iter_mut().zip(frame) {
+                        *s += *v as f64;
+                    }
+                    frames_seen += 1;
+                }
+            }
+            let band_error: Vec<f32> = band_sum
+                .iter()
+                .map(|s| ((s / frames_seen as f64) as f32).max(1e-6))
+                .collect();
+            let plain: Vec<f32> = parts
+                .iter()
+                .map(|(inputs, _)| params.reduction.apply(inputs))
+                .collect();
+            let normalized: Vec<f32> = parts
+                .iter()
+                .map(|(_, map)| normalized_score(map, &band_error, params.reduction))
+                .collect();
+            let (plain_center, plain_spread) = center_spread(&plain);
+            let (normalized_center, normalized_spread) = center_spread(&normalized);
+            this.meta.scoring.band_normalized = Some(BandNormalized {
+                band_error,
+                plain_center,
+                plain_spread,
+                normalized_center,
+                normalized_spread,
+            });
+        }
         let mut scores = Vec::with_capacity(n_cal);
         let mut map_scale = 0f32;
         for &i in cal_idx {
@@ -458,6 +503,31 @@ impl AudioDetector {
 
     /// The score of standardised log-mel `frames` and their error map (`frames x n_mels`).
     fn score_frames(&self, frames: &[f32]) -> (f32, Vec<f32>) {
+        let (inputs, map) = self.errors(frames);
+        let (plain, normalized) = self.parts(&inputs, &map);
+        (normalized.map_or(plain, |n| plain.max(n)), map)
+    }
+
+    /// The two parts of a recording's score on their common scale: the plain error and,
+    /// when the model has it, the band-normalised one (raw plain error without it).
+    fn parts(&self, inputs: &[f32], map: &[f32]) -> (f32, Option<f32>) {
+        let reduction = self.meta.scoring.reduction;
+        let plain = reduction.apply(inputs);
+        match &self.meta.scoring.band_normalized {
+            Some(b) => (
+                (plain - b.plain_center) / b.plain_spread,
+                Some(
+                    (normalized_score(map, &b.band_error, reduction) - b.normalized_center)
+                        / b.normalized_spread,
+                ),
+            ),
+            None => (plain, None),
+        }
+    }
+
+    /// The mean squared error of each input of standardised log-mel `frames` and the error
+    /// map (`frames x n_mels`: each value's error averaged over the inputs that hold it).
+    fn errors(&self, frames: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let m = self.meta.features.mel.n_mels;
         let c = self.meta.features.context;
         let d = m * c;
@@ -501,7 +571,7 @@ impl AudioDetector {
                 *v /= k.max(1) as f32;
             }
         }
-        (self.meta.scoring.reduction.apply(&input_errors), map)
+        (input_errors, map)
     }
 
     /// Scores one recording.
@@ -509,10 +579,13 @@ impl AudioDetector {
         let result = match log_mel_frames(&self.logmel, audio, self.meta.features.context)? {
             Ok(mut frames) => {
                 standardize(&self.meta.features, &mut frames);
-                let (score, map) = self.score_frames(&frames);
+                let (inputs, map) = self.errors(&frames);
+                let parts = self.parts(&inputs, &map);
+                let score = parts.1.map_or(parts.0, |n| parts.0.max(n));
                 let cal = &self.meta.calibration;
                 Ok(ClipScore {
                     score,
+                    parts,
                     p_value: cal.p_value(score),
                     is_anomaly: cal.is_anomaly(score),
                     frames: map.len() / self.meta.features.mel.n_mels,
@@ -578,10 +651,14 @@ impl AudioDetector {
     /// (`<rel>_map.npy`, bands x frames, low bands first) under `dir`.
     pub fn write_maps(&self, dir: &Path, rel: &Path, clip: &ClipScore) -> Result<()> {
         let m = self.meta.features.mel.n_mels;
-        let mut base = dir.join(rel.with_extension("")).into_os_string();
-        base.push("_map");
-        let base = PathBuf::from(base);
-        crate::score::maps::write_png(&base.with_extension("png"), &self.map_image(clip))?;
+        // Suffixes are appended as text: `with_extension` would cut names like `pump.01`.
+        let base = dir.join(rel.with_extension("")).into_os_string();
+        let named = |suffix: &str| {
+            let mut s = base.clone();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        crate::score::maps::write_png(&named("_map.png"), &self.map_image(clip))?;
         let mut bands_by_frames = vec![0f32; clip.map.len()];
         for f in 0..clip.frames {
             for b in 0..m {
@@ -589,7 +666,7 @@ impl AudioDetector {
             }
         }
         crate::score::maps::write_npy(
-            &base.with_extension("npy"),
+            &named("_map.npy"),
             &bands_by_frames,
             clip.frames as u32,
             m as u32,
@@ -627,7 +704,7 @@ impl AudioDetector {
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .unwrap_or_default();
             match clip.result {
-                Ok(s) => scored.push((category, anomalous, s.score, s.is_anomaly)),
+                Ok(s) => scored.push((category, anomalous, s.score, s.is_anomaly, s.parts)),
                 Err(why) => unscored.push(format!("{}: {why}", clip.path.display())),
             }
             Ok(())
@@ -666,6 +743,19 @@ impl AudioDetector {
         let flagged: Vec<bool> = scored.iter().map(|s| s.3).collect();
         let labels: Vec<bool> = scored.iter().map(|s| s.1).collect();
         let cls = metrics::classification(&flagged, &labels);
+        let part_auroc = |f: &dyn Fn(&(f32, Option<f32>)) -> Option<f32>| {
+            let s: Option<Vec<f32>> = scored.iter().map(|c| f(&c.4)).collect();
+            s.and_then(|s| metrics::auroc(&s, &labels))
+        };
+        let parts = self
+            .meta
+            .scoring
+            .band_normalized
+            .as_ref()
+            .map(|_| PartAurocs {
+                plain: part_auroc(&|p| Some(p.0)),
+                band_normalized: part_auroc(&|p| p.1),
+            });
         Ok(AudioEval {
             recordings: scored.len(),
             anomalous: labels.iter().filter(|&&l| l).count(),
@@ -679,10 +769,28 @@ impl AudioDetector {
             fpr_target: self.meta.calibration.effective_fpr,
             false_alarm_rate_good: (!good.is_empty())
                 .then(|| good.iter().filter(|s| s.3).count() as f64 / good.len() as f64),
+            parts,
             per_fault,
             unscored,
         })
     }
+}
+
+/// A recording's band-normalised error: the reduction over its frames of the mean of each
+/// band's error divided by that band's training error.
+fn normalized_score(map: &[f32], band_error: &[f32], reduction: Reduction) -> f32 {
+    let per_frame: Vec<f32> = map
+        .chunks(band_error.len())
+        .map(|frame| {
+            frame
+                .iter()
+                .zip(band_error)
+                .map(|(e, b)| e / b)
+                .sum::<f32>()
+                / band_error.len() as f32
+        })
+        .collect();
+    reduction.apply(&per_frame)
 }
 
 /// Standardises log-mel `frames` in place with the model's band statistics.
@@ -710,6 +818,13 @@ pub struct FaultReport {
     pub pauc: Option<f64>,
 }
 
+/// AUROC of the plain and the band-normalised error alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartAurocs {
+    pub plain: Option<f64>,
+    pub band_normalized: Option<f64>,
+}
+
 /// What `eval` prints for an audio detector.
 #[derive(Debug, Clone, Serialize)]
 pub struct AudioEval {
@@ -726,6 +841,9 @@ pub struct AudioEval {
     pub threshold: f32,
     pub fpr_target: f64,
     pub false_alarm_rate_good: Option<f64>,
+    /// AUROC of each part of the score alone, when the model has two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<PartAurocs>,
     pub per_fault: Vec<FaultReport>,
     /// Recordings that could not be scored (silent, too short), with the reason.
     pub unscored: Vec<String>,
@@ -747,7 +865,7 @@ pub fn score_audio_to_csv(
     let base = crate::task::detect::names_base(data);
     let (mut rows, mut unscored, mut skipped) = (0, 0, 0);
     crate::io::write_atomic(out_csv, |tmp| {
-        let bad = |e: csv::Error| Error::Invalid(format!("{}: {e}", tmp.display()));
+        let bad = |e: csv::Error| Error::Invalid(format!("{}: {e}", out_csv.display()));
         let mut w = csv::Writer::from_path(tmp).map_err(bad)?;
         w.write_record(["path", "score", "p_value", "is_anomaly", "note"])
             .map_err(bad)?;
@@ -847,6 +965,13 @@ mod tests {
         assert_eq!((eval.recordings, eval.anomalous), (20, 12));
         let auroc = eval.auroc.unwrap();
         assert!(auroc > 0.8, "{eval:?}");
+        // Both parts of the score rank on their own, and the joined score is the larger of
+        // the two on the scale where the training recordings' median is 0.
+        let parts = eval.parts.as_ref().unwrap();
+        assert!(parts.plain.is_some() && parts.band_normalized.is_some());
+        let b = meta.scoring.band_normalized.as_ref().unwrap();
+        assert_eq!(b.band_error.len(), 32);
+        assert!(b.plain_spread > 0.0 && b.normalized_spread > 0.0);
 
         let file = root.join("m.safetensors");
         det.save(&file).unwrap();
@@ -857,6 +982,7 @@ mod tests {
             let mut v = Vec::new();
             d.score_paths(&test, false, &Silent, |c| {
                 let s = c.result.unwrap();
+                assert_eq!(s.score, s.parts.0.max(s.parts.1.unwrap()));
                 v.push((s.score, s.p_value, s.map));
                 Ok(())
             })

@@ -191,7 +191,8 @@ pub(crate) fn train_dense_batches(
             None => err,
         };
         Ok(match cells {
-            Some(cells) => loss / cells,
+            // A batch whose every weight is 0 (silent crops) adds nothing rather than 0 / 0.
+            Some(cells) => loss / cells.clamp_min(1e-6),
             None => loss / (m * d) as f32,
         })
     })?;
