@@ -345,18 +345,20 @@ struct TrainArgs {
     #[arg(long)]
     image_size: Option<usize>,
     /// Bottleneck size [default: images 32, 64 or 128 by image size; tables a quarter of
-    /// the number of features, 2 to 32].
+    /// the number of features, 2 to 32; audio detection 8; audio denoising 256].
     #[arg(long)]
     latent: Option<usize>,
     /// Channels of the first convolution; doubles per level up to 4x [default: 32].
     #[arg(long)]
     width: Option<usize>,
-    /// Passes over the training data [default: about 2,000 optimizer steps for images,
-    /// 6,000 for tables, 4,500 for denoisers, whose epoch is one pass worth of pixels in
-    /// random patches].
+    /// Passes over the training data [default: about 2,000 optimizer steps for images and
+    /// audio detection, 6,000 for tables, 4,500 for image denoisers (whose epoch is one
+    /// pass worth of pixels in random patches), 3,000 for audio denoisers (whose epoch is
+    /// one pass over the clean audio in 1 s crops)].
     #[arg(long)]
     epochs: Option<usize>,
-    /// Samples per optimizer step [default: 32 images, 64 rows].
+    /// Samples per optimizer step [default: 32 images, 64 rows, 256 stacked audio frames,
+    /// 8 one-second crops for audio denoisers].
     #[arg(long)]
     batch_size: Option<usize>,
     /// Adam learning rate (decays to 5% of it over the run, cosine).
@@ -372,8 +374,9 @@ struct TrainArgs {
     /// the calibration scores instead of the conformal rule.
     #[arg(long, conflicts_with = "fpr")]
     contamination: Option<f64>,
-    /// Share of the good images (or rows) held out for calibration; for denoisers, the
-    /// share of clean images held out to measure the result [default: 0.15; denoisers 0.1].
+    /// Share of the good images (rows, recordings) held out for calibration; for denoisers,
+    /// the share of clean images or recordings held out to measure the result [default:
+    /// 0.15; denoisers 0.1].
     #[arg(long)]
     calibration: Option<f64>,
     /// Training loss and map: ssim or mse.
@@ -410,7 +413,8 @@ struct TrainArgs {
     /// Tables: score a --vae model by its negative ELBO instead of reconstruction error.
     #[arg(long, requires = "vae", help_heading = "Tables")]
     elbo: bool,
-    /// Tables: hidden layer widths, comma-separated [default: from the number of features].
+    /// Tables and audio: hidden layer widths, comma-separated [default: tables from the
+    /// number of features; audio detection 128,128,128,128; audio denoising 512].
     #[arg(long, value_delimiter = ',', help_heading = "Tables")]
     hidden: Option<Vec<usize>>,
     /// Tables: batch normalisation after each hidden layer.
