@@ -559,7 +559,6 @@ impl TrainArgs {
             band_normalize: !self.raw_maps,
             batch_norm: !self.no_batch_norm,
             skip_bad: self.skip_bad,
-            ..d
         }
     }
 

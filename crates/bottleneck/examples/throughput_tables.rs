@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let m = chunk.len() / d;
         let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, d]), &device);
         let mask = x.ones_like();
-        let y = model.forward(x.clone(), mask);
+        let y = model.forward(x.clone(), Some(mask));
         let err: Vec<f32> = (y - x)
             .powi_scalar(2)
             .sum_dim(1)

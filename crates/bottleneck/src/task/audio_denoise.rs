@@ -296,7 +296,7 @@ impl AudioDenoiser {
         }
         // A hop above a quarter frame leaves the last samples under a window too thin to
         // divide by when the spectrum is masked (see `Stft::inverse`).
-        if params.n_fft < 16 || params.n_fft % 2 != 0 || params.hop > params.n_fft / 4 {
+        if params.n_fft < 16 || !params.n_fft.is_multiple_of(2) || params.hop > params.n_fft / 4 {
             return Err(Error::Invalid(format!(
                 "--n-fft {} must be even and at least 16, with a hop ({}) of at most a quarter \
                  of it",

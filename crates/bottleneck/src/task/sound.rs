@@ -251,7 +251,7 @@ impl AudioDetector {
                 return Err(Error::Invalid(format!("{name} must be at least 1")));
             }
         }
-        if params.n_fft < 16 || params.n_fft % 2 != 0 {
+        if params.n_fft < 16 || !params.n_fft.is_multiple_of(2) {
             return Err(Error::Invalid(format!(
                 "--n-fft {} must be an even number of at least 16",
                 params.n_fft
@@ -563,8 +563,8 @@ impl AudioDetector {
                     total += e;
                     map[s * m + j] += e;
                 }
-                for f in s..s + c {
-                    counts[f] += 1;
+                for k in &mut counts[s..s + c] {
+                    *k += 1;
                 }
                 input_errors.push(total / d as f32);
             }
@@ -746,19 +746,14 @@ impl AudioDetector {
         let flagged: Vec<bool> = scored.iter().map(|s| s.3).collect();
         let labels: Vec<bool> = scored.iter().map(|s| s.1).collect();
         let cls = metrics::classification(&flagged, &labels);
-        let part_auroc = |f: &dyn Fn(&(f32, Option<f32>)) -> Option<f32>| {
-            let s: Option<Vec<f32>> = scored.iter().map(|c| f(&c.4)).collect();
-            s.and_then(|s| metrics::auroc(&s, &labels))
-        };
-        let parts = self
-            .meta
-            .scoring
-            .band_normalized
-            .as_ref()
-            .map(|_| PartAurocs {
-                plain: part_auroc(&|p| Some(p.0)),
-                band_normalized: part_auroc(&|p| p.1),
-            });
+        let parts = self.meta.scoring.band_normalized.as_ref().map(|_| {
+            let plain: Vec<f32> = scored.iter().map(|c| c.4.0).collect();
+            let normalized: Option<Vec<f32>> = scored.iter().map(|c| c.4.1).collect();
+            PartAurocs {
+                plain: metrics::auroc(&plain, &labels),
+                band_normalized: normalized.and_then(|n| metrics::auroc(&n, &labels)),
+            }
+        });
         Ok(AudioEval {
             recordings: scored.len(),
             anomalous: labels.iter().filter(|&&l| l).count(),
