@@ -494,21 +494,43 @@ pub fn load_table_bytes(
         KIND_TABLE,
         TASK_DETECT,
         |m: &TableMeta| &m.spec,
+        |m| {
+            let d = m.prep.features.len();
+            if m.spec.features != d || m.prep.center.len() != d || m.prep.scale.len() != d {
+                return Err(format!("{d} features but a network of {}", m.spec.features));
+            }
+            Ok(())
+        },
         device,
     )
 }
 
 /// Loads a dense model of `kind` for `task` from its file's `bytes` (named `path` in
-/// errors) onto `device`; `spec` finds the network's shape in the metadata.
+/// errors) onto `device`; `spec` finds the network's shape in the metadata, and `check`
+/// says what in the metadata cannot work (a damaged or hand-edited file) before anything
+/// is built from it.
 pub fn load_dense_bytes<M: serde::de::DeserializeOwned>(
     path: &Path,
     bytes: Vec<u8>,
     kind: &str,
     task: &str,
     spec: impl Fn(&M) -> &DenseSpec,
+    check: impl Fn(&M) -> std::result::Result<(), String>,
     device: &Device,
 ) -> Result<(DenseWeights, M)> {
     let (meta, bytes): (M, _) = parse(path, bytes, kind, task)?;
+    let s = spec(&meta);
+    let problem = if s.features == 0 || s.latent == 0 || s.hidden.contains(&0) {
+        Err("a layer of width 0".to_string())
+    } else {
+        check(&meta)
+    };
+    if let Err(reason) = problem {
+        return Err(Error::ModelFile {
+            path: path.to_path_buf(),
+            reason: format!("inconsistent metadata: {reason}"),
+        });
+    }
     let model = DenseWeights {
         autoencoder: DenseAutoencoder::new(spec(&meta), device),
     };

@@ -303,6 +303,13 @@ impl AudioDenoiser {
                 params.n_fft, params.hop
             )));
         }
+        crate::task::sound::check_stft(params.n_fft, params.hop, params.context)
+            .map_err(Error::Invalid)?;
+        if params.hidden.contains(&0) {
+            return Err(Error::Invalid(
+                "hidden layer widths must be at least 1".into(),
+            ));
+        }
         let paths = find_audio(data)?;
         let rate = match params.sample_rate {
             Some(0) => return Err(Error::Invalid("--sample-rate must be positive".into())),
@@ -550,6 +557,23 @@ impl AudioDenoiser {
             KIND_AUDIO,
             TASK_DENOISE,
             |m: &AudioDenoiseMeta| &m.spec,
+            |m| {
+                let f = &m.features;
+                crate::task::sound::check_stft(f.n_fft, f.hop, f.context)?;
+                let bins = f.n_fft / 2 + 1;
+                if f.sample_rate == 0
+                    || m.spec.features != bins * f.context
+                    || f.bin_mean.len() != bins
+                    || f.bin_std.len() != bins
+                {
+                    return Err(format!(
+                        "{bins} bins x {} frames at {} Hz do not fit a network of {} inputs \
+                         and the bin statistics",
+                        f.context, f.sample_rate, m.spec.features
+                    ));
+                }
+                Ok(())
+            },
             device,
         )?;
         Ok(Self {

@@ -262,6 +262,7 @@ impl AudioDetector {
                 "hidden layer widths must be at least 1".into(),
             ));
         }
+        check_stft(params.n_fft, params.hop, params.context).map_err(Error::Invalid)?;
         let folder = training_folder(data);
         let paths = find_audio(&folder)?;
         let sample_rate = match params.sample_rate {
@@ -482,6 +483,25 @@ impl AudioDetector {
             KIND_AUDIO,
             TASK_DETECT,
             |m: &AudioMeta| &m.spec,
+            |m| {
+                let f = &m.features;
+                check_stft(f.mel.n_fft, f.mel.hop, f.context)?;
+                let b = m.scoring.band_normalized.as_ref();
+                if f.mel.sample_rate == 0
+                    || f.mel.n_mels == 0
+                    || m.spec.features != f.mel.n_mels * f.context
+                    || f.band_mean.len() != f.mel.n_mels
+                    || f.band_std.len() != f.mel.n_mels
+                    || b.is_some_and(|b| b.band_error.len() != f.mel.n_mels)
+                {
+                    return Err(format!(
+                        "{} mel bands x {} frames at {} Hz do not fit a network of {} inputs \
+                         and the band statistics",
+                        f.mel.n_mels, f.context, f.mel.sample_rate, m.spec.features
+                    ));
+                }
+                Ok(())
+            },
             device,
         )?;
         Ok(Self {
@@ -774,6 +794,24 @@ impl AudioDetector {
     }
 }
 
+/// Fails with the reason unless frames of `n_fft` samples every `hop`, `context` at a time,
+/// can work (as read from a model file).
+pub(crate) fn check_stft(
+    n_fft: usize,
+    hop: usize,
+    context: usize,
+) -> std::result::Result<(), String> {
+    if n_fft < 16 || !n_fft.is_multiple_of(2) || n_fft > 1 << 16 {
+        return Err(format!("n_fft {n_fft} must be even, from 16 to 65536"));
+    }
+    if hop == 0 || hop > n_fft || context == 0 || context > 1024 {
+        return Err(format!(
+            "hop {hop} must be from 1 to n_fft, context {context} from 1 to 1024"
+        ));
+    }
+    Ok(())
+}
+
 /// A recording's band-normalised error: the reduction over its frames of the mean of each
 /// band's error divided by that band's training error.
 fn normalized_score(map: &[f32], band_error: &[f32], reduction: Reduction) -> f32 {
@@ -988,6 +1026,24 @@ mod tests {
             v
         };
         assert_eq!(collect(&det), collect(&loaded));
+        // A hand-edited file whose settings cannot work is refused by name, not a panic.
+        let bytes = std::fs::read(&file).unwrap();
+        let pattern = b"\\\"hop\\\":512,";
+        let at = bytes
+            .windows(pattern.len())
+            .position(|w| w == pattern)
+            .expect("hop in the metadata")
+            + 8;
+        let mut edited = bytes.clone();
+        edited[at..at + 3].copy_from_slice(b"0  ");
+        let err = AudioDetector::from_bytes(Path::new("edited.safetensors"), edited, &device)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("edited.safetensors") && err.contains("hop 0"),
+            "{err}"
+        );
 
         // Silent and too-short recordings come back unscored with the reason; a truncated
         // file stops scoring with its name, or is skipped on request.
