@@ -476,6 +476,14 @@ struct TrainArgs {
     skip_bad: bool,
 }
 
+/// The flags of `flags` that were given.
+fn given(flags: &[(&'static str, bool)]) -> Vec<&'static str> {
+    flags
+        .iter()
+        .filter_map(|&(flag, given)| given.then_some(flag))
+        .collect()
+}
+
 impl TrainArgs {
     /// DATA, or --clean for noisy/clean pairs.
     fn data(&self) -> &std::path::Path {
@@ -496,46 +504,37 @@ impl TrainArgs {
 
     /// The audio-only options given, by flag.
     fn audio_options(&self) -> Vec<&'static str> {
-        [
+        given(&[
             ("--sample-rate", self.sample_rate.is_some()),
             ("--n-fft", self.n_fft.is_some()),
             ("--hop", self.hop.is_some()),
             ("--n-mels", self.n_mels.is_some()),
             ("--context", self.context.is_some()),
             ("--no-batch-norm", self.no_batch_norm),
-        ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect()
+        ])
     }
 
     /// The table-only options given, by flag.
     fn table_options(&self) -> Vec<&'static str> {
-        [
+        given(&[
             ("--columns", self.columns.is_some()),
             ("--exclude", !self.exclude.is_empty()),
             ("--id-column", self.id_column.is_some()),
             ("--vae", self.vae),
             ("--batch-norm", self.batch_norm),
-        ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect()
+        ])
     }
 
     /// The image-only options given, by flag.
     fn image_options(&self) -> Vec<&'static str> {
-        [
+        given(&[
             ("--image-size", self.image_size.is_some()),
             ("--width", self.width.is_some()),
             ("--smoothing", self.smoothing.is_some()),
             ("--patch", self.patch.is_some()),
             ("--levels", self.levels.is_some()),
             ("--noisy", self.noisy.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect()
+        ])
     }
 
     fn audio_params(&self) -> AudioParams {
@@ -675,19 +674,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) if args.task == Task::Denoise && args.is_audio() => {
             let mut wrong = args.table_options();
             wrong.extend(args.image_options());
-            if args.n_mels.is_some() {
-                wrong.push("--n-mels");
-            }
-            for (flag, given) in [
+            wrong.extend(given(&[
+                ("--n-mels", args.n_mels.is_some()),
                 ("--contamination", args.contamination.is_some()),
                 ("--raw-maps", args.raw_maps),
                 ("--no-batch-norm", args.no_batch_norm),
                 ("--reduce", args.reduce.is_some()),
-            ] {
-                if given {
-                    wrong.push(flag);
-                }
-            }
+            ]));
             if !wrong.is_empty() {
                 anyhow::bail!(
                     "{}: {} cannot be used to train an audio denoiser",
@@ -841,13 +834,7 @@ fn run(cli: Cli) -> Result<()> {
                     args.data().display()
                 );
             }
-            if args.vae
-                || args.columns.is_some()
-                || !args.exclude.is_empty()
-                || args.id_column.is_some()
-                || args.hidden.is_some()
-                || args.batch_norm
-            {
+            if !args.table_options().is_empty() || args.hidden.is_some() {
                 anyhow::bail!(
                     "{}: table options (--columns, --exclude, --id-column, --vae, --hidden, \
                      --batch-norm) need a table file (.csv, .tsv, .parquet, .npy) or --kind table",

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use bottleneck::data::audio::Audio;
 use bottleneck::data::machines::{MachineConfig, generate_machine_sounds};
+use bottleneck::task::audio_denoise::snr_db;
 
 mod common;
 use common::{run, run_ok, scratch, text};
@@ -189,16 +190,6 @@ fn voice(rate: u32, seconds: f32, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn snr(reference: &[f32], estimate: &[f32]) -> f64 {
-    let s: f64 = reference.iter().map(|r| (*r as f64).powi(2)).sum();
-    let e: f64 = reference
-        .iter()
-        .zip(estimate)
-        .map(|(r, x)| (*r as f64 - *x as f64).powi(2))
-        .sum();
-    10.0 * (s / e).log10()
-}
-
 #[test]
 fn audio_denoiser_trains_on_mixed_noise_and_keeps_each_file_format() {
     let dir = scratch("audio-denoise");
@@ -302,7 +293,10 @@ fn audio_denoiser_trains_on_mixed_noise_and_keeps_each_file_format() {
         let got = Audio::read(&out.join(name)).unwrap();
         assert_eq!(got.spec, input.spec, "{name}");
         assert_eq!(got.samples.len(), input.samples.len(), "{name}");
-        let (before, after) = (snr(reference, &input.samples), snr(reference, &got.samples));
+        let (before, after) = (
+            snr_db(reference, &input.samples),
+            snr_db(reference, &got.samples),
+        );
         assert!(after > before + 2.0, "{name}: {before:.2} -> {after:.2} dB");
     }
 

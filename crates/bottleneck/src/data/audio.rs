@@ -65,6 +65,28 @@ pub fn find_audio(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Recordings whose every sample is within this of zero (2 steps of 16-bit audio, -84 dBFS)
+/// are silent: there is nothing to judge or to clean in them.
+pub const SILENCE_LEVEL: f32 = 2.0 / 32768.0;
+
+/// The most common sample rate among the WAV files at `paths` (the lowest among equals),
+/// from their headers. Unreadable files fail (named) unless `skip_bad`.
+pub fn most_common_rate(paths: &[PathBuf], skip_bad: bool) -> Result<u32> {
+    let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for p in paths {
+        match Audio::read_spec(p) {
+            Ok(spec) => *counts.entry(spec.sample_rate).or_default() += 1,
+            Err(_) if skip_bad => {}
+            Err(e) => return Err(e),
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(rate, n)| (n, std::cmp::Reverse(rate)))
+        .map(|(rate, _)| rate)
+        .ok_or_else(|| Error::Invalid("no readable recording".into()))
+}
+
 fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: not a readable WAV file: {e}", path.display()))
 }
@@ -115,11 +137,6 @@ impl Audio {
     pub fn read_spec(path: &Path) -> Result<hound::WavSpec> {
         let reader = hound::WavReader::open(path).map_err(|e| bad(path, e))?;
         Ok(reader.spec())
-    }
-
-    /// The largest absolute sample.
-    pub fn peak(&self) -> f32 {
-        self.samples.iter().fold(0.0, |m, s| m.max(s.abs()))
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -232,13 +249,7 @@ impl Audio {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("bn-audio-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testing::scratch;
 
     fn tone(frames: usize, channels: usize) -> Vec<f32> {
         (0..frames * channels)
@@ -251,7 +262,7 @@ mod tests {
 
     #[test]
     fn every_sample_format_round_trips_within_its_resolution() {
-        let dir = scratch("formats");
+        let dir = scratch("audio-formats");
         for (bits, format, channels, tolerance) in [
             (8, hound::SampleFormat::Int, 1, 1.0 / 128.0),
             (16, hound::SampleFormat::Int, 2, 1.0 / 32768.0),
@@ -311,7 +322,7 @@ mod tests {
 
     #[test]
     fn truncated_and_foreign_files_are_named() {
-        let dir = scratch("bad");
+        let dir = scratch("audio-bad");
         let good = dir.join("good.wav");
         Audio {
             spec: hound::WavSpec {

@@ -282,17 +282,11 @@ impl ImageSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("bn-images-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testing::scratch;
 
     #[test]
     fn sixteen_bit_gray_is_scaled_to_unit_range_and_stays_one_channel() {
-        let d = tmpdir("gray16");
+        let d = scratch("images-gray16");
         let img = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(8, 8, |x, _| {
             image::Luma([if x < 4 { 0 } else { 65535 }])
         });
@@ -312,7 +306,7 @@ mod tests {
 
     #[test]
     fn colour_is_three_planes_and_corrupt_file_is_named() {
-        let d = tmpdir("rgb");
+        let d = scratch("images-rgb");
         let img = image::RgbImage::from_pixel(4, 4, image::Rgb([255, 0, 0]));
         img.save(d.join("red.png")).unwrap();
         std::fs::write(d.join("broken.png"), b"not a png").unwrap();
@@ -339,7 +333,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn symlink_loops_are_cut_and_repeated_links_kept() {
-        let d = tmpdir("loop");
+        let d = scratch("images-loop");
         std::fs::create_dir_all(d.join("sub")).unwrap();
         image::GrayImage::new(4, 4)
             .save(d.join("sub/a.png"))
@@ -355,7 +349,7 @@ mod tests {
 
     #[test]
     fn empty_and_missing_folders_are_clear_errors() {
-        let d = tmpdir("empty");
+        let d = scratch("images-empty");
         assert!(matches!(find_images(&d), Err(Error::NoImages { .. })));
         assert!(matches!(
             find_images(&d.join("nope")),

@@ -929,13 +929,7 @@ mod tests {
     use crate::progress::Silent;
     use crate::task::detect::DetectParams;
     use crate::task::table::TableParams;
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("bn-report-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testing::scratch;
 
     /// Fails unless every reference in `html` stays inside the file: no URL but the SVG
     /// namespace, and every `src` a `data:` URI.
@@ -996,7 +990,7 @@ mod tests {
 
     #[test]
     fn image_report_embeds_charts_the_top_images_in_order_and_roc_only_with_labels() {
-        let dir = scratch("images");
+        let dir = scratch("report-images");
         let boards = dir.join("boards");
         let cfg = BoardConfig {
             image_size: 16,
@@ -1131,7 +1125,7 @@ mod tests {
 
     #[test]
     fn table_report_reads_labels_from_a_column_and_names_bad_ones() {
-        let dir = scratch("table");
+        let dir = scratch("report-table");
         write_rows(&dir.join("train.csv"), &sensor_rows(600, false, 1), None);
         let params = TableParams {
             selection: ColumnSelection {

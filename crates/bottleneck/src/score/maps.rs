@@ -211,6 +211,14 @@ pub fn overlay(image: &DynamicImage, map: &[f32], scale: f32) -> RgbImage {
     rgb
 }
 
+/// The path of an output about the input `rel` under `dir`: `rel` without its extension,
+/// with `suffix` appended as text (`with_extension` would cut names like `pump.01`).
+pub fn output_path(dir: &Path, rel: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = dir.join(rel.with_extension("")).into_os_string();
+    s.push(suffix);
+    s.into()
+}
+
 /// Writes a `width x height` map as a float32 `.npy` array (rows x columns).
 pub fn write_npy(path: &Path, map: &[f32], width: u32, height: u32) -> Result<()> {
     let arr = ndarray::Array2::from_shape_vec((height as usize, width as usize), map.to_vec())

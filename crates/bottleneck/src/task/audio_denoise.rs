@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use realfft::num_complex::Complex32;
 
-use crate::data::audio::{Audio, find_audio, is_audio_file};
+use crate::data::audio::{Audio, SILENCE_LEVEL, find_audio, is_audio_file, most_common_rate};
 use crate::data::spectral::Stft;
 use crate::error::{Error, Result};
 use crate::model::file::{
@@ -24,7 +24,6 @@ use crate::model::file::{
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
-use crate::task::sound::{SILENCE_LEVEL, common_rate};
 use crate::train::DenseTrainOptions;
 use crate::train::dense::{Batch, DenseOutput, train_dense_batches};
 
@@ -213,7 +212,7 @@ impl NoiseSource {
                     }
                     Err(e) => return Err(e),
                 };
-                if audio.peak() <= SILENCE_LEVEL {
+                if audio.is_silent(SILENCE_LEVEL) {
                     progress.warn(&format!("left out {}: silent", path.display()));
                     continue;
                 }
@@ -314,7 +313,7 @@ impl AudioDenoiser {
         let rate = match params.sample_rate {
             Some(0) => return Err(Error::Invalid("--sample-rate must be positive".into())),
             Some(r) => r,
-            None => common_rate(&paths, params.skip_bad)?,
+            None => most_common_rate(&paths, params.skip_bad)?,
         };
         let crop = (CROP_SECONDS * rate as f64) as usize;
         // Every recording (and crop) must give at least one input of `context` frames.
@@ -340,7 +339,7 @@ impl AudioDenoiser {
                 }
                 Err(e) => return Err(e),
             };
-            if audio.peak() <= SILENCE_LEVEL {
+            if audio.is_silent(SILENCE_LEVEL) {
                 left_out.push(format!("{}: silent", path.display()));
                 continue;
             }
@@ -361,12 +360,7 @@ impl AudioDenoiser {
             files.push(channels);
         }
         progress.finish();
-        for s in left_out.iter().take(5) {
-            progress.warn(&format!("left out {s}"));
-        }
-        if left_out.len() > 5 {
-            progress.warn(&format!("left out {} recordings in all", left_out.len()));
-        }
+        crate::task::sound::warn_left_out(progress, &left_out);
         if files.is_empty() {
             return Err(Error::Invalid(format!(
                 "{}: no usable clean recording",
@@ -405,7 +399,8 @@ impl AudioDenoiser {
         let stft = Stft::new(params.n_fft, params.hop);
         let bins = params.n_fft / 2 + 1;
         let c = params.context;
-        let mix = |i: usize, rng: &mut ChaCha8Rng| -> (Vec<Complex32>, Vec<Complex32>) {
+        // A random crop of sample `i`'s recording and its noisy version.
+        let mix = |i: usize, rng: &mut ChaCha8Rng| -> (Vec<f32>, Vec<f32>) {
             let s = &signals[owners[i]];
             let len = crop.min(s.len());
             let start = rng.random_range(0..=s.len() - len);
@@ -414,14 +409,14 @@ impl AudioDenoiser {
             let clean: Vec<f32> = s[start..start + len].iter().map(|v| v * gain).collect();
             let noise = noise.draw(&clean, levels[owners[i]] * gain, rng);
             let noisy: Vec<f32> = clean.iter().zip(&noise).map(|(a, b)| a + b).collect();
-            (stft.forward(&clean), stft.forward(&noisy))
+            (clean, noisy)
         };
         // Per-bin statistics of the noisy log power, from one seeded pass of mixtures.
         let mut stats_rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0x57a7);
         let (mut sum, mut sum_sq, mut n) = (vec![0f64; bins], vec![0f64; bins], 0f64);
         for i in 0..owners.len() {
             let (_, noisy) = mix(i, &mut stats_rng);
-            for frame in noisy.chunks(bins) {
+            for frame in stft.forward(&noisy).chunks(bins) {
                 for (b, x) in frame.iter().enumerate() {
                     let v = (x.norm_sqr() + POWER_FLOOR).ln() as f64;
                     sum[b] += v;
@@ -477,6 +472,7 @@ impl AudioDenoiser {
                 let (mut x, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
                 for &i in chunk {
                     let (clean, noisy) = mix(i, rng);
+                    let (clean, noisy) = (stft.forward(&clean), stft.forward(&noisy));
                     let feats = features(&noisy, &spectrum);
                     let mask = target_mask(&clean, &noisy);
                     // Each bin's error weighs as much as its noisy magnitude: loud bins carry
@@ -615,11 +611,10 @@ impl AudioDenoiser {
         let mut count = vec![0f32; frames];
         for first in (0..inputs).step_by(CHUNK_INPUTS) {
             let last = (first + CHUNK_INPUTS).min(inputs);
-            let x = feats[first * bins..(last + c - 1) * bins].to_vec();
             // Consecutive inputs overlap; spell each one out.
             let mut stacked = Vec::with_capacity((last - first) * d);
-            for t in 0..last - first {
-                stacked.extend_from_slice(&x[t * bins..(t + c) * bins]);
+            for t in first..last {
+                stacked.extend_from_slice(&feats[t * bins..(t + c) * bins]);
             }
             // Built on the inference device itself: tensors moved over from an autodiff
             // device leak on every forward.
@@ -696,7 +691,7 @@ impl AudioDenoiser {
                 }
                 Err(e) => return Err(e),
             };
-            if audio.peak() <= SILENCE_LEVEL {
+            if audio.is_silent(SILENCE_LEVEL) {
                 progress.warn(&format!("{}: silent, written unchanged", src.display()));
                 audio.write(dst)?;
                 silent += 1;

@@ -729,13 +729,7 @@ fn copy_patch(
 mod tests {
     use super::*;
     use crate::progress::Silent;
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("bn-denoise-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testing::scratch;
 
     /// Smooth gradients with a few shapes: something a small network can learn to clean.
     fn write_clean(dir: &Path, count: usize, size: u32) {
@@ -751,7 +745,7 @@ mod tests {
 
     #[test]
     fn trains_removes_noise_and_tiles_match_one_pass() {
-        let dir = scratch("fit");
+        let dir = scratch("denoise-fit");
         write_clean(&dir, 6, 40);
         let params = DenoiseParams {
             width: 8,
@@ -801,8 +795,8 @@ mod tests {
 
     #[test]
     fn real_pairs_train_and_unmatched_or_mis_sized_pairs_are_named() {
-        let clean = scratch("pairs-clean");
-        let noisy = scratch("pairs-noisy");
+        let clean = scratch("denoise-pairs-clean");
+        let noisy = scratch("denoise-pairs-noisy");
         write_clean(&clean, 5, 24);
         let mut rng = ChaCha8Rng::seed_from_u64(8);
         for i in 0..5 {
@@ -853,7 +847,7 @@ mod tests {
 
     #[test]
     fn outputs_never_overwrite_inputs() {
-        let dir = scratch("paths");
+        let dir = scratch("denoise-paths");
         write_clean(&dir, 2, 8);
         let err = output_paths(&dir, &dir, find_images, is_image_file)
             .unwrap_err()

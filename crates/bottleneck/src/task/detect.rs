@@ -646,18 +646,11 @@ impl Detector {
     pub fn write_maps(&self, dir: &Path, rel: &Path, item: &ScoredImage) -> Result<()> {
         let (w, h) = (item.image.width(), item.image.height());
         let full = self.full_map(&item.image, &item.map);
-        let stem = rel.with_extension("");
-        let base = dir.join(stem);
-        let name = |suffix: &str| {
-            let mut s = base.as_os_str().to_owned();
-            s.push(suffix);
-            PathBuf::from(s)
-        };
         maps::write_png(
-            &name("_heatmap.png"),
+            &maps::output_path(dir, rel, "_heatmap.png"),
             &maps::overlay(&item.image, &full, self.meta.scoring.map_scale),
         )?;
-        maps::write_npy(&name("_map.npy"), &full, w, h)
+        maps::write_npy(&maps::output_path(dir, rel, "_map.npy"), &full, w, h)
     }
 
     /// Scores the labelled test images of the MVTec-layout `root` and measures detection

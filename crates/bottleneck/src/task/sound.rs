@@ -5,7 +5,6 @@
 //! (split-conformal, as for images and tables), and a time-frequency error image shows
 //! where a recording sounds wrong.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -14,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::data::audio::{Audio, find_audio};
+use crate::data::audio::{Audio, SILENCE_LEVEL, find_audio, most_common_rate};
 use crate::data::images::training_folder;
 use crate::data::mvtec::label_in_test_folder;
 use crate::data::spectral::{LogMel, MelSpec};
@@ -98,9 +97,6 @@ const CHUNK_INPUTS: usize = 2048;
 /// Bands' spread is floored at this many dB: a band that never changes in training (a
 /// band-limited recording) would otherwise make any sound there an enormous error.
 const MIN_BAND_STD_DB: f32 = 1.0;
-/// Recordings whose every sample is within this of zero (2 steps of 16-bit audio, -84 dBFS)
-/// are silent: there is nothing to judge a machine by.
-pub const SILENCE_LEVEL: f32 = 2.0 / 32768.0;
 
 /// Why a recording was not scored.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,28 +157,11 @@ pub struct AudioDetector {
     device: Device,
 }
 
-/// The most common sample rate among `paths` (the lowest among equals).
-pub(crate) fn common_rate(paths: &[PathBuf], skip_bad: bool) -> Result<u32> {
-    let mut counts: HashMap<u32, usize> = HashMap::new();
-    for p in paths {
-        match Audio::read_spec(p) {
-            Ok(spec) => *counts.entry(spec.sample_rate).or_default() += 1,
-            Err(_) if skip_bad => {}
-            Err(e) => return Err(e),
-        }
-    }
-    counts
-        .into_iter()
-        .max_by_key(|&(rate, n)| (n, std::cmp::Reverse(rate)))
-        .map(|(rate, _)| rate)
-        .ok_or_else(|| Error::Invalid("no readable recording".into()))
-}
-
 /// Log-mel frames (dB, `frames x n_mels`) of `audio` mixed to mono at the rate of `logmel`,
 /// or why the recording cannot be used with `context` frames per input.
 fn log_mel_frames(logmel: &LogMel, audio: &Audio, context: usize) -> Result<Frames> {
     let spec = logmel.spec();
-    if audio.peak() <= SILENCE_LEVEL {
+    if audio.is_silent(SILENCE_LEVEL) {
         return Ok(Err(Unscored::Silent));
     }
     let audio = audio.resampled(spec.sample_rate)?;
@@ -268,7 +247,7 @@ impl AudioDetector {
         let sample_rate = match params.sample_rate {
             Some(0) => return Err(Error::Invalid("--sample-rate must be positive".into())),
             Some(r) => r,
-            None => common_rate(&paths, params.skip_bad)?,
+            None => most_common_rate(&paths, params.skip_bad)?,
         };
         let mel = MelSpec {
             sample_rate,
@@ -299,12 +278,7 @@ impl AudioDetector {
             progress.advance(1);
         }
         progress.finish();
-        for s in left_out.iter().take(5) {
-            progress.warn(&format!("left out {s}"));
-        }
-        if left_out.len() > 5 {
-            progress.warn(&format!("left out {} recordings in all", left_out.len()));
-        }
+        warn_left_out(progress, &left_out);
         let n = clips.len();
         if n < 2 {
             return Err(Error::Invalid(format!(
@@ -456,7 +430,7 @@ impl AudioDetector {
         let mut scores = Vec::with_capacity(n_cal);
         let mut map_scale = 0f32;
         for &i in cal_idx {
-            let (score, map) = this.score_frames(&clips[i]);
+            let (score, _, map) = this.score_frames(&clips[i]);
             scores.push(score);
             map_scale = map.iter().copied().fold(map_scale, f32::max);
         }
@@ -524,11 +498,12 @@ impl AudioDetector {
         &self.meta
     }
 
-    /// The score of standardised log-mel `frames` and their error map (`frames x n_mels`).
-    fn score_frames(&self, frames: &[f32]) -> (f32, Vec<f32>) {
+    /// The score of standardised log-mel `frames` (the larger of its parts), the parts
+    /// (see [`Self::parts`]) and the error map (`frames x n_mels`).
+    fn score_frames(&self, frames: &[f32]) -> (f32, (f32, Option<f32>), Vec<f32>) {
         let (inputs, map) = self.errors(frames);
-        let (plain, normalized) = self.parts(&inputs, &map);
-        (normalized.map_or(plain, |n| plain.max(n)), map)
+        let parts = self.parts(&inputs, &map);
+        (parts.1.map_or(parts.0, |n| parts.0.max(n)), parts, map)
     }
 
     /// The two parts of a recording's score on their common scale: the plain error and,
@@ -602,9 +577,7 @@ impl AudioDetector {
         let result = match log_mel_frames(&self.logmel, audio, self.meta.features.context)? {
             Ok(mut frames) => {
                 standardize(&self.meta.features, &mut frames);
-                let (inputs, map) = self.errors(&frames);
-                let parts = self.parts(&inputs, &map);
-                let score = parts.1.map_or(parts.0, |n| parts.0.max(n));
+                let (score, parts, map) = self.score_frames(&frames);
                 let cal = &self.meta.calibration;
                 Ok(ClipScore {
                     score,
@@ -674,13 +647,7 @@ impl AudioDetector {
     /// (`<rel>_map.npy`, bands x frames, low bands first) under `dir`.
     pub fn write_maps(&self, dir: &Path, rel: &Path, clip: &ClipScore) -> Result<()> {
         let m = self.meta.features.mel.n_mels;
-        // Suffixes are appended as text: `with_extension` would cut names like `pump.01`.
-        let base = dir.join(rel.with_extension("")).into_os_string();
-        let named = |suffix: &str| {
-            let mut s = base.clone();
-            s.push(suffix);
-            PathBuf::from(s)
-        };
+        let named = |suffix| crate::score::maps::output_path(dir, rel, suffix);
         crate::score::maps::write_png(&named("_map.png"), &self.map_image(clip))?;
         let mut bands_by_frames = vec![0f32; clip.map.len()];
         for f in 0..clip.frames {
@@ -829,6 +796,17 @@ fn normalized_score(map: &[f32], band_error: &[f32], reduction: Reduction) -> f3
     reduction.apply(&per_frame)
 }
 
+/// Warns of the recordings training left out (`path: reason` each): the first five, and how
+/// many in all when there are more.
+pub(crate) fn warn_left_out(progress: &dyn Progress, left_out: &[String]) {
+    for s in left_out.iter().take(5) {
+        progress.warn(&format!("left out {s}"));
+    }
+    if left_out.len() > 5 {
+        progress.warn(&format!("left out {} recordings in all", left_out.len()));
+    }
+}
+
 /// Standardises log-mel `frames` in place with the model's band statistics.
 fn standardize(features: &AudioFeatures, frames: &mut [f32]) {
     let m = features.mel.n_mels;
@@ -942,17 +920,11 @@ mod tests {
     use super::*;
     use crate::data::machines::{MachineConfig, generate_machine_sounds};
     use crate::progress::Silent;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("bn-sound-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::testing::scratch;
 
     #[test]
     fn detects_faults_round_trips_and_reports_unusable_recordings() {
-        let root = scratch("fit");
+        let root = scratch("sound-fit");
         let cfg = MachineConfig {
             seconds: 1.0,
             train: 40,
@@ -1074,7 +1046,7 @@ mod tests {
     fn the_map_places_a_loud_band_where_it_sounds() {
         // A detector that has seen only low hum hears a burst of a high tone: the error
         // map is largest in the high bands during the burst.
-        let root = scratch("map");
+        let root = scratch("sound-map");
         let good = root.join("good");
         let rate = 16000u32;
         let spec = hound::WavSpec {

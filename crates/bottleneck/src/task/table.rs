@@ -852,13 +852,7 @@ mod tests {
     use crate::data::synthetic::{SENSORS, sensor_rows};
     use crate::progress::Silent;
     use crate::score::ThresholdRule;
-
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("bn-tabletask-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testing::scratch;
 
     /// Writes sensor rows as CSV with an id and a text column; `order` permutes the sensors.
     fn write_csv(path: &Path, rows: &[([f32; 8], Option<usize>)], order: &[usize], gap: f32) {
@@ -905,7 +899,7 @@ mod tests {
 
     #[test]
     fn faulty_rows_score_high_are_explained_and_survive_a_reload() {
-        let dir = scratch("detect");
+        let dir = scratch("tabletask-detect");
         let order: Vec<usize> = (0..8).collect();
         write_csv(
             &dir.join("train.csv"),
@@ -970,7 +964,7 @@ mod tests {
 
     #[test]
     fn impute_fills_gaps_better_than_the_median_and_keeps_other_cells_verbatim() {
-        let dir = scratch("impute");
+        let dir = scratch("tabletask-impute");
         let order: Vec<usize> = (0..8).collect();
         write_csv(
             &dir.join("train.csv"),
@@ -1017,7 +1011,7 @@ mod tests {
 
     #[test]
     fn scoring_streams_in_chunks_like_one_batch_and_names_missing_columns() {
-        let dir = scratch("stream");
+        let dir = scratch("tabletask-stream");
         let order: Vec<usize> = (0..8).collect();
         write_csv(
             &dir.join("train.csv"),
