@@ -293,17 +293,16 @@ impl AudioDenoiser {
                 return Err(Error::Invalid(format!("{name} must be at least 1")));
             }
         }
-        // A hop above a quarter frame leaves the last samples under a window too thin to
-        // divide by when the spectrum is masked (see `Stft::inverse`).
-        if params.n_fft < 16 || !params.n_fft.is_multiple_of(2) || params.hop > params.n_fft / 4 {
-            return Err(Error::Invalid(format!(
-                "--n-fft {} must be even and at least 16, with a hop ({}) of at most a quarter \
-                 of it",
-                params.n_fft, params.hop
-            )));
-        }
         crate::task::sound::check_stft(params.n_fft, params.hop, params.context)
             .map_err(Error::Invalid)?;
+        // A hop above a quarter frame leaves the last samples under a window too thin to
+        // divide by when the spectrum is masked (see `Stft::inverse`).
+        if params.hop > params.n_fft / 4 {
+            return Err(Error::Invalid(format!(
+                "--hop {} must be at most a quarter of --n-fft {}",
+                params.hop, params.n_fft
+            )));
+        }
         if params.hidden.contains(&0) {
             return Err(Error::Invalid(
                 "hidden layer widths must be at least 1".into(),

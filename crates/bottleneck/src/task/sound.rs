@@ -230,17 +230,12 @@ impl AudioDetector {
                 return Err(Error::Invalid(format!("{name} must be at least 1")));
             }
         }
-        if params.n_fft < 16 || !params.n_fft.is_multiple_of(2) {
-            return Err(Error::Invalid(format!(
-                "--n-fft {} must be an even number of at least 16",
-                params.n_fft
-            )));
-        }
         if params.hidden.contains(&0) {
             return Err(Error::Invalid(
                 "hidden layer widths must be at least 1".into(),
             ));
         }
+        // The same bounds a model file is held to (`--n-fft`, `--hop`, `--context`).
         check_stft(params.n_fft, params.hop, params.context).map_err(Error::Invalid)?;
         let folder = training_folder(data);
         let paths = find_audio(&folder)?;
