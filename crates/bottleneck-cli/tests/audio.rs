@@ -7,15 +7,7 @@ use bottleneck::data::machines::{MachineConfig, generate_machine_sounds};
 use bottleneck::task::audio_denoise::snr_db;
 
 mod common;
-use common::{run, run_ok, scratch, text};
-
-fn read_csv(path: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect()
-}
+use common::{read_csv, run, run_ok, scratch, text};
 
 fn mono16(rate: u32) -> hound::WavSpec {
     hound::WavSpec {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use bottleneck::data::synthetic::BoardConfig;
 
 mod common;
-use common::{boards_and_model, run, run_ok, scratch, text, train_denoiser};
+use common::{boards_and_model, read_csv, run, run_ok, scratch, text, train_denoiser};
 
 /// The settings of the quick models these tests train.
 const SMALL: [&str; 4] = ["--epochs", "3", "--width", "8"];
@@ -38,14 +38,6 @@ fn trained() -> &'static (PathBuf, PathBuf) {
         };
         boards_and_model(&scratch("shared"), &cfg, &SMALL)
     })
-}
-
-fn read_csv(path: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect()
 }
 
 #[test]

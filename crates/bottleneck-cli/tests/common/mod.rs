@@ -30,6 +30,15 @@ pub fn run_ok(args: &[&str]) {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// The cells of a CSV file without quoting, a row per line (header first).
+pub fn read_csv(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
 /// An empty folder for one test, named after it and this test process.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("bn-cli-{name}-{}", std::process::id()));
