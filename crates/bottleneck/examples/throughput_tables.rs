@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: 0,
         mask_rate: 0.2,
         kl_weight: 1.0,
+        early_stopping: false,
     };
     let t = Instant::now();
     let (model, _) = train_dense(&spec, &values, &idx, &opts, &device, &Silent)?;

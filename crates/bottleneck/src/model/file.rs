@@ -87,6 +87,44 @@ pub struct TrainingSummary {
     /// Mean training loss per epoch.
     pub loss_curve: Vec<f32>,
     pub seconds: f64,
+    /// Samples held out of training to stop it when their loss stopped improving (0: the
+    /// run took all its epochs).
+    #[serde(default)]
+    pub validation_samples: usize,
+    /// Their loss after each epoch.
+    #[serde(default)]
+    pub validation_curve: Vec<f32>,
+    /// The epoch whose weights were kept (0 in files written before early stopping).
+    #[serde(default)]
+    pub best_epoch: usize,
+}
+
+impl TrainingSummary {
+    /// The summary of a run logged as `log` with these settings; `seconds` is set by the
+    /// caller once the whole fit is done.
+    pub fn from_log(
+        log: crate::train::TrainLog,
+        calibration_samples: usize,
+        skipped_samples: usize,
+        batch_size: usize,
+        learning_rate: f64,
+        seed: u64,
+    ) -> Self {
+        Self {
+            train_samples: log.train_samples,
+            calibration_samples,
+            skipped_samples,
+            epochs: log.epochs_run,
+            batch_size,
+            learning_rate,
+            seed,
+            loss_curve: log.loss_curve,
+            seconds: 0.0,
+            validation_samples: log.validation_samples,
+            validation_curve: log.validation_curve,
+            best_epoch: log.best_epoch,
+        }
+    }
 }
 
 /// Everything in the model file besides the weights.

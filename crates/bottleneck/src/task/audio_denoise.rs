@@ -458,9 +458,10 @@ impl AudioDenoiser {
             seed: params.seed,
             mask_rate: 0.0,
             kl_weight: 0.0,
+            early_stopping: params.epochs.is_none(),
         };
         let indices: Vec<usize> = (0..owners.len()).collect();
-        let (model, curve) = train_dense_batches(
+        let (model, log) = train_dense_batches(
             &spec,
             &indices,
             &opts,
@@ -506,15 +507,16 @@ impl AudioDenoiser {
                 noise: params.noise.to_string(),
                 validation: None,
                 training: TrainingSummary {
+                    // Recordings, not the crops drawn from them.
                     train_samples: signals.len(),
-                    calibration_samples: validation.len(),
-                    skipped_samples: left_out.len(),
-                    epochs,
-                    batch_size,
-                    learning_rate: params.learning_rate,
-                    seed: params.seed,
-                    loss_curve: curve,
-                    seconds: 0.0,
+                    ..TrainingSummary::from_log(
+                        log,
+                        validation.len(),
+                        left_out.len(),
+                        batch_size,
+                        params.learning_rate,
+                        params.seed,
+                    )
                 },
             },
             device: device.clone(),

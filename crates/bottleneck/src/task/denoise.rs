@@ -20,7 +20,7 @@ use crate::model::file::{
 };
 use crate::model::{DenoiseNet, DenoiseSpec};
 use crate::progress::Progress;
-use crate::train::{NoiseModel, Schedule, run_epochs, seeded};
+use crate::train::{NoiseModel, Schedule, Stopping, TrainLog, run_epochs, seeded};
 
 /// Default optimizer steps when `epochs` is not given.
 const TARGET_STEPS: usize = 4500;
@@ -181,7 +181,8 @@ impl Denoiser {
         };
         let (val_idx, train_idx) = order.split_at(n_val);
         let train: Vec<&Sample> = train_idx.iter().map(|&i| &samples[i]).collect();
-        let (net, curve, epochs) = train_denoiser(&spec, &train, params, device, progress)?;
+        let held_out: Vec<&Sample> = val_idx.iter().map(|&i| &samples[i]).collect();
+        let (net, log) = train_denoiser(&spec, &train, &held_out, params, device, progress)?;
         let noise = match params.noisy {
             Some(_) => "pairs".to_string(),
             None => params.noise.to_string(),
@@ -194,20 +195,20 @@ impl Denoiser {
             noise,
             validation: None,
             training: TrainingSummary {
+                // Images (the early-stopping patches are cut from the held-out ones).
                 train_samples: train_idx.len(),
-                calibration_samples: n_val,
-                skipped_samples: skipped,
-                epochs,
-                batch_size: params.batch_size,
-                learning_rate: params.learning_rate,
-                seed: params.seed,
-                loss_curve: curve,
-                seconds: 0.0,
+                ..TrainingSummary::from_log(
+                    log,
+                    n_val,
+                    skipped,
+                    params.batch_size,
+                    params.learning_rate,
+                    params.seed,
+                )
             },
         };
         let mut denoiser = Self::new(net, meta, device);
         if n_val > 0 {
-            let held_out: Vec<&Sample> = val_idx.iter().map(|&i| &samples[i]).collect();
             denoiser.meta.validation = Some(denoiser.validate(&held_out, params, progress));
         }
         denoiser.meta.training.seconds = started.elapsed().as_secs_f64();
@@ -631,23 +632,31 @@ fn read_samples(
 
 /// Trains the network on random patches of `samples` (area-weighted, flipped and rotated at
 /// random), corrupted with the noise model or taken from the noisy partner. An epoch is one
-/// pass worth of pixels, at most the default number of steps. Returns the inference
-/// network, the loss curve and the number of epochs.
+/// pass worth of pixels, at most the default number of steps. Without `params.epochs`,
+/// training stops once the loss on a fixed draw of patches of the `held_out` images stops
+/// improving (when there are any). Returns the inference network and what the run did.
 fn train_denoiser(
     spec: &DenoiseSpec,
     samples: &[&Sample],
+    held_out: &[&Sample],
     params: &DenoiseParams,
     device: &Device,
     progress: &dyn Progress,
-) -> Result<(DenoiseNet, Vec<f32>, usize)> {
+) -> Result<(DenoiseNet, TrainLog)> {
     let p = spec.patch;
     let c = spec.channels;
-    let mut cumulative = Vec::with_capacity(samples.len());
-    let mut total = 0usize;
-    for s in samples {
-        total += (s.width - p + 1) * (s.height - p + 1);
-        cumulative.push(total);
-    }
+    // Patches are drawn in proportion to each image's number of patch positions.
+    let positions = |set: &[&Sample]| -> Vec<usize> {
+        set.iter()
+            .scan(0usize, |acc, s| {
+                *acc += (s.width - p + 1) * (s.height - p + 1);
+                Some(*acc)
+            })
+            .collect()
+    };
+    let cumulative = positions(samples);
+    let total = cumulative.last().copied().unwrap_or(0);
+    let held_cumulative = positions(held_out);
     let per_epoch = (total / (p * p))
         .max(params.batch_size)
         .min(TARGET_STEPS * params.batch_size);
@@ -669,31 +678,51 @@ fn train_denoiser(
         seed: params.seed,
     };
     let slots: Vec<usize> = (0..per_epoch).collect();
+    // Slots from `per_epoch` on are validation patches, cut from the held-out images.
+    let stopping = (params.epochs.is_none() && !held_out.is_empty()).then(|| Stopping {
+        validation: (per_epoch..per_epoch + (per_epoch / 10).clamp(params.batch_size, 1024))
+            .collect(),
+    });
     let patch_len = c * p * p;
-    let (net, curve) = run_epochs(net, &slots, schedule, progress, |net, chunk, rng| {
-        let mut clean = vec![0.0f32; chunk.len() * patch_len];
-        let mut noisy = vec![0.0f32; chunk.len() * patch_len];
-        for (dst_clean, dst_noisy) in clean.chunks_mut(patch_len).zip(noisy.chunks_mut(patch_len)) {
-            let r = rng.random_range(0..total);
-            let s = samples[cumulative.partition_point(|&t| t <= r)];
-            let x0 = rng.random_range(0..=s.width - p);
-            let y0 = rng.random_range(0..=s.height - p);
-            let flip: u8 = rng.random_range(0..8);
-            copy_patch(&s.clean, s, c, p, (x0, y0), flip, dst_clean);
-            match &s.noisy {
-                Some(n) => copy_patch(n, s, c, p, (x0, y0), flip, dst_noisy),
-                None => {
-                    dst_noisy.copy_from_slice(dst_clean);
-                    params.noise.apply(dst_noisy, rng);
+    let run = run_epochs(
+        net,
+        &slots,
+        schedule,
+        stopping.as_ref(),
+        progress,
+        |net, chunk, rng| {
+            let (from, cumulative) = match chunk.first() {
+                Some(&i) if i >= per_epoch => (held_out, &held_cumulative),
+                _ => (samples, &cumulative),
+            };
+            let total = cumulative.last().copied().unwrap_or(0);
+            let mut clean = vec![0.0f32; chunk.len() * patch_len];
+            let mut noisy = vec![0.0f32; chunk.len() * patch_len];
+            for (dst_clean, dst_noisy) in
+                clean.chunks_mut(patch_len).zip(noisy.chunks_mut(patch_len))
+            {
+                let r = rng.random_range(0..total);
+                let s = from[cumulative.partition_point(|&t| t <= r)];
+                let x0 = rng.random_range(0..=s.width - p);
+                let y0 = rng.random_range(0..=s.height - p);
+                let flip: u8 = rng.random_range(0..8);
+                copy_patch(&s.clean, s, c, p, (x0, y0), flip, dst_clean);
+                match &s.noisy {
+                    Some(n) => copy_patch(n, s, c, p, (x0, y0), flip, dst_noisy),
+                    None => {
+                        dst_noisy.copy_from_slice(dst_clean);
+                        params.noise.apply(dst_noisy, rng);
+                    }
                 }
             }
-        }
-        let shape = [chunk.len(), c, p, p];
-        let clean = Tensor::<4>::from_data(TensorData::new(clean, shape), &ad);
-        let noisy = Tensor::<4>::from_data(TensorData::new(noisy, shape), &ad);
-        Ok((net.forward(noisy) - clean).powf_scalar(2.0).mean())
-    })?;
-    Ok((net.valid(), curve, epochs))
+            let shape = [chunk.len(), c, p, p];
+            let clean = Tensor::<4>::from_data(TensorData::new(clean, shape), &ad);
+            let noisy = Tensor::<4>::from_data(TensorData::new(noisy, shape), &ad);
+            Ok((net.forward(noisy) - clean).powf_scalar(2.0).mean())
+        },
+    );
+    let (net, log) = run?;
+    Ok((net.valid(), log))
 }
 
 /// Copies the `p`-pixel patch at `origin` of `planes` (one sample's layout) into `dst`,

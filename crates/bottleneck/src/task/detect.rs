@@ -190,8 +190,9 @@ impl Detector {
             learning_rate: params.learning_rate,
             seed: params.seed,
             loss: params.loss,
+            early_stopping: params.epochs.is_none(),
         };
-        let (model, curve) = train_autoencoder(&spec, &set, &train_idx, &opts, device, progress)?;
+        let (model, log) = train_autoencoder(&spec, &set, &train_idx, &opts, device, progress)?;
         let scoring = ScoreSettings {
             loss: params.loss,
             smoothing_sigma: params
@@ -219,17 +220,14 @@ impl Detector {
                 prep,
                 scoring,
                 calibration: Calibration::fit(vec![0.0], rule)?,
-                training: TrainingSummary {
-                    train_samples: train_idx.len(),
-                    calibration_samples: n_cal,
-                    skipped_samples: skipped.len(),
-                    epochs,
-                    batch_size: params.batch_size,
-                    learning_rate: params.learning_rate,
-                    seed: params.seed,
-                    loss_curve: curve,
-                    seconds: 0.0,
-                },
+                training: TrainingSummary::from_log(
+                    log,
+                    n_cal,
+                    skipped.len(),
+                    params.batch_size,
+                    params.learning_rate,
+                    params.seed,
+                ),
             },
             device: device.clone(),
         };

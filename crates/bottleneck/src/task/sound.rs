@@ -330,9 +330,10 @@ impl AudioDetector {
             seed: params.seed,
             mask_rate: 0.0,
             kl_weight: 0.0,
+            early_stopping: params.epochs.is_none(),
         };
         let indices: Vec<usize> = (0..starts.len()).collect();
-        let (model, curve) = train_dense_batches(
+        let (model, log) = train_dense_batches(
             &spec,
             &indices,
             &opts,
@@ -372,15 +373,16 @@ impl AudioDetector {
                 },
                 calibration: Calibration::fit(vec![0.0], rule)?,
                 training: TrainingSummary {
+                    // Recordings, not the inputs cut from them.
                     train_samples: train_idx.len(),
-                    calibration_samples: n_cal,
-                    skipped_samples: left_out.len(),
-                    epochs,
-                    batch_size,
-                    learning_rate: params.learning_rate,
-                    seed: params.seed,
-                    loss_curve: curve,
-                    seconds: 0.0,
+                    ..TrainingSummary::from_log(
+                        log,
+                        n_cal,
+                        left_out.len(),
+                        batch_size,
+                        params.learning_rate,
+                        params.seed,
+                    )
                 },
             },
             device: device.clone(),

@@ -215,8 +215,9 @@ impl TableModel {
             seed: params.seed,
             mask_rate: params.mask_rate,
             kl_weight: params.kl_weight,
+            early_stopping: params.epochs.is_none(),
         };
-        let (model, curve) = train_dense(&spec, &values, &train_idx, &opts, device, progress)?;
+        let (model, log) = train_dense(&spec, &values, &train_idx, &opts, device, progress)?;
         let rule = match params.contamination {
             Some(c) => ThresholdRule::Contamination { contamination: c },
             None => ThresholdRule::Conformal { fpr: params.fpr },
@@ -235,17 +236,14 @@ impl TableModel {
                     mask_rate: params.mask_rate,
                 },
                 calibration: Calibration::fit(vec![0.0], rule)?,
-                training: TrainingSummary {
-                    train_samples: train_idx.len(),
-                    calibration_samples: n_cal,
-                    skipped_samples: rows.skipped.len(),
-                    epochs,
+                training: TrainingSummary::from_log(
+                    log,
+                    n_cal,
+                    rows.skipped.len(),
                     batch_size,
-                    learning_rate: params.learning_rate,
-                    seed: params.seed,
-                    loss_curve: curve,
-                    seconds: 0.0,
-                },
+                    params.learning_rate,
+                    params.seed,
+                ),
             },
             device: device.clone(),
         };

@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::{Schedule, run_epochs, seeded};
+use super::{Schedule, Stopping, TrainLog, run_epochs, seeded};
 use crate::error::{Error, Result};
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
@@ -25,6 +25,9 @@ pub struct DenseTrainOptions {
     pub mask_rate: f32,
     /// Weight of the KL term of a variational model.
     pub kl_weight: f32,
+    /// Hold out a share of the samples and stop once their loss stops improving (see
+    /// [`super::TrainOptions::early_stopping`]).
+    pub early_stopping: bool,
 }
 
 /// A batch as the network takes it: input values (missing and hidden cells at 0), the mask
@@ -92,7 +95,7 @@ pub(crate) fn make_batch(
 
 /// Trains a fresh dense autoencoder of shape `spec` on `rows` (`n x spec.features`,
 /// standardised, NaN where missing) at `indices`, on `device`. Returns the inference model
-/// and the mean loss of each epoch. Same seed, same data: same model on CPU. Fails when the
+/// and what the run did. Same seed, same data: same model on CPU. Fails when the
 /// loss stops being finite.
 pub fn train_dense(
     spec: &DenseSpec,
@@ -101,7 +104,7 @@ pub fn train_dense(
     opts: &DenseTrainOptions,
     device: &Device,
     progress: &dyn Progress,
-) -> Result<(DenseAutoencoder, Vec<f32>)> {
+) -> Result<(DenseAutoencoder, TrainLog)> {
     let d = spec.features;
     train_dense_batches(
         spec,
@@ -135,10 +138,14 @@ pub(crate) fn train_dense_batches(
     device: &Device,
     progress: &dyn Progress,
     mut make: impl FnMut(&[usize], &mut ChaCha8Rng) -> Batch,
-) -> Result<(DenseAutoencoder, Vec<f32>)> {
+) -> Result<(DenseAutoencoder, TrainLog)> {
     if indices.is_empty() {
         return Err(Error::Invalid("no training rows".into()));
     }
+    let (indices, stopping) = match opts.early_stopping {
+        true => Stopping::hold_out(indices, opts.seed),
+        false => (indices.to_vec(), None),
+    };
     let d = spec.features;
     let ad = device.clone().autodiff();
     let model = seeded(&ad, opts.seed, || {
@@ -153,50 +160,59 @@ pub(crate) fn train_dense_batches(
         learning_rate: opts.learning_rate,
         seed: opts.seed,
     };
-    let (model, curve) = run_epochs(model, indices, schedule, progress, |model, chunk, rng| {
-        let b = make(chunk, rng);
-        // A sample may give several rows (a recording's frames): count them.
-        let m = b.targets.len() / d;
-        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [m, d]), &ad);
-        let targets = t(b.targets);
-        let enc = model.encode(t(b.shown_values), b.shown.map(t));
-        let (code, kl) = match enc.log_var {
-            Some(log_var) => {
-                let eps: Vec<f32> = (0..m * spec.latent)
-                    .map(|_| StandardNormal.sample(rng))
-                    .collect();
-                let eps = Tensor::<2>::from_data(TensorData::new(eps, [m, spec.latent]), &ad);
-                let std = (log_var.clone() * 0.5).exp();
-                let kl = (log_var.clone().exp() + enc.mean.clone().powi_scalar(2) - log_var - 1.0)
-                    .sum()
-                    * 0.5;
-                (enc.mean + std * eps, Some(kl))
-            }
-            None => (enc.mean, None),
-        };
-        let y = match output {
-            DenseOutput::Linear => model.decode(code),
-            DenseOutput::Sigmoid => sigmoid(model.decode(code)),
-        };
-        let squared = (y - targets).powi_scalar(2);
-        let (err, cells) = match b.observed {
-            Some(w) => {
-                let w = t(w);
-                ((squared * w.clone()).sum(), Some(w.sum()))
-            }
-            None => (squared.sum(), None),
-        };
-        let loss = match kl {
-            Some(kl) => err * 0.5 + kl * opts.kl_weight,
-            None => err,
-        };
-        Ok(match cells {
-            // A batch whose every weight is 0 (silent crops) adds nothing rather than 0 / 0.
-            Some(cells) => loss / cells.clamp_min(1e-6),
-            None => loss / (m * d) as f32,
-        })
-    })?;
-    Ok((model.valid(), curve))
+    let stopping = stopping.as_ref();
+    let (model, log) = run_epochs(
+        model,
+        &indices,
+        schedule,
+        stopping,
+        progress,
+        |model, chunk, rng| {
+            let b = make(chunk, rng);
+            // A sample may give several rows (a recording's frames): count them.
+            let m = b.targets.len() / d;
+            let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [m, d]), &ad);
+            let targets = t(b.targets);
+            let enc = model.encode(t(b.shown_values), b.shown.map(t));
+            let (code, kl) = match enc.log_var {
+                Some(log_var) => {
+                    let eps: Vec<f32> = (0..m * spec.latent)
+                        .map(|_| StandardNormal.sample(rng))
+                        .collect();
+                    let eps = Tensor::<2>::from_data(TensorData::new(eps, [m, spec.latent]), &ad);
+                    let std = (log_var.clone() * 0.5).exp();
+                    let kl =
+                        (log_var.clone().exp() + enc.mean.clone().powi_scalar(2) - log_var - 1.0)
+                            .sum()
+                            * 0.5;
+                    (enc.mean + std * eps, Some(kl))
+                }
+                None => (enc.mean, None),
+            };
+            let y = match output {
+                DenseOutput::Linear => model.decode(code),
+                DenseOutput::Sigmoid => sigmoid(model.decode(code)),
+            };
+            let squared = (y - targets).powi_scalar(2);
+            let (err, cells) = match b.observed {
+                Some(w) => {
+                    let w = t(w);
+                    ((squared * w.clone()).sum(), Some(w.sum()))
+                }
+                None => (squared.sum(), None),
+            };
+            let loss = match kl {
+                Some(kl) => err * 0.5 + kl * opts.kl_weight,
+                None => err,
+            };
+            Ok(match cells {
+                // A batch whose every weight is 0 (silent crops) adds nothing rather than 0 / 0.
+                Some(cells) => loss / cells.clamp_min(1e-6),
+                None => loss / (m * d) as f32,
+            })
+        },
+    )?;
+    Ok((model.valid(), log))
 }
 
 #[cfg(test)]
@@ -252,13 +268,15 @@ mod tests {
                 seed: 5,
                 mask_rate: 0.2,
                 kl_weight: 1.0,
+                early_stopping: false,
             };
             let (_, a) = train_dense(&spec, &rows, &idx, &opts, &device, &Silent).unwrap();
             let (_, b) = train_dense(&spec, &rows, &idx, &opts, &device, &Silent).unwrap();
             // The variational loss keeps its KL term: it cannot fall as far.
             let target = if variational { 0.9 } else { 0.5 };
+            let a = a.loss_curve;
             assert!(a[a.len() - 1] < a[0] * target, "{variational}: {a:?}");
-            assert_eq!(a, b);
+            assert_eq!(a, b.loss_curve);
         }
     }
 }

@@ -45,36 +45,106 @@ pub struct TrainOptions {
     pub learning_rate: f64,
     pub seed: u64,
     pub loss: Loss,
+    /// Hold out [`VALIDATION_FRACTION`] of the images and stop once their loss stops
+    /// improving, keeping the best epoch's weights (`epochs` is then the most it runs).
+    pub early_stopping: bool,
 }
 
 /// How long and how fast a training run goes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Schedule {
+    /// Passes over the samples at most (the learning rate's cosine spans all of them).
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
     pub seed: u64,
 }
 
+/// Share of the training samples held out to decide when training has stopped improving.
+pub const VALIDATION_FRACTION: f64 = 0.1;
+/// Fewest samples a run needs before any are held out for early stopping: below it every
+/// sample trains and the run takes all its epochs.
+const MIN_SAMPLES_FOR_STOPPING: usize = 40;
+/// At most this many validation samples: enough to see a plateau, cheap to evaluate.
+const MAX_VALIDATION: usize = 1000;
+/// Evaluations without a relative improvement of [`MIN_IMPROVEMENT`] before stopping, and
+/// at least [`PATIENCE_STEPS`] optimizer steps' worth of epochs.
+const PATIENCE_EPOCHS: usize = 4;
+const PATIENCE_STEPS: usize = 80;
+/// A validation loss counts as better only when it is this much (relative) below the best.
+const MIN_IMPROVEMENT: f64 = 0.005;
+
+/// Early stopping: the samples whose loss is watched after every epoch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stopping {
+    pub validation: Vec<usize>,
+}
+
+impl Stopping {
+    /// Holds out [`VALIDATION_FRACTION`] of `indices` (seeded) for early stopping. Returns
+    /// the samples left to train on and the stopping rule, or every sample and `None` when
+    /// there are too few to spare any.
+    pub(crate) fn hold_out(indices: &[usize], seed: u64) -> (Vec<usize>, Option<Stopping>) {
+        if indices.len() < MIN_SAMPLES_FOR_STOPPING {
+            return (indices.to_vec(), None);
+        }
+        let n_val = ((indices.len() as f64 * VALIDATION_FRACTION).round() as usize)
+            .clamp(1, MAX_VALIDATION);
+        let mut order = indices.to_vec();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5a1d));
+        let (val, train) = order.split_at(n_val);
+        let (mut val, mut train) = (val.to_vec(), train.to_vec());
+        val.sort_unstable();
+        train.sort_unstable();
+        (train, Some(Stopping { validation: val }))
+    }
+}
+
+/// What a training run did, beside the model it returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainLog {
+    /// Mean training loss of each epoch run.
+    pub loss_curve: Vec<f32>,
+    /// Validation loss after each epoch (empty without early stopping).
+    pub validation_curve: Vec<f32>,
+    /// Samples trained on and held out for early stopping.
+    pub train_samples: usize,
+    pub validation_samples: usize,
+    /// Epochs run, and the one whose weights were kept (the last without early stopping).
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    /// Whether training stopped before its last epoch because validation stopped improving.
+    pub stopped_early: bool,
+}
+
 /// The loop every training shares: each epoch the samples at `indices` are shuffled (seeded)
 /// into batches, `batch_loss` gives the loss of one batch from its sample indices (drawing
 /// any noise from the same generator), and Adam takes a step at a cosine-decayed rate.
-/// Reports progress and returns the trained model with the mean loss of each epoch. Fails
-/// when `batch_loss` fails or the loss stops being finite.
+/// With `stopping`, the loss of its validation samples (same closure, noise drawn from a
+/// generator seeded the same way for every evaluation) is measured after each epoch; the
+/// run ends once it has not improved for a while, and the weights of the best epoch are
+/// returned. Reports progress. Fails when `batch_loss` fails or a loss stops being finite.
 pub(crate) fn run_epochs<M: Module>(
     mut model: M,
     indices: &[usize],
     schedule: Schedule,
+    stopping: Option<&Stopping>,
     progress: &dyn Progress,
     mut batch_loss: impl FnMut(&M, &[usize], &mut ChaCha8Rng) -> Result<Tensor<1>>,
-) -> Result<(M, Vec<f32>)> {
+) -> Result<(M, TrainLog)> {
     let mut optim = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(schedule.seed);
     let mut order = indices.to_vec();
     let per_epoch = order.len().div_ceil(schedule.batch_size);
     let total = per_epoch * schedule.epochs;
+    let patience = PATIENCE_EPOCHS.max(PATIENCE_STEPS.div_ceil(per_epoch.max(1)));
+    let mut log = TrainLog {
+        train_samples: indices.len(),
+        validation_samples: stopping.map_or(0, |s| s.validation.len()),
+        ..TrainLog::default()
+    };
+    let mut best: Option<(f64, M)> = None;
     progress.stage("training", total as u64);
-    let mut curve = Vec::with_capacity(schedule.epochs);
     let mut step = 0usize;
     for epoch in 0..schedule.epochs {
         order.shuffle(&mut rng);
@@ -82,13 +152,7 @@ pub(crate) fn run_epochs<M: Module>(
         let mut count = 0usize;
         for chunk in order.chunks(schedule.batch_size) {
             let loss = batch_loss(&model, chunk, &mut rng)?;
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "training diverged at epoch {} (loss {value}); try a lower learning rate",
-                    epoch + 1
-                )));
-            }
+            let value = finite_loss(loss.clone().into_scalar::<f32>(), epoch)?;
             sum += value as f64 * chunk.len() as f64;
             count += chunk.len();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -98,15 +162,66 @@ pub(crate) fn run_epochs<M: Module>(
             progress.advance(1);
         }
         let mean = (sum / count as f64) as f32;
-        curve.push(mean);
+        log.loss_curve.push(mean);
+        log.epochs_run = epoch + 1;
+        let Some(stopping) = stopping else {
+            log.best_epoch = epoch + 1;
+            progress.status(&format!(
+                "epoch {}/{} loss {mean:.5}",
+                epoch + 1,
+                schedule.epochs
+            ));
+            continue;
+        };
+        // The same noise for every evaluation, so the curve moves only with the model.
+        let mut val_rng = ChaCha8Rng::seed_from_u64(schedule.seed ^ 0x7a11d);
+        let mut val_sum = 0.0f64;
+        for chunk in stopping.validation.chunks(schedule.batch_size) {
+            let loss = batch_loss(&model, chunk, &mut val_rng)?;
+            val_sum += finite_loss(loss.into_scalar::<f32>(), epoch)? as f64 * chunk.len() as f64;
+        }
+        let val = val_sum / stopping.validation.len() as f64;
+        log.validation_curve.push(val as f32);
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| val < b * (1.0 - MIN_IMPROVEMENT))
+        {
+            best = Some((val, model.clone()));
+            log.best_epoch = epoch + 1;
+        }
         progress.status(&format!(
-            "epoch {}/{} loss {mean:.5}",
+            "epoch {}/{} loss {mean:.5} validation {val:.5} (best: epoch {})",
             epoch + 1,
-            schedule.epochs
+            schedule.epochs,
+            log.best_epoch
         ));
+        if epoch + 1 - log.best_epoch >= patience && epoch + 1 < schedule.epochs {
+            log.stopped_early = true;
+            progress.status(&format!(
+                "stopped at epoch {}: validation loss not better than epoch {} for {patience} epochs",
+                epoch + 1,
+                log.best_epoch
+            ));
+            break;
+        }
     }
     progress.finish();
-    Ok((model, curve))
+    if let Some((_, kept)) = best {
+        model = kept;
+    }
+    Ok((model, log))
+}
+
+/// `value` when it is finite, else the error that training diverged at `epoch`.
+fn finite_loss(value: f32, epoch: usize) -> Result<f32> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(Error::Invalid(format!(
+            "training diverged at epoch {} (loss {value}); try a lower learning rate",
+            epoch + 1
+        )))
+    }
 }
 
 /// Number of epochs that gives about `target_steps` optimizer steps on `n` samples, from 5
@@ -123,7 +238,7 @@ pub fn default_epochs(
 
 /// Trains a fresh autoencoder of shape `spec` on the images of `set` at `indices`, on
 /// `device` (a CPU or GPU device; autodiff is added here). Returns the inference model
-/// (without autodiff) and the mean loss of each epoch. Runs with the same seed give the same
+/// (without autodiff) and what the run did (losses per epoch, early stopping). Runs with the same seed give the same
 /// model on CPU, including concurrent runs, as long as no other code draws from the device's
 /// random generator while a run initialises its weights. Fails when a batch cannot be read
 /// or the loss stops being finite.
@@ -134,10 +249,14 @@ pub fn train_autoencoder(
     opts: &TrainOptions,
     device: &Device,
     progress: &dyn Progress,
-) -> Result<(ConvAutoencoder, Vec<f32>)> {
+) -> Result<(ConvAutoencoder, TrainLog)> {
     if indices.is_empty() {
         return Err(Error::Invalid("no training images".into()));
     }
+    let (indices, stopping) = match opts.early_stopping {
+        true => Stopping::hold_out(indices, opts.seed),
+        false => (indices.to_vec(), None),
+    };
     let ad = device.clone().autodiff();
     let model = seeded(&ad, opts.seed, || {
         let model = ConvAutoencoder::new(spec, &ad);
@@ -152,15 +271,22 @@ pub fn train_autoencoder(
         learning_rate: opts.learning_rate,
         seed: opts.seed,
     };
-    let (model, curve) = run_epochs(model, indices, schedule, progress, |model, chunk, _| {
-        let x = Tensor::<4>::from_data(
-            TensorData::new(set.batch(chunk)?, [chunk.len(), spec.channels, side, side]),
-            &ad,
-        );
-        let y = model.forward(x.clone());
-        Ok(pixel_loss(x, y, opts.loss).mean())
-    })?;
-    Ok((model.valid(), curve))
+    let (model, log) = run_epochs(
+        model,
+        &indices,
+        schedule,
+        stopping.as_ref(),
+        progress,
+        |model, chunk, _| {
+            let x = Tensor::<4>::from_data(
+                TensorData::new(set.batch(chunk)?, [chunk.len(), spec.channels, side, side]),
+                &ad,
+            );
+            let y = model.forward(x.clone());
+            Ok(pixel_loss(x, y, opts.loss).mean())
+        },
+    )?;
+    Ok((model.valid(), log))
 }
 
 #[cfg(test)]
@@ -194,13 +320,80 @@ mod tests {
             learning_rate: 3e-3,
             seed: 9,
             loss: Loss::Mse,
+            early_stopping: false,
         };
         let idx: Vec<usize> = (0..set.len()).collect();
         let device = Device::flex();
         let (_, a) = train_autoencoder(&spec, &set, &idx, &opts, &device, &Silent).unwrap();
         let (_, b) = train_autoencoder(&spec, &set, &idx, &opts, &device, &Silent).unwrap();
-        assert!(a[a.len() - 1] < a[0] * 0.7, "loss curve {a:?}");
+        let curve = &a.loss_curve;
+        assert!(
+            curve[curve.len() - 1] < curve[0] * 0.7,
+            "loss curve {curve:?}"
+        );
         assert_eq!(a, b, "same seed, same data, same losses");
+        assert_eq!((a.epochs_run, a.validation_samples), (8, 0));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn early_stopping_holds_out_stops_and_keeps_the_best_weights() {
+        let root = std::env::temp_dir().join(format!("bn-stop-{}", std::process::id()));
+        let cfg = BoardConfig {
+            image_size: 16,
+            train_good: 60,
+            test_good: 0,
+            test_per_defect: 0,
+            seed: 4,
+        };
+        generate_boards(&root, &cfg).unwrap();
+        let paths = find_images(&root.join("train/good")).unwrap();
+        let prep = ImagePrep {
+            channels: 3,
+            image_size: 16,
+        };
+        let (set, _) = ImageSet::open(paths, prep, false, &|_| {}).unwrap();
+        let spec = ConvSpec::for_image(3, 16, Some(8), Some(8)).unwrap();
+        // A high rate and many epochs: validation stops improving long before the end.
+        let opts = TrainOptions {
+            epochs: 400,
+            batch_size: 16,
+            learning_rate: 1e-2,
+            seed: 3,
+            loss: Loss::Mse,
+            early_stopping: true,
+        };
+        let idx: Vec<usize> = (0..set.len()).collect();
+        let device = Device::flex();
+        let (model, log) = train_autoencoder(&spec, &set, &idx, &opts, &device, &Silent).unwrap();
+        assert_eq!((log.train_samples, log.validation_samples), (54, 6));
+        assert!(log.stopped_early && log.epochs_run < 400, "{log:?}");
+        assert_eq!(log.validation_curve.len(), log.epochs_run);
+        // Patience: 80 steps of 4 per epoch.
+        assert_eq!(log.epochs_run - log.best_epoch, 20);
+        let best = log.validation_curve[log.best_epoch - 1];
+        assert!(
+            log.validation_curve
+                .iter()
+                .all(|&v| v >= best * (1.0 - 0.005))
+        );
+        // The returned weights are the best epoch's: their loss on the held-out images is
+        // the one recorded for that epoch.
+        let (_, stopping) = Stopping::hold_out(&idx, opts.seed);
+        let val = stopping.unwrap().validation;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(set.batch(&val).unwrap(), [6, 3, 16, 16]),
+            &device,
+        );
+        let kept = pixel_loss(x.clone(), model.forward(x), Loss::Mse)
+            .mean()
+            .into_scalar::<f32>();
+        assert!(
+            (kept - best).abs() <= 1e-5 * best.max(1e-6),
+            "kept {kept}, best {best}"
+        );
+        let (_, again) = train_autoencoder(&spec, &set, &idx, &opts, &device, &Silent).unwrap();
+        assert_eq!(log, again, "same seed, same stop");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
