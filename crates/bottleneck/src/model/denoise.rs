@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
+use super::kernels::{conv_layer, conv_transpose_layer};
 use crate::error::{Error, Result};
 
 /// Shape of a denoising network; saved in the model file.
@@ -89,7 +90,7 @@ impl Block {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.second.forward(relu(self.first.forward(x))))
+        relu(conv_layer(&self.second, relu(conv_layer(&self.first, x))))
     }
 }
 
@@ -152,9 +153,9 @@ impl DenoiseNet {
         skips.pop();
         for (up, merge) in self.up.iter().zip(&self.merge) {
             let skip = skips.pop().expect("one skip per level");
-            x = relu(merge.forward(relu(up.forward(x)) + skip));
+            x = relu(conv_layer(merge, relu(conv_transpose_layer(up, x)) + skip));
         }
-        noisy - self.output.forward(x)
+        noisy - conv_layer(&self.output, x)
     }
 }
 

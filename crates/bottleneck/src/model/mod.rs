@@ -4,6 +4,7 @@ pub mod conv;
 pub mod denoise;
 pub mod dense;
 pub mod file;
+pub mod kernels;
 pub mod spec;
 
 pub use conv::ConvAutoencoder;

@@ -1,0 +1,950 @@
+//! The image networks' convolutions on the CPU (burn's Flex backend), forward and backward,
+//! as burn backend-extension operations with their own backward pass.
+//!
+//! Why: profiling a default training run (128x128 grayscale, batch 32) put most of the time
+//! outside the matrix products: Flex's general convolution copies its input to NHWC on one
+//! thread, zero-fills and gathers an im2col tile per 512 outputs, and computes weight
+//! gradients as a convolution with the whole output gradient as its kernel (the input
+//! copied again, one narrow product per input channel). Here every image is one im2col and
+//! one product (or one product and one col2im), images run in parallel, the weight gradient
+//! is one product per image into a per-group sum, and bias and the gradients' layouts are
+//! folded into the products' strides.
+//!
+//! Both layers the networks use reduce to two data movements around a product, for a
+//! convolution between a "large" side (size `large`) and a "small" side (`small`, the
+//! strided output of a convolution or the input of a transposed one):
+//! - `im2col`: large-side image `[c, large, large]` -> columns `[c * k * k, small * small]`;
+//! - `col2im`: the adjoint, columns back onto the large side, adding overlaps.
+//!
+//! Results are deterministic: images are summed in fixed groups and a fixed order, whatever
+//! the number of threads.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+/// Images whose weight gradients are summed together before the groups are added in order.
+const GRAD_GROUP: usize = 4;
+/// Size of one band of columns (see [`bands`]): about half of a core's L2.
+const BAND_BYTES: usize = 512 * 1024;
+
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvKernels: Backend {
+    /// 2-D convolution of `x` `[b, c_in, h, w]` with square `weight` `[c_out, c_in, k, k]`,
+    /// `bias` `[c_out]`, equal stride and zero padding on every side.
+    fn conv2d_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self>;
+
+    /// 2-D transposed convolution of `x` `[b, c_in, h, w]` with square `weight`
+    /// `[c_in, c_out, k, k]`, `bias` `[c_out]`, equal stride and padding on every side.
+    fn conv_transpose2d_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self>;
+
+    /// `x` where it is at least 0, `slope * x` elsewhere, in one pass (burn composes it of
+    /// a comparison, a product and a masked select, each with its own backward).
+    fn leaky_relu_fast(x: FloatTensor<Self>, slope: f32) -> FloatTensor<Self>;
+}
+
+/// Whether tensors on `device` take the kernels of this module (Flex, with or without
+/// autodiff); other backends use burn's own layers.
+pub fn supported(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+}
+
+/// `conv2d_fast` on high-level tensors (see [`ConvKernels::conv2d_fast`]).
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    stride: usize,
+    padding: usize,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as ConvKernels>::conv2d_fast(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        stride,
+        padding,
+    ))
+}
+
+/// `conv_transpose2d_fast` on high-level tensors.
+pub fn conv_transpose2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    stride: usize,
+    padding: usize,
+) -> Tensor<4> {
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as ConvKernels>::conv_transpose2d_fast(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            bias.into_dispatch(),
+            stride,
+            padding,
+        ),
+    )
+}
+
+/// [`ConvKernels::leaky_relu_fast`] on a Flex device, else burn's own.
+pub fn leaky_relu(x: Tensor<4>, slope: f64) -> Tensor<4> {
+    if supported(&x.device()) {
+        Tensor::from_dispatch(<burn::backend::Dispatch as ConvKernels>::leaky_relu_fast(
+            x.into_dispatch(),
+            slope as f32,
+        ))
+    } else {
+        burn::tensor::activation::leaky_relu(x, slope)
+    }
+}
+
+/// Sizes of one layer, named from the convolution's point of view: `large` is the side of
+/// the image a convolution reads (a transposed convolution writes), `small` the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    batch: usize,
+    /// Channels on the large and small sides.
+    c_large: usize,
+    c_small: usize,
+    large: usize,
+    small: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl Geometry {
+    /// Rows of the column matrix: `c_large * k * k`.
+    fn col_rows(&self) -> usize {
+        self.c_large * self.k * self.k
+    }
+    fn small_area(&self) -> usize {
+        self.small * self.small
+    }
+    fn large_area(&self) -> usize {
+        self.large * self.large
+    }
+
+    /// A convolution of `x` `[b, c, n, n]` by `weight` `[c_out, c, k, k]`.
+    fn of_conv(x: &[usize], weight: &[usize], stride: usize, padding: usize) -> Self {
+        let (large, k) = (x[2], weight[2]);
+        assert!(
+            x[2] == x[3] && weight[2] == weight[3] && weight[1] == x[1] && stride > 0,
+            "conv2d_fast: square images and kernels only, got x {x:?}, weight {weight:?}"
+        );
+        assert!(
+            large + 2 * padding >= k,
+            "conv2d_fast: kernel larger than the image"
+        );
+        Self {
+            batch: x[0],
+            c_large: x[1],
+            c_small: weight[0],
+            large,
+            small: (large + 2 * padding - k) / stride + 1,
+            k,
+            stride,
+            padding,
+        }
+    }
+
+    /// A transposed convolution of `x` `[b, c, n, n]` by `weight` `[c, c_out, k, k]`.
+    fn of_transpose(x: &[usize], weight: &[usize], stride: usize, padding: usize) -> Self {
+        let (small, k) = (x[2], weight[2]);
+        assert!(
+            x[2] == x[3] && weight[2] == weight[3] && weight[0] == x[1] && stride > 0,
+            "conv_transpose2d_fast: square images and kernels only, got x {x:?}, weight {weight:?}"
+        );
+        let large = ((small - 1) * stride + k)
+            .checked_sub(2 * padding)
+            .expect("conv_transpose2d_fast: padding larger than the output");
+        Self {
+            batch: x[0],
+            c_large: weight[1],
+            c_small: x[1],
+            large,
+            small,
+            k,
+            stride,
+            padding,
+        }
+    }
+}
+
+/// Columns `[c * k * k, band]` of one large-side image `[c, large, large]` for the
+/// small-side rows `rows` (band = their positions); positions in the padding are 0.
+///
+/// Each input row is copied once into a zero-padded row split into its `stride` phases
+/// (`phase[r][j] = padded[j * stride + r]`); every kernel column `kx` is then one
+/// contiguous copy of phase `kx % stride` from offset `kx / stride`.
+fn im2col(g: &Geometry, image: &[f32], rows: std::ops::Range<usize>, cols: &mut [f32]) {
+    let (n, k, s, p, w) = (g.large, g.k, g.stride, g.padding, g.small);
+    let band = rows.len() * w;
+    // Phase length: every kx reads w values from offset kx / s.
+    let len = w + (k - 1) / s;
+    let mut padded = vec![0.0f32; (len * s).max(n + p)];
+    let mut phases = vec![0.0f32; len * s];
+    for c in 0..g.c_large {
+        let plane = &image[c * n * n..(c + 1) * n * n];
+        for ky in 0..k {
+            for (i, oy) in rows.clone().enumerate() {
+                let y = oy * s + ky;
+                let inside = y >= p && y < n + p;
+                if inside {
+                    padded[p..p + n].copy_from_slice(&plane[(y - p) * n..][..n]);
+                    if s == 1 {
+                        phases.copy_from_slice(&padded[..len]);
+                    } else {
+                        for (j, group) in padded[..len * s].chunks_exact(s).enumerate() {
+                            for (r, &v) in group.iter().enumerate() {
+                                phases[r * len + j] = v;
+                            }
+                        }
+                    }
+                }
+                for kx in 0..k {
+                    let dst = &mut cols[((c * k + ky) * k + kx) * band + i * w..][..w];
+                    if inside {
+                        let from = (kx % s) * len + kx / s;
+                        dst.copy_from_slice(&phases[from..from + w]);
+                    } else {
+                        dst.fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds columns `[c * k * k, band]` of the small-side rows `rows` onto the large-side image
+/// `[c, large, large]`: the adjoint of [`im2col`], through the same phase layout (the
+/// kernel columns summed into the phases, interleaved back into a padded row, added).
+fn col2im(g: &Geometry, cols: &[f32], rows: std::ops::Range<usize>, image: &mut [f32]) {
+    let (n, k, s, p, w) = (g.large, g.k, g.stride, g.padding, g.small);
+    let band = rows.len() * w;
+    let len = w + (k - 1) / s;
+    let mut padded = vec![0.0f32; (len * s).max(n + p)];
+    let mut phases = vec![0.0f32; len * s];
+    for c in 0..g.c_large {
+        let plane = &mut image[c * n * n..(c + 1) * n * n];
+        for ky in 0..k {
+            for (i, oy) in rows.clone().enumerate() {
+                let y = oy * s + ky;
+                if y < p || y >= n + p {
+                    continue;
+                }
+                phases.fill(0.0);
+                for kx in 0..k {
+                    let src = &cols[((c * k + ky) * k + kx) * band + i * w..][..w];
+                    let from = (kx % s) * len + kx / s;
+                    for (d, v) in phases[from..from + w].iter_mut().zip(src) {
+                        *d += v;
+                    }
+                }
+                if s == 1 {
+                    padded[..len].copy_from_slice(&phases);
+                } else {
+                    for (j, group) in padded[..len * s].chunks_exact_mut(s).enumerate() {
+                        for (r, v) in group.iter_mut().enumerate() {
+                            *v = phases[r * len + j];
+                        }
+                    }
+                }
+                for (d, v) in plane[(y - p) * n..][..n].iter_mut().zip(&padded[p..p + n]) {
+                    *d += v;
+                }
+            }
+        }
+    }
+}
+
+/// Column bands over the small side: whole rows of it, about [`BAND_BYTES`] of columns
+/// each, so a band's columns stay in cache between being written and being read.
+fn bands(g: &Geometry) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let per_row = g.col_rows() * g.small * std::mem::size_of::<f32>();
+    let step = (BAND_BYTES / per_row.max(1)).clamp(1, g.small);
+    (0..g.small.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(g.small))
+}
+
+/// A buffer for the largest band's columns.
+fn column_buffer(g: &Geometry) -> Vec<f32> {
+    let widest = bands(g).map(|b| b.len()).max().unwrap_or(0);
+    vec![0.0; g.col_rows() * widest * g.small]
+}
+
+/// A row-major matrix view for [`matmul`]: `rows x cols` with row stride `rs` and column
+/// stride `cs` (a transposed view swaps them).
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    fn rows(data: &[f32], cols: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+    fn transposed(data: &[f32], cols: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            rs: 1,
+            cs: cols as isize,
+        }
+    }
+}
+
+/// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]` on this thread, `dst` row-major with row
+/// stride `dst_rs`; `accumulate` adds to `dst`.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    dst: &mut [f32],
+    dst_rs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+) {
+    assert!(
+        n <= dst_rs && dst.len() >= (m - 1) * dst_rs + n,
+        "matmul: destination too small"
+    );
+    // SAFETY: `dst` holds m rows of n values at stride dst_rs (checked above); `lhs` and
+    // `rhs` were made from slices holding m x k and k x n values at their strides by the
+    // callers below, which derive every size from one Geometry.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The contiguous f32 values of a Flex tensor.
+fn values(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(
+        t.dtype(),
+        DType::F32,
+        "the CPU kernels take float32 tensors"
+    );
+    t.to_contiguous()
+}
+
+fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+/// One image per task: `f(image index, output slice)`, in parallel.
+fn per_image(out: &mut [f32], per: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    out.par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(b, o)| f(b, o));
+}
+
+/// Sums `f(image)` (each `len` values) over all images, in fixed groups of [`GRAD_GROUP`]
+/// added in order, so the result does not depend on the number of threads.
+fn sum_over_images(batch: usize, len: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let groups: Vec<Vec<f32>> = (0..batch.div_ceil(GRAD_GROUP))
+        .into_par_iter()
+        .map(|g| {
+            let mut acc = vec![0.0f32; len];
+            for b in g * GRAD_GROUP..((g + 1) * GRAD_GROUP).min(batch) {
+                f(b, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0.0f32; len];
+    for g in groups {
+        for (t, v) in total.iter_mut().zip(g) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// Sum over images and positions of `grad` `[b, c, area]`: the bias gradient.
+fn bias_grad(grad: &[f32], batch: usize, channels: usize, area: usize) -> Vec<f32> {
+    let mut out = vec![0.0f64; channels];
+    for b in 0..batch {
+        for (c, o) in out.iter_mut().enumerate() {
+            let start = (b * channels + c) * area;
+            *o += grad[start..start + area]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>();
+        }
+    }
+    out.into_iter().map(|v| v as f32).collect()
+}
+
+/// Convolution forward: `[b, c_large, large^2]` -> `[b, c_small, small^2]`.
+fn conv_forward(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (rows, area) = (g.col_rows(), g.small_area());
+    let mut out = vec![0.0f32; g.batch * g.c_small * area];
+    per_image(&mut out, g.c_small * area, |b, o| {
+        let image = &x[b * g.c_large * g.large_area()..][..g.c_large * g.large_area()];
+        let mut cols = column_buffer(g);
+        for (plane, &b) in o.chunks_mut(area).zip(bias) {
+            plane.fill(b);
+        }
+        for band in bands(g) {
+            let len = band.len() * g.small;
+            let start = band.start * g.small;
+            let cols = &mut cols[..rows * len];
+            im2col(g, image, band, cols);
+            let cols = Mat::rows(cols, len);
+            matmul(
+                &mut o[start..],
+                area,
+                g.c_small,
+                len,
+                rows,
+                Mat::rows(w, rows),
+                cols,
+                true,
+            );
+        }
+    });
+    out
+}
+
+/// Adjoint of the convolution in its input: `[b, c_small, small^2]` (with the weight
+/// `[c_small, c_large * k * k]`) -> `[b, c_large, large^2]`, plus `bias` per channel. A
+/// transposed convolution's forward pass and a convolution's input gradient.
+fn conv_adjoint(g: &Geometry, y: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (rows, area) = (g.col_rows(), g.small_area());
+    let mut out = vec![0.0f32; g.batch * g.c_large * g.large_area()];
+    per_image(&mut out, g.c_large * g.large_area(), |b, o| {
+        if let Some(bias) = bias {
+            for (plane, &v) in o.chunks_mut(g.large_area()).zip(bias) {
+                plane.fill(v);
+            }
+        }
+        let yb = &y[b * g.c_small * area..][..g.c_small * area];
+        let mut cols = column_buffer(g);
+        for band in bands(g) {
+            let len = band.len() * g.small;
+            let start = band.start * g.small;
+            let cols = &mut cols[..rows * len];
+            let wt = Mat::transposed(w, rows);
+            matmul(
+                cols,
+                len,
+                rows,
+                len,
+                g.c_small,
+                wt,
+                Mat::rows(&yb[start..], area),
+                false,
+            );
+            col2im(g, cols, band, o);
+        }
+    });
+    out
+}
+
+/// Weight gradient `[c_small, c_large * k * k]` of a convolution from its large-side input
+/// and small-side output gradient (for a transposed convolution: its output gradient and
+/// input, with the weight laid out `[c_small, c_large, k, k]` as it is).
+fn conv_weight_grad(g: &Geometry, large: &[f32], small: &[f32]) -> Vec<f32> {
+    let (rows, area) = (g.col_rows(), g.small_area());
+    sum_over_images(g.batch, g.c_small * rows, |b, acc| {
+        let image = &large[b * g.c_large * g.large_area()..][..g.c_large * g.large_area()];
+        let sb = &small[b * g.c_small * area..][..g.c_small * area];
+        let mut cols = column_buffer(g);
+        for band in bands(g) {
+            let len = band.len() * g.small;
+            let start = band.start * g.small;
+            let cols = &mut cols[..rows * len];
+            im2col(g, image, band, cols);
+            let colst = Mat::transposed(cols, len);
+            matmul(
+                acc,
+                rows,
+                g.c_small,
+                rows,
+                len,
+                Mat::rows(&sb[start..], area),
+                colst,
+                true,
+            );
+        }
+    })
+}
+
+fn shape4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+impl ConvKernels for Flex {
+    fn conv2d_fast(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride: usize,
+        padding: usize,
+    ) -> FlexTensor {
+        let g = Geometry::of_conv(&shape4(&x), &shape4(&weight), stride, padding);
+        let (x, w, bias) = (values(&x), values(&weight), values(&bias));
+        let out = conv_forward(&g, x.storage(), w.storage(), bias.storage());
+        tensor(out, [g.batch, g.c_small, g.small, g.small])
+    }
+
+    fn conv_transpose2d_fast(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride: usize,
+        padding: usize,
+    ) -> FlexTensor {
+        let g = Geometry::of_transpose(&shape4(&x), &shape4(&weight), stride, padding);
+        let (x, w, bias) = (values(&x), values(&weight), values(&bias));
+        let out = conv_adjoint(&g, x.storage(), w.storage(), Some(bias.storage()));
+        tensor(out, [g.batch, g.c_large, g.large, g.large])
+    }
+
+    fn leaky_relu_fast(x: FlexTensor, slope: f32) -> FlexTensor {
+        leaky(&x, slope)
+    }
+}
+
+fn leaky(x: &FlexTensor, slope: f32) -> FlexTensor {
+    let x = values(x);
+    let out: Vec<f32> = x
+        .storage::<f32>()
+        .iter()
+        .map(|&v| if v >= 0.0 { v } else { slope * v })
+        .collect();
+    FlexTensor::from_data(TensorData::new(out, x.shape()))
+}
+
+/// What the backward pass of either layer needs.
+#[derive(Debug, Clone)]
+struct Saved {
+    x: FlexTensor,
+    weight: FlexTensor,
+    geometry: Geometry,
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = values(&grads.consume::<Flex>(&ops.node));
+        let Saved {
+            x,
+            weight,
+            geometry: g,
+        } = ops.state;
+        let dy = grad.storage::<f32>();
+        if let Some(node) = node_x {
+            let dx = conv_adjoint(&g, dy, values(&weight).storage(), None);
+            grads.register::<Flex>(node.id, tensor(dx, [g.batch, g.c_large, g.large, g.large]));
+        }
+        if let Some(node) = node_w {
+            let dw = conv_weight_grad(&g, values(&x).storage(), dy);
+            grads.register::<Flex>(node.id, tensor(dw, [g.c_small, g.c_large, g.k, g.k]));
+        }
+        if let Some(node) = node_b {
+            let db = bias_grad(dy, g.batch, g.c_small, g.small_area());
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(db, [g.c_small])),
+            );
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TransposeBackward;
+
+impl Backward<Flex, 3> for TransposeBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = values(&grads.consume::<Flex>(&ops.node));
+        let Saved {
+            x,
+            weight,
+            geometry: g,
+        } = ops.state;
+        // The output gradient lives on the large side.
+        let dy = grad.storage::<f32>();
+        if let Some(node) = node_x {
+            let dx = conv_forward(&g, dy, values(&weight).storage(), &vec![0.0; g.c_small]);
+            grads.register::<Flex>(node.id, tensor(dx, [g.batch, g.c_small, g.small, g.small]));
+        }
+        if let Some(node) = node_w {
+            let dw = conv_weight_grad(&g, dy, values(&x).storage());
+            grads.register::<Flex>(node.id, tensor(dw, [g.c_small, g.c_large, g.k, g.k]));
+        }
+        if let Some(node) = node_b {
+            let db = bias_grad(dy, g.batch, g.c_large, g.large_area());
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(db, [g.c_large])),
+            );
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LeakyBackward;
+
+impl Backward<Flex, 1> for LeakyBackward {
+    /// The input and the slope.
+    type State = (FlexTensor, f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = values(&grads.consume::<Flex>(&ops.node));
+        let Some(node) = node else { return };
+        let (x, slope) = ops.state;
+        let x = values(&x);
+        let dx: Vec<f32> = grad
+            .storage::<f32>()
+            .iter()
+            .zip(x.storage::<f32>())
+            .map(|(&g, &v)| if v >= 0.0 { g } else { slope * g })
+            .collect();
+        grads.register::<Flex>(
+            node.id,
+            FlexTensor::from_data(TensorData::new(dx, x.shape())),
+        );
+    }
+}
+
+impl<C: CheckpointStrategy> ConvKernels for Autodiff<Flex, C> {
+    fn leaky_relu_fast(x: FloatTensor<Self>, slope: f32) -> FloatTensor<Self> {
+        let node = x.node();
+        let x = x.into_primitive();
+        let out = leaky(&x, slope);
+        match LeakyBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, slope), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn conv2d_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        let geometry = Geometry::of_conv(
+            &x.shape().dims::<4>(),
+            &weight.shape().dims::<4>(),
+            stride,
+            padding,
+        );
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        let saved = Saved {
+            x: x.clone(),
+            weight: weight.clone(),
+            geometry,
+        };
+        let out = Flex::conv2d_fast(x, weight, bias, stride, padding);
+        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn conv_transpose2d_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        let geometry = Geometry::of_transpose(
+            &x.shape().dims::<4>(),
+            &weight.shape().dims::<4>(),
+            stride,
+            padding,
+        );
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        let saved = Saved {
+            x: x.clone(),
+            weight: weight.clone(),
+            geometry,
+        };
+        let out = Flex::conv_transpose2d_fast(x, weight, bias, stride, padding);
+        match TransposeBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+/// `conv.forward(x)` through this module's kernels when they apply (Flex device, square
+/// image and kernel, equal stride and padding, bias, no groups or dilation), else burn's
+/// own.
+pub fn conv_layer(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+    use burn::nn::PaddingConfig2d;
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => Some(a),
+        PaddingConfig2d::Valid => Some(0),
+        _ => None,
+    };
+    match (&conv.bias, padding) {
+        (Some(bias), Some(p))
+            if supported(&x.device())
+                && x.dims()[2] == x.dims()[3]
+                && conv.kernel_size[0] == conv.kernel_size[1]
+                && conv.stride[0] == conv.stride[1]
+                && conv.dilation == [1, 1]
+                && conv.groups == 1 =>
+        {
+            conv2d(x, conv.weight.val(), bias.val(), conv.stride[0], p)
+        }
+        _ => conv.forward(x),
+    }
+}
+
+/// `deconv.forward(x)` through this module's kernels when they apply, else burn's own.
+pub fn conv_transpose_layer(deconv: &burn::nn::conv::ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+    match &deconv.bias {
+        Some(bias)
+            if supported(&x.device())
+                && x.dims()[2] == x.dims()[3]
+                && deconv.kernel_size[0] == deconv.kernel_size[1]
+                && deconv.stride[0] == deconv.stride[1]
+                && deconv.padding[0] == deconv.padding[1]
+                && deconv.padding_out == [0, 0]
+                && deconv.dilation == [1, 1]
+                && deconv.groups == 1 =>
+        {
+            conv_transpose2d(
+                x,
+                deconv.weight.val(),
+                bias.val(),
+                deconv.stride[0],
+                deconv.padding[0],
+            )
+        }
+        _ => deconv.forward(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+    use burn::tensor::Distribution;
+
+    fn assert_close(what: &str, a: Tensor<4>, b: Tensor<4>) {
+        let values = |t: Tensor<4>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
+        let (a, b) = (values(a), values(b));
+        assert_eq!(a.len(), b.len(), "{what}: sizes");
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            worst <= 1e-5 * scale,
+            "{what}: max difference {worst} against scale {scale}"
+        );
+    }
+
+    /// Output, input gradient and weight and bias gradients of `ours` and `reference` (the
+    /// same layer through burn's own kernels) agree, for a loss that weighs every output
+    /// differently.
+    fn check(
+        what: &str,
+        x_shape: [usize; 4],
+        ours: impl Fn(Tensor<4>) -> Tensor<4>,
+        reference: impl Fn(Tensor<4>) -> Tensor<4>,
+        weight: Tensor<4>,
+        bias: Tensor<1>,
+    ) {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        let x =
+            Tensor::<4>::random(x_shape, Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let a = ours(x.clone());
+        let b = reference(x.clone());
+        let w = Tensor::<4>::random(a.dims(), Distribution::Normal(0.0, 1.0), &device);
+        assert_close(
+            &format!("{what} output"),
+            a.clone().inner(),
+            b.clone().inner(),
+        );
+        let ga = (a * w.clone()).sum().backward();
+        let gb = (b * w).sum().backward();
+        assert_close(
+            &format!("{what} input gradient"),
+            x.grad(&ga).unwrap(),
+            x.grad(&gb).unwrap(),
+        );
+        assert_close(
+            &format!("{what} weight gradient"),
+            weight.grad(&ga).unwrap(),
+            weight.grad(&gb).unwrap(),
+        );
+        let (ba, bb) = (bias.grad(&ga).unwrap(), bias.grad(&gb).unwrap());
+        assert_close(
+            &format!("{what} bias gradient"),
+            ba.unsqueeze(),
+            bb.unsqueeze(),
+        );
+    }
+
+    #[test]
+    fn leaky_relu_matches_burns_own_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::from_floats([[[[-2.0, -0.5, 0.0, 0.5, 3.0, -1e-3]]]], &device)
+            .require_grad();
+        let w = Tensor::<4>::from_floats([[[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]]], &device);
+        let ours = leaky_relu(x.clone(), 0.2);
+        let theirs = burn::tensor::activation::leaky_relu(x.clone(), 0.2);
+        assert_close("leaky relu", ours.clone().inner(), theirs.clone().inner());
+        let (ga, gb) = (
+            (ours * w.clone()).sum().backward(),
+            (theirs * w).sum().backward(),
+        );
+        assert_close(
+            "leaky relu gradient",
+            x.grad(&ga).unwrap(),
+            x.grad(&gb).unwrap(),
+        );
+        assert_eq!(
+            x.grad(&ga)
+                .unwrap()
+                .into_data()
+                .iter::<f32>()
+                .collect::<Vec<_>>(),
+            vec![0.2, 0.4, 3.0, 4.0, 5.0, 1.2]
+        );
+    }
+
+    #[test]
+    fn bands_cover_the_small_side_in_order() {
+        let g = Geometry::of_conv(&[1, 8, 64, 64], &[4, 8, 3, 3], 1, 1);
+        let bands: Vec<_> = bands(&g).collect();
+        assert!(bands.len() > 1, "{bands:?}");
+        assert_eq!(bands.first().unwrap().start, 0);
+        assert_eq!(bands.last().unwrap().end, 64);
+        assert!(bands.windows(2).all(|w| w[0].end == w[1].start));
+    }
+
+    #[test]
+    fn convolutions_match_burns_own_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        // Else both sides would be burn's own layers.
+        assert!(supported(&device) && supported(&Device::flex()));
+        // (c_in, c_out, side, kernel, stride, padding): the autoencoder's strided 4x4, the
+        // output 3x3, an odd size, no padding, and one whose columns span several bands.
+        for (ci, co, side, k, s, p) in [
+            (3, 5, 16, 4, 2, 1),
+            (4, 1, 9, 3, 1, 1),
+            (2, 3, 11, 4, 2, 1),
+            (3, 2, 7, 3, 2, 0),
+            (8, 4, 64, 3, 1, 1),
+        ] {
+            let conv = Conv2dConfig::new([ci, co], [k, k])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .init(&device);
+            let (wt, bias) = (conv.weight.val(), conv.bias.as_ref().unwrap().val());
+            check(
+                &format!("conv {ci}->{co} {side}px k{k} s{s} p{p}"),
+                [3, ci, side, side],
+                |x| conv_layer(&conv, x),
+                |x| conv.forward(x),
+                wt,
+                bias,
+            );
+        }
+        for (ci, co, side, k, s, p) in [
+            (5, 3, 8, 4, 2, 1),
+            (2, 4, 5, 3, 1, 1),
+            (3, 2, 6, 4, 2, 0),
+            (4, 3, 5, 2, 2, 0),
+            (4, 16, 32, 4, 2, 1),
+        ] {
+            let deconv = ConvTranspose2dConfig::new([ci, co], [k, k])
+                .with_stride([s, s])
+                .with_padding([p, p])
+                .init(&device);
+            let (wt, bias) = (deconv.weight.val(), deconv.bias.as_ref().unwrap().val());
+            check(
+                &format!("transposed {ci}->{co} {side}px k{k} s{s} p{p}"),
+                [2, ci, side, side],
+                |x| conv_transpose_layer(&deconv, x),
+                |x| deconv.forward(x),
+                wt,
+                bias,
+            );
+        }
+    }
+}
