@@ -11,7 +11,7 @@ use bottleneck::data::audio::is_audio_data;
 use bottleneck::data::machines::{MachineConfig, generate_machine_sounds};
 use bottleneck::data::synthetic::{BoardConfig, generate_boards};
 use bottleneck::data::table::{ColumnSelection, is_table_path};
-use bottleneck::device::device_by_name;
+use bottleneck::device::select_device;
 use bottleneck::model::file::{self, KIND_AUDIO, KIND_TABLE, TableScore};
 use bottleneck::report::{
     DEFAULT_TOP, ImageReport, ReportOptions, ReportSummary, TableReport, write_report,
@@ -46,8 +46,9 @@ struct Cli {
     /// No progress bars or warnings on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Compute device: cpu, or vulkan in builds with the `vulkan` feature.
-    #[arg(long, global = true, default_value = "cpu")]
+    /// Compute device: auto (a usable GPU in builds with the `vulkan` feature, else the
+    /// CPU), cpu, or vulkan.
+    #[arg(long, global = true, default_value = "auto")]
     device: String,
 }
 
@@ -669,7 +670,10 @@ impl TrainArgs {
 
 fn run(cli: Cli) -> Result<()> {
     let bars = Bars::new(cli.quiet);
-    let device = device_by_name(&cli.device)?;
+    let (device, device_name) = select_device(&cli.device)?;
+    if matches!(cli.command, Command::Train(_) | Command::Demo { .. }) {
+        bars.note(&format!("device: {device_name}"));
+    }
     match cli.command {
         Command::Train(args) if args.task == Task::Denoise && args.is_audio() => {
             let mut wrong = args.table_options();

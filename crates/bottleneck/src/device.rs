@@ -7,19 +7,39 @@ use crate::error::{Error, Result};
 /// Device names this build accepts.
 pub fn available_devices() -> &'static [&'static str] {
     if cfg!(feature = "vulkan") {
-        &["cpu", "vulkan"]
+        &["auto", "cpu", "vulkan"]
     } else {
-        &["cpu"]
+        &["auto", "cpu"]
     }
 }
 
-/// The device called `name`: `cpu` (burn's Flex backend) or, in builds with the `vulkan`
-/// feature, `vulkan` (the first GPU).
+/// The device called `name`: `cpu` (burn's Flex backend), `vulkan` (the first GPU, in
+/// builds with the `vulkan` feature), or `auto`: the GPU when this build has one and it
+/// works, else the CPU. Fails on an unknown name or an unusable GPU asked for by name.
 pub fn device_by_name(name: &str) -> Result<Device> {
+    select_device(name).map(|(device, _)| device)
+}
+
+/// [`device_by_name`], with a line saying which device that is, for the user.
+pub fn select_device(name: &str) -> Result<(Device, String)> {
+    let cpu = || {
+        let threads = rayon::current_num_threads();
+        (Device::flex(), format!("cpu ({threads} threads)"))
+    };
     match name {
-        "cpu" => Ok(Device::flex()),
+        "cpu" => Ok(cpu()),
         #[cfg(feature = "vulkan")]
-        "vulkan" | "gpu" => probe_vulkan(),
+        "vulkan" | "gpu" => probe_vulkan().map(|d| (d, "vulkan (first GPU)".to_string())),
+        #[cfg(feature = "vulkan")]
+        "auto" => Ok(match probe_vulkan() {
+            Ok(d) => (d, "vulkan (first GPU)".to_string()),
+            Err(_) => {
+                let (d, what) = cpu();
+                (d, format!("{what}; no usable Vulkan GPU"))
+            }
+        }),
+        #[cfg(not(feature = "vulkan"))]
+        "auto" => Ok(cpu()),
         other => Err(Error::Invalid(format!(
             "unknown device '{other}': this build has {}",
             available_devices().join(", ")
