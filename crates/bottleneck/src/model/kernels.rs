@@ -567,12 +567,14 @@ struct Saved {
     x: FlexTensor,
     weight: FlexTensor,
     geometry: Geometry,
+    /// A transposed convolution: its input is on the small side, its output on the large.
+    transposed: bool,
 }
 
 #[derive(Debug)]
-struct ConvBackward;
+struct LayerBackward;
 
-impl Backward<Flex, 3> for ConvBackward {
+impl Backward<Flex, 3> for LayerBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -582,57 +584,72 @@ impl Backward<Flex, 3> for ConvBackward {
             x,
             weight,
             geometry: g,
+            transposed,
         } = ops.state;
         let dy = grad.storage::<f32>();
         if let Some(node) = node_x {
-            let dx = conv_adjoint(&g, dy, values(&weight).storage(), None);
-            grads.register::<Flex>(node.id, tensor(dx, [g.batch, g.c_large, g.large, g.large]));
+            let w = values(&weight);
+            let dx = if transposed {
+                let dx = conv_forward(&g, dy, w.storage(), &vec![0.0; g.c_small]);
+                tensor(dx, [g.batch, g.c_small, g.small, g.small])
+            } else {
+                let dx = conv_adjoint(&g, dy, w.storage(), None);
+                tensor(dx, [g.batch, g.c_large, g.large, g.large])
+            };
+            grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = node_w {
-            let dw = conv_weight_grad(&g, values(&x).storage(), dy);
+            let x = values(&x);
+            let dw = match transposed {
+                true => conv_weight_grad(&g, dy, x.storage()),
+                false => conv_weight_grad(&g, x.storage(), dy),
+            };
             grads.register::<Flex>(node.id, tensor(dw, [g.c_small, g.c_large, g.k, g.k]));
         }
         if let Some(node) = node_b {
-            let db = bias_grad(dy, g.batch, g.c_small, g.small_area());
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(db, [g.c_small])),
-            );
+            let (channels, area) = match transposed {
+                true => (g.c_large, g.large_area()),
+                false => (g.c_small, g.small_area()),
+            };
+            let db = bias_grad(dy, g.batch, channels, area);
+            let db = FlexTensor::from_data(TensorData::new(db, [channels]));
+            grads.register::<Flex>(node.id, db);
         }
     }
 }
 
-#[derive(Debug)]
-struct TransposeBackward;
-
-impl Backward<Flex, 3> for TransposeBackward {
-    type State = Saved;
-
-    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w, node_b] = ops.parents;
-        let grad = values(&grads.consume::<Flex>(&ops.node));
-        let Saved {
-            x,
-            weight,
-            geometry: g,
-        } = ops.state;
-        // The output gradient lives on the large side.
-        let dy = grad.storage::<f32>();
-        if let Some(node) = node_x {
-            let dx = conv_forward(&g, dy, values(&weight).storage(), &vec![0.0; g.c_small]);
-            grads.register::<Flex>(node.id, tensor(dx, [g.batch, g.c_small, g.small, g.small]));
-        }
-        if let Some(node) = node_w {
-            let dw = conv_weight_grad(&g, dy, values(&x).storage());
-            grads.register::<Flex>(node.id, tensor(dw, [g.c_small, g.c_large, g.k, g.k]));
-        }
-        if let Some(node) = node_b {
-            let db = bias_grad(dy, g.batch, g.c_large, g.large_area());
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(db, [g.c_large])),
-            );
-        }
+/// Runs one layer on the inner tensors and records it for the backward pass.
+fn tracked_layer<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    bias: FloatTensor<Autodiff<Flex, C>>,
+    (stride, padding): (usize, usize),
+    transposed: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let (xs, ws) = (x.shape().dims::<4>(), weight.shape().dims::<4>());
+    let geometry = match transposed {
+        true => Geometry::of_transpose(&xs, &ws, stride, padding),
+        false => Geometry::of_conv(&xs, &ws, stride, padding),
+    };
+    let nodes = [x.node(), weight.node(), bias.node()];
+    let (x, weight, bias) = (
+        x.into_primitive(),
+        weight.into_primitive(),
+        bias.into_primitive(),
+    );
+    let saved = Saved {
+        x: x.clone(),
+        weight: weight.clone(),
+        geometry,
+        transposed,
+    };
+    let out = match transposed {
+        true => Flex::conv_transpose2d_fast(x, weight, bias, stride, padding),
+        false => Flex::conv2d_fast(x, weight, bias, stride, padding),
+    };
+    match LayerBackward.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(saved, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
 
@@ -684,28 +701,7 @@ impl<C: CheckpointStrategy> ConvKernels for Autodiff<Flex, C> {
         stride: usize,
         padding: usize,
     ) -> FloatTensor<Self> {
-        let geometry = Geometry::of_conv(
-            &x.shape().dims::<4>(),
-            &weight.shape().dims::<4>(),
-            stride,
-            padding,
-        );
-        let nodes = [x.node(), weight.node(), bias.node()];
-        let (x, weight, bias) = (
-            x.into_primitive(),
-            weight.into_primitive(),
-            bias.into_primitive(),
-        );
-        let saved = Saved {
-            x: x.clone(),
-            weight: weight.clone(),
-            geometry,
-        };
-        let out = Flex::conv2d_fast(x, weight, bias, stride, padding);
-        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(saved, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        tracked_layer::<C>(x, weight, bias, (stride, padding), false)
     }
 
     fn conv_transpose2d_fast(
@@ -715,32 +711,7 @@ impl<C: CheckpointStrategy> ConvKernels for Autodiff<Flex, C> {
         stride: usize,
         padding: usize,
     ) -> FloatTensor<Self> {
-        let geometry = Geometry::of_transpose(
-            &x.shape().dims::<4>(),
-            &weight.shape().dims::<4>(),
-            stride,
-            padding,
-        );
-        let nodes = [x.node(), weight.node(), bias.node()];
-        let (x, weight, bias) = (
-            x.into_primitive(),
-            weight.into_primitive(),
-            bias.into_primitive(),
-        );
-        let saved = Saved {
-            x: x.clone(),
-            weight: weight.clone(),
-            geometry,
-        };
-        let out = Flex::conv_transpose2d_fast(x, weight, bias, stride, padding);
-        match TransposeBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(saved, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        tracked_layer::<C>(x, weight, bias, (stride, padding), true)
     }
 }
 
