@@ -128,7 +128,8 @@ pub struct TrainLog {
 /// With `stopping`, the loss of its validation samples (same closure, noise drawn from a
 /// generator seeded the same way for every evaluation) is measured after each epoch; once it
 /// has fallen well below its first value, the run ends when it has not improved for a while,
-/// and the weights of the best epoch are returned. Reports progress. Fails when `batch_loss` fails or a loss stops being finite.
+/// and the weights of the best epoch are returned. Reports progress. Fails when `batch_loss`
+/// fails or a loss stops being finite.
 pub(crate) fn run_epochs<M: Module>(
     mut model: M,
     indices: &[usize],
