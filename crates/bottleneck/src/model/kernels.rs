@@ -5,10 +5,10 @@
 //! outside the matrix products: Flex's general convolution copies its input to NHWC on one
 //! thread, zero-fills and gathers an im2col tile per 512 outputs, and computes weight
 //! gradients as a convolution with the whole output gradient as its kernel (the input
-//! copied again, one narrow product per input channel). Here every image is one im2col and
-//! one product (or one product and one col2im), images run in parallel, the weight gradient
-//! is one product per image into a per-group sum, and bias and the gradients' layouts are
-//! folded into the products' strides.
+//! copied again, one narrow product per input channel). Here each band of an image's rows is
+//! one im2col and one product (or one product and one col2im), sized to stay in cache;
+//! images run in parallel; the weight gradient is one product per band into a per-group
+//! sum; the bias is the products' starting value and the transposes live in their strides.
 //!
 //! Both layers the networks use reduce to two data movements around a product, for a
 //! convolution between a "large" side (size `large`) and a "small" side (`small`, the
@@ -330,7 +330,7 @@ fn matmul(
     accumulate: bool,
 ) {
     assert!(
-        n <= dst_rs && dst.len() >= (m - 1) * dst_rs + n,
+        n <= dst_rs && dst.len() >= m.saturating_sub(1) * dst_rs + n,
         "matmul: destination too small"
     );
     // SAFETY: `dst` holds m rows of n values at stride dst_rs (checked above); `lhs` and
