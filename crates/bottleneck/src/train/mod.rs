@@ -304,15 +304,15 @@ mod tests {
     use crate::data::synthetic::{BoardConfig, generate_boards};
     use crate::progress::Silent;
 
-    #[test]
-    fn loss_falls_and_runs_repeat_exactly() {
-        let root = std::env::temp_dir().join(format!("bn-train-{}", std::process::id()));
+    /// `n` good 16x16 boards drawn with `seed`, read into a set (their folder is removed).
+    fn boards(name: &str, n: usize, seed: u64) -> ImageSet {
+        let root = std::env::temp_dir().join(format!("bn-{name}-{}", std::process::id()));
         let cfg = BoardConfig {
             image_size: 16,
-            train_good: 24,
+            train_good: n,
             test_good: 0,
             test_per_defect: 0,
-            seed: 2,
+            seed,
         };
         generate_boards(&root, &cfg).unwrap();
         let paths = find_images(&root.join("train/good")).unwrap();
@@ -321,6 +321,13 @@ mod tests {
             image_size: 16,
         };
         let (set, _) = ImageSet::open(paths, prep, false, &|_| {}).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        set
+    }
+
+    #[test]
+    fn loss_falls_and_runs_repeat_exactly() {
+        let set = boards("train", 24, 2);
         let spec = ConvSpec::for_image(3, 16, Some(8), Some(8)).unwrap();
         let opts = TrainOptions {
             epochs: 8,
@@ -341,26 +348,11 @@ mod tests {
         );
         assert_eq!(a, b, "same seed, same data, same losses");
         assert_eq!((a.epochs_run, a.validation_samples), (8, 0));
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn early_stopping_holds_out_stops_and_keeps_the_best_weights() {
-        let root = std::env::temp_dir().join(format!("bn-stop-{}", std::process::id()));
-        let cfg = BoardConfig {
-            image_size: 16,
-            train_good: 60,
-            test_good: 0,
-            test_per_defect: 0,
-            seed: 4,
-        };
-        generate_boards(&root, &cfg).unwrap();
-        let paths = find_images(&root.join("train/good")).unwrap();
-        let prep = ImagePrep {
-            channels: 3,
-            image_size: 16,
-        };
-        let (set, _) = ImageSet::open(paths, prep, false, &|_| {}).unwrap();
+        let set = boards("stop", 60, 4);
         let spec = ConvSpec::for_image(3, 16, Some(8), Some(8)).unwrap();
         // A high rate and many epochs: validation stops improving long before the end.
         let opts = TrainOptions {
@@ -412,6 +404,5 @@ mod tests {
         };
         let (_, log) = train_autoencoder(&spec, &set, &idx, &flat, &device, &Silent).unwrap();
         assert!(!log.stopped_early && log.epochs_run == 30, "{log:?}");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }
