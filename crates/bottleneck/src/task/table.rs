@@ -215,7 +215,10 @@ impl TableModel {
             seed: params.seed,
             mask_rate: params.mask_rate,
             kl_weight: params.kl_weight,
-            early_stopping: params.epochs.is_none(),
+            // Measured with bench/tables.sh: stopping on 10% held-out rows lowered digits'
+            // detection AUROC from 0.9805 to 0.9775 (below PCA); tables keep the fixed,
+            // pass-capped schedule until issue "small data" sizes their training.
+            early_stopping: false,
         };
         let (model, log) = train_dense(&spec, &values, &train_idx, &opts, device, progress)?;
         let rule = match params.contamination {
