@@ -12,7 +12,7 @@ use bottleneck::data::machines::{MachineConfig, generate_machine_sounds};
 use bottleneck::data::synthetic::{BoardConfig, generate_boards};
 use bottleneck::data::table::{ColumnSelection, is_table_path};
 use bottleneck::device::select_device;
-use bottleneck::model::file::{self, KIND_AUDIO, KIND_TABLE, TableScore};
+use bottleneck::model::file::{ModelKind, TableScore};
 use bottleneck::report::{
     DEFAULT_TOP, ImageReport, ReportOptions, ReportSummary, TableReport, write_report,
 };
@@ -21,7 +21,7 @@ use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
 use bottleneck::task::sound::score_audio_to_csv;
 use bottleneck::task::{
     AudioDenoiseParams, AudioDenoiser, AudioDetector, AudioParams, Catalogue, DenoiseParams,
-    Denoiser, TableModel, TableParams, encode_to_file,
+    Denoiser, Model, TableModel, TableParams, encode_to_file,
 };
 use bottleneck::train::NoiseModel;
 use bottleneck_serve::{ServeConfig, default_workers};
@@ -587,11 +587,10 @@ impl TrainArgs {
     fn denoise_params(&self) -> Result<DenoiseParams> {
         let d = DenoiseParams::default();
         Ok(DenoiseParams {
-            noise: self
-                .noise
-                .as_deref()
-                .unwrap_or("mixed")
-                .parse::<NoiseModel>()?,
+            noise: match &self.noise {
+                Some(n) => n.parse::<NoiseModel>()?,
+                None => d.noise,
+            },
             noisy: self.noisy.clone(),
             width: self.width.unwrap_or(d.width),
             levels: self.levels.unwrap_or(d.levels),
@@ -870,79 +869,6 @@ fn run(cli: Cli) -> Result<()> {
             model,
             data,
             output,
-            explain,
-            skip_bad,
-            maps,
-            report,
-            ..
-        } if file::kind_of(&model)? == KIND_AUDIO => {
-            if explain > 0 {
-                anyhow::bail!("--explain names table columns; use --maps for recordings");
-            }
-            if report.is_some() {
-                anyhow::bail!("--report covers image and table models; audio is not in it yet");
-            }
-            let detector = AudioDetector::load(&model, &device)?;
-            let (rows, unscored, skipped) =
-                score_audio_to_csv(&detector, &data, &output, maps.as_deref(), skip_bad, &bars)?;
-            bars.note(&format!(
-                "wrote {rows} rows to {}{}{}",
-                output.display(),
-                if unscored > 0 {
-                    format!(", {unscored} not scored (see note)")
-                } else {
-                    String::new()
-                },
-                skipped_note(skipped)
-            ));
-        }
-        Command::Score {
-            model,
-            data,
-            output,
-            explain,
-            skip_bad,
-            maps,
-            report,
-            top,
-            label,
-        } if file::kind_of(&model)? == KIND_TABLE => {
-            if maps.is_some() {
-                anyhow::bail!("--maps draws heatmaps of images; use --explain K for tables");
-            }
-            if !is_table_path(&data) {
-                anyhow::bail!(
-                    "{} is a table model; {} is not a table file (.csv, .tsv, .parquet, .npy)",
-                    model.display(),
-                    data.display()
-                );
-            }
-            let table = TableModel::load(&model, &device)?;
-            let options = ReportOptions {
-                top,
-                label_column: label,
-            };
-            let mut html = report
-                .as_ref()
-                .map(|_| TableReport::new(&table, &model, &data, &options));
-            let (rows, skipped) =
-                table.score_file(&data, &output, explain, skip_bad, &bars, |c| {
-                    html.as_mut().map_or(Ok(()), |r| r.add_chunk(c))
-                })?;
-            bars.note(&format!(
-                "wrote {rows} rows to {}{}",
-                output.display(),
-                skipped_note(skipped)
-            ));
-            if let (Some(html), Some(path)) = (html, report) {
-                let summary = html.write(&path, skipped)?;
-                bars.note(&report_note(&path, &summary, "rows"));
-            }
-        }
-        Command::Score {
-            model,
-            data,
-            output,
             maps,
             skip_bad,
             explain,
@@ -950,42 +876,106 @@ fn run(cli: Cli) -> Result<()> {
             top,
             label,
         } => {
-            if explain > 0 {
-                anyhow::bail!("--explain names table columns; use --maps for images");
-            }
-            if is_table_path(&data) {
-                anyhow::bail!(
-                    "{} is an image model; {} is a table: train a table model on it",
-                    model.display(),
-                    data.display()
-                );
-            }
-            let detector = Detector::load(&model, &device)?;
             let options = ReportOptions {
                 top,
                 label_column: label,
             };
-            let mut html = match &report {
-                Some(_) => Some(ImageReport::new(&detector, &model, &data, &options)?),
-                None => None,
-            };
-            let (rows, skipped) = score_to_csv(
-                &detector,
-                &data,
-                &output,
-                maps.as_deref(),
-                skip_bad,
-                &bars,
-                |item| html.as_mut().map_or(Ok(()), |r| r.add(item)),
-            )?;
-            bars.note(&format!(
-                "wrote {rows} rows to {}{}",
-                output.display(),
-                skipped_note(skipped)
-            ));
-            if let (Some(html), Some(path)) = (html, report) {
-                let summary = html.write(&path, skipped)?;
-                bars.note(&report_note(&path, &summary, "images"));
+            match Model::load(&model, &device)? {
+                Model::AudioDetector(detector) => {
+                    if explain > 0 {
+                        anyhow::bail!("--explain names table columns; use --maps for recordings");
+                    }
+                    if report.is_some() {
+                        anyhow::bail!(
+                            "--report covers image and table models; audio is not in it yet"
+                        );
+                    }
+                    let (rows, unscored, skipped) = score_audio_to_csv(
+                        &detector,
+                        &data,
+                        &output,
+                        maps.as_deref(),
+                        skip_bad,
+                        &bars,
+                    )?;
+                    bars.note(&format!(
+                        "wrote {rows} rows to {}{}{}",
+                        output.display(),
+                        if unscored > 0 {
+                            format!(", {unscored} not scored (see note)")
+                        } else {
+                            String::new()
+                        },
+                        skipped_note(skipped)
+                    ));
+                }
+                Model::TableDetector(table) => {
+                    if maps.is_some() {
+                        anyhow::bail!(
+                            "--maps draws heatmaps of images; use --explain K for tables"
+                        );
+                    }
+                    if !is_table_path(&data) {
+                        anyhow::bail!(
+                            "{} is a table model; {} is not a table file (.csv, .tsv, .parquet, .npy)",
+                            model.display(),
+                            data.display()
+                        );
+                    }
+                    let mut html = report
+                        .as_ref()
+                        .map(|_| TableReport::new(&table, &model, &data, &options));
+                    let (rows, skipped) =
+                        table.score_file(&data, &output, explain, skip_bad, &bars, |c| {
+                            html.as_mut().map_or(Ok(()), |r| r.add_chunk(c))
+                        })?;
+                    bars.note(&format!(
+                        "wrote {rows} rows to {}{}",
+                        output.display(),
+                        skipped_note(skipped)
+                    ));
+                    if let (Some(html), Some(path)) = (html, report) {
+                        let summary = html.write(&path, skipped)?;
+                        bars.note(&report_note(&path, &summary, "rows"));
+                    }
+                }
+                Model::ImageDetector(detector) => {
+                    if explain > 0 {
+                        anyhow::bail!("--explain names table columns; use --maps for images");
+                    }
+                    if is_table_path(&data) {
+                        anyhow::bail!(
+                            "{} is an image model; {} is a table: train a table model on it",
+                            model.display(),
+                            data.display()
+                        );
+                    }
+                    let mut html = match &report {
+                        Some(_) => Some(ImageReport::new(&detector, &model, &data, &options)?),
+                        None => None,
+                    };
+                    let (rows, skipped) = score_to_csv(
+                        &detector,
+                        &data,
+                        &output,
+                        maps.as_deref(),
+                        skip_bad,
+                        &bars,
+                        |item| html.as_mut().map_or(Ok(()), |r| r.add(item)),
+                    )?;
+                    bars.note(&format!(
+                        "wrote {rows} rows to {}{}",
+                        output.display(),
+                        skipped_note(skipped)
+                    ));
+                    if let (Some(html), Some(path)) = (html, report) {
+                        let summary = html.write(&path, skipped)?;
+                        bars.note(&report_note(&path, &summary, "images"));
+                    }
+                }
+                other @ (Model::ImageDenoiser(_) | Model::AudioDenoiser(_)) => {
+                    return Err(other.wrong_kind(&model, ModelKind::ImageDetector).into());
+                }
             }
         }
         Command::Report {
@@ -1001,10 +991,9 @@ fn run(cli: Cli) -> Result<()> {
                 label_column: label,
             };
             let summary = write_report(&model, &data, &output, &options, skip_bad, &device, &bars)?;
-            let what = if file::kind_of(&model)? == KIND_TABLE {
-                "rows"
-            } else {
-                "images"
+            let what = match ModelKind::of_file(&model)? {
+                ModelKind::TableDetector => "rows",
+                _ => "images",
             };
             bars.note(&report_note(&output, &summary, what));
         }
@@ -1014,9 +1003,8 @@ fn run(cli: Cli) -> Result<()> {
             output,
             tile,
             skip_bad,
-        } => {
-            if file::kind_of(&model)? == KIND_AUDIO {
-                let denoiser = AudioDenoiser::load(&model, &device)?;
+        } => match Model::load(&model, &device)? {
+            Model::AudioDenoiser(denoiser) => {
                 let (written, silent, skipped) =
                     denoiser.denoise_paths(&input, &output, skip_bad, &bars)?;
                 bars.note(&format!(
@@ -1029,16 +1017,27 @@ fn run(cli: Cli) -> Result<()> {
                     },
                     skipped_note(skipped)
                 ));
-                return Ok(());
             }
-            let denoiser = Denoiser::load(&model, &device)?.with_tile(tile);
-            let (written, skipped) = denoiser.denoise_paths(&input, &output, skip_bad, &bars)?;
-            bars.note(&format!(
-                "wrote {written} images to {}{}",
-                output.display(),
-                skipped_note(skipped)
-            ));
-        }
+            Model::ImageDenoiser(denoiser) => {
+                let denoiser = denoiser.with_tile(tile);
+                let (written, skipped) =
+                    denoiser.denoise_paths(&input, &output, skip_bad, &bars)?;
+                bars.note(&format!(
+                    "wrote {written} images to {}{}",
+                    output.display(),
+                    skipped_note(skipped)
+                ));
+            }
+            other @ (Model::ImageDetector(_)
+            | Model::TableDetector(_)
+            | Model::AudioDetector(_)) => {
+                anyhow::bail!(
+                    "{}: {}, this needs a denoising model (train one with --task denoise)",
+                    model.display(),
+                    other.kind()
+                );
+            }
+        },
         Command::Encode {
             model,
             data,
@@ -1165,15 +1164,23 @@ fn run(cli: Cli) -> Result<()> {
                 output.display()
             ));
         }
-        Command::Eval { model, root } if file::kind_of(&model)? == KIND_AUDIO => {
-            let detector = AudioDetector::load(&model, &device)?;
-            let report = detector.evaluate(&root, 0.1, &bars)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
         Command::Eval { model, root } => {
-            let detector = Detector::load(&model, &device)?;
-            let report = detector.evaluate(&root, &bars)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let report = match Model::load(&model, &device)? {
+                Model::AudioDetector(detector) => {
+                    serde_json::to_string_pretty(&detector.evaluate(&root, 0.1, &bars)?)?
+                }
+                Model::ImageDetector(detector) => {
+                    serde_json::to_string_pretty(&detector.evaluate(&root, &bars)?)?
+                }
+                other @ (Model::TableDetector(_)
+                | Model::ImageDenoiser(_)
+                | Model::AudioDenoiser(_)) => anyhow::bail!(
+                    "{}: {}; eval reads a labelled MVTec-layout folder of images or recordings",
+                    model.display(),
+                    other.kind()
+                ),
+            };
+            println!("{report}");
         }
         Command::Serve {
             model,
@@ -1307,9 +1314,24 @@ fn main() -> ExitCode {
         {
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<bottleneck::Error>() {
+            Some(bottleneck::Error::Param { field, reason }) => {
+                eprintln!("error: {} {reason}", flag_of(field));
+                ExitCode::FAILURE
+            }
+            _ => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// The flag that sets the library's params field `field`.
+fn flag_of(field: &str) -> String {
+    match field {
+        "calibration_fraction" | "validation_fraction" => "--calibration".into(),
+        "variational" => "--vae".into(),
+        f => format!("--{}", f.replace('_', "-")),
     }
 }

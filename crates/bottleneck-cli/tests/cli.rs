@@ -383,7 +383,7 @@ fn tables_train_score_explain_encode_and_impute_end_to_end() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("this needs a model of table"),
+        text(&o).contains("this needs a table model"),
         "{}",
         text(&o)
     );

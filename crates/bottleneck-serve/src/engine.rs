@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use base64::Engine as _;
 use bottleneck::data::planes::{Planes, encode_image};
 use bottleneck::data::table::{Cell, Rows};
-use bottleneck::model::file::{self, KIND_IMAGES, KIND_TABLE, TASK_DENOISE, TASK_DETECT};
+use bottleneck::model::file::ModelKind;
 use bottleneck::task::denoise::Denoiser;
 use bottleneck::task::detect::Detector;
 use bottleneck::task::table::TableModel;
@@ -42,14 +42,16 @@ pub enum Served {
 impl Served {
     /// Reads what the model file `bytes` (named `path` in errors) holds.
     pub fn of(path: &Path, bytes: &[u8]) -> bottleneck::Result<Self> {
-        match file::kind_and_task_in(path, bytes)? {
-            (k, t) if k == KIND_IMAGES && t == TASK_DETECT => Ok(Self::ImageDetector),
-            (k, t) if k == KIND_TABLE && t == TASK_DETECT => Ok(Self::TableDetector),
-            (k, t) if k == KIND_IMAGES && t == TASK_DENOISE => Ok(Self::ImageDenoiser),
-            (k, t) => Err(bottleneck::Error::ModelFile {
-                path: path.to_path_buf(),
-                reason: format!("{}, which the service cannot serve", file::describe(&k, &t)),
-            }),
+        match ModelKind::of_bytes(path, bytes)? {
+            ModelKind::ImageDetector => Ok(Self::ImageDetector),
+            ModelKind::TableDetector => Ok(Self::TableDetector),
+            ModelKind::ImageDenoiser => Ok(Self::ImageDenoiser),
+            k @ (ModelKind::AudioDetector | ModelKind::AudioDenoiser) => {
+                Err(bottleneck::Error::ModelFile {
+                    path: path.to_path_buf(),
+                    reason: format!("{k}, which the service cannot serve"),
+                })
+            }
         }
     }
 

@@ -35,12 +35,31 @@ pub enum Error {
         found: u32,
         expected: u32,
     },
+    /// A model file of another kind than the job needs (a denoiser given to `score`).
+    #[error("{}: {found}{hint}, this needs {expected}", path.display())]
+    WrongKind {
+        path: PathBuf,
+        found: crate::model::file::ModelKind,
+        expected: crate::model::file::ModelKind,
+        hint: &'static str,
+    },
+    /// A setting that cannot work, named by its field in the params struct (the CLI names
+    /// its flag instead).
+    #[error("{field} {reason}")]
+    Param { field: &'static str, reason: String },
     /// A setting or argument that cannot work.
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Error {
+    pub(crate) fn param(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Param {
+            field,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -146,6 +146,15 @@ pub fn detect_channels(paths: &[PathBuf]) -> Result<usize> {
     Ok(1)
 }
 
+/// Channels to use for images in memory, by the rule of [`detect_channels`].
+pub fn channels_of(images: &[DynamicImage]) -> usize {
+    if images.iter().take(16).any(|img| img.color().has_color()) {
+        3
+    } else {
+        1
+    }
+}
+
 /// Side of the first image's longer edge, used to pick a default input size.
 pub fn native_size(path: &Path) -> Result<usize> {
     let (w, h) = image::image_dimensions(path).map_err(|e| Error::Image {
@@ -235,6 +244,24 @@ impl ImageSet {
             },
             skipped,
         ))
+    }
+
+    /// A set of images already in memory, prepared once and kept. Each is named
+    /// `image <i>` (from 0) where a path would be.
+    pub fn from_images(images: &[DynamicImage], prep: ImagePrep) -> Self {
+        let n = prep.len();
+        let mut cache = vec![0.0f32; images.len() * n];
+        cache
+            .par_chunks_mut(n)
+            .zip(images.par_iter())
+            .for_each(|(slot, img)| slot.copy_from_slice(&prep.tensorize(img)));
+        Self {
+            paths: (0..images.len())
+                .map(|i| PathBuf::from(format!("image {i}")))
+                .collect(),
+            prep,
+            cache: Some(cache),
+        }
     }
 
     /// Number of images.

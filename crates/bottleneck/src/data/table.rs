@@ -2,6 +2,7 @@
 //! chunks of rows so a file of any size streams with bounded memory. Numeric columns are
 //! features; missing cells (empty, NA, NaN, null, ...) become NaN and are allowed anywhere.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -589,6 +590,146 @@ impl Layout {
                     None => cells[*j].text(),
                 },
                 None => row_number.to_string(),
+            });
+            out.kept.push(r);
+        }
+        Ok(out)
+    }
+}
+
+/// A table in memory: rows of named columns, NaN where a cell is missing. Tables without
+/// names (a bare array) name their columns `x0, x1, ...`, as `.npy` files are named, and are
+/// matched to a model by position.
+#[derive(Debug, Clone)]
+pub struct Table {
+    columns: Vec<String>,
+    named: bool,
+    values: ndarray::Array2<f32>,
+    ids: Option<Vec<String>>,
+}
+
+impl Table {
+    /// A table whose column `j` is named `columns[j]`. Fails when the names do not match
+    /// the array's width, or a name is empty or repeated.
+    pub fn new(columns: Vec<String>, values: ndarray::Array2<f32>) -> Result<Self> {
+        if columns.len() != values.ncols() {
+            return Err(Error::Invalid(format!(
+                "table: {} column names for {} columns",
+                columns.len(),
+                values.ncols()
+            )));
+        }
+        let mut seen = HashSet::new();
+        for c in &columns {
+            if c.is_empty() {
+                return Err(Error::Invalid("table: a column has an empty name".into()));
+            }
+            if !seen.insert(c.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "table: column name '{c}' appears twice"
+                )));
+            }
+        }
+        Ok(Self {
+            columns,
+            named: true,
+            values,
+            ids: None,
+        })
+    }
+
+    /// A table without column names: `x0, x1, ...`, matched to a model by position.
+    pub fn unnamed(values: ndarray::Array2<f32>) -> Self {
+        Self {
+            columns: (0..values.ncols()).map(|j| format!("x{j}")).collect(),
+            named: false,
+            values,
+            ids: None,
+        }
+    }
+
+    /// The same table with each row named by `ids` (outputs use the 1-based row number
+    /// otherwise). Fails when there is not one id per row.
+    pub fn with_ids(mut self, ids: Vec<String>) -> Result<Self> {
+        if ids.len() != self.values.nrows() {
+            return Err(Error::Invalid(format!(
+                "table: {} ids for {} rows",
+                ids.len(),
+                self.values.nrows()
+            )));
+        }
+        self.ids = Some(ids);
+        Ok(self)
+    }
+
+    /// The column names.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Whether the columns were named by the caller (else `x0, x1, ...`).
+    pub fn is_named(&self) -> bool {
+        self.named
+    }
+
+    /// The values, `rows x columns`.
+    pub fn values(&self) -> ndarray::ArrayView2<'_, f32> {
+        self.values.view()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.values.nrows()
+    }
+
+    /// True when the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.values.nrows() == 0
+    }
+
+    /// The values of `features` in each row (found by name in a named table, in any order
+    /// with other columns ignored; by position in an unnamed one). An infinite value or a
+    /// row with every feature missing fails naming its row (from 1) and column, as in a
+    /// file; with `skip_bad` the row is left out instead and listed in [`Rows::skipped`].
+    pub fn rows(&self, features: &[String], skip_bad: bool) -> Result<Rows> {
+        let source = Path::new("table");
+        let layout = Layout::for_header(&self.columns, source, !self.named, features, None)?;
+        let d = features.len();
+        let mut out = Rows {
+            values: Vec::with_capacity(self.len() * d),
+            ..Rows::default()
+        };
+        let mut row_values = vec![0f32; d];
+        for (r, row) in self.values.rows().into_iter().enumerate() {
+            let mut problem = None;
+            let mut observed = 0;
+            for (k, &j) in layout.feature_columns.iter().enumerate() {
+                let v = row[j];
+                if v.is_infinite() {
+                    problem = Some(format!(
+                        "row {}, column '{}': {v} is not a finite number",
+                        r + 1,
+                        features[k]
+                    ));
+                    break;
+                }
+                observed += usize::from(!v.is_nan());
+                row_values[k] = v;
+            }
+            if problem.is_none() && observed == 0 {
+                problem = Some(format!("row {}: every feature is missing", r + 1));
+            }
+            if let Some(p) = problem {
+                if skip_bad {
+                    out.skipped.push(p);
+                    continue;
+                }
+                return Err(Error::Invalid(format!("table: {p}")));
+            }
+            out.values.extend_from_slice(&row_values);
+            out.ids.push(match &self.ids {
+                Some(ids) => ids[r].clone(),
+                None => (r + 1).to_string(),
             });
             out.kept.push(r);
         }

@@ -131,11 +131,11 @@ impl TrainingSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
     pub format_version: u32,
-    /// What the model reads: `images`.
+    /// What the model reads: `images` (files from before tables had no `kind`).
     #[serde(default = "images_kind")]
-    pub kind: String,
+    pub kind: DataKind,
     /// What the model is for: `detect`.
-    pub task: String,
+    pub task: Task,
     pub spec: ConvSpec,
     pub prep: ImagePrep,
     pub scoring: ScoreSettings,
@@ -143,16 +143,130 @@ pub struct ModelMeta {
     pub training: TrainingSummary,
 }
 
-fn images_kind() -> String {
-    KIND_IMAGES.into()
+fn images_kind() -> DataKind {
+    DataKind::Images
 }
 
-/// `kind` of image models.
-pub const KIND_IMAGES: &str = "images";
-/// `kind` of table models.
-pub const KIND_TABLE: &str = "table";
-/// `kind` of audio models.
-pub const KIND_AUDIO: &str = "audio";
+/// What a model reads: the file's `kind`, written as `images`, `table` or `audio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    Images,
+    Table,
+    Audio,
+}
+
+/// What a model is for: the file's `task`, written as `detect` or `denoise`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Detect,
+    Denoise,
+}
+
+impl DataKind {
+    /// The name written in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataKind::Images => "images",
+            DataKind::Table => "table",
+            DataKind::Audio => "audio",
+        }
+    }
+}
+
+impl Task {
+    /// The name written in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Detect => "detect",
+            Task::Denoise => "denoise",
+        }
+    }
+}
+
+/// Every kind of model a file can hold. Code that handles models matches this exhaustively,
+/// so a new kind is a compile error wherever it must be handled, never a string that falls
+/// into another kind's branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    ImageDetector,
+    ImageDenoiser,
+    TableDetector,
+    AudioDetector,
+    AudioDenoiser,
+}
+
+impl ModelKind {
+    /// Every kind, in the order the manual lists them.
+    pub const ALL: [ModelKind; 5] = [
+        ModelKind::ImageDetector,
+        ModelKind::ImageDenoiser,
+        ModelKind::TableDetector,
+        ModelKind::AudioDetector,
+        ModelKind::AudioDenoiser,
+    ];
+
+    /// The kind made of what a file says it reads and is for; `None` for a pair no model
+    /// has (a table denoiser).
+    pub fn from_parts(data: DataKind, task: Task) -> Option<Self> {
+        match (data, task) {
+            (DataKind::Images, Task::Detect) => Some(ModelKind::ImageDetector),
+            (DataKind::Images, Task::Denoise) => Some(ModelKind::ImageDenoiser),
+            (DataKind::Table, Task::Detect) => Some(ModelKind::TableDetector),
+            (DataKind::Table, Task::Denoise) => None,
+            (DataKind::Audio, Task::Detect) => Some(ModelKind::AudioDetector),
+            (DataKind::Audio, Task::Denoise) => Some(ModelKind::AudioDenoiser),
+        }
+    }
+
+    /// What the model reads.
+    pub fn data(self) -> DataKind {
+        match self {
+            ModelKind::ImageDetector | ModelKind::ImageDenoiser => DataKind::Images,
+            ModelKind::TableDetector => DataKind::Table,
+            ModelKind::AudioDetector | ModelKind::AudioDenoiser => DataKind::Audio,
+        }
+    }
+
+    /// What the model is for.
+    pub fn task(self) -> Task {
+        match self {
+            ModelKind::ImageDetector | ModelKind::TableDetector | ModelKind::AudioDetector => {
+                Task::Detect
+            }
+            ModelKind::ImageDenoiser | ModelKind::AudioDenoiser => Task::Denoise,
+        }
+    }
+
+    /// What the model is, in words (`an image anomaly detector`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            ModelKind::ImageDetector => "an image anomaly detector",
+            ModelKind::ImageDenoiser => "an image denoiser",
+            ModelKind::TableDetector => "a table model",
+            ModelKind::AudioDetector => "an audio anomaly detector",
+            ModelKind::AudioDenoiser => "an audio denoiser",
+        }
+    }
+
+    /// The kind of the model file at `path`.
+    pub fn of_file(path: &Path) -> Result<Self> {
+        Self::of_bytes(path, &read_bytes(path)?)
+    }
+
+    /// The kind of model file `bytes` (named `path` in errors). A file that names a kind or
+    /// task this build does not know is refused by name.
+    pub fn of_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        kind_in(path, &header_of(path, bytes)?)
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
 
 /// How a recording becomes the network's inputs: log-mel frames at the model's rate (mono),
 /// standardised per band, `context` consecutive frames stacked into one input.
@@ -197,9 +311,9 @@ pub struct BandNormalized {
 pub struct AudioMeta {
     pub format_version: u32,
     /// `audio`.
-    pub kind: String,
+    pub kind: DataKind,
     /// `detect`.
-    pub task: String,
+    pub task: Task,
     pub spec: DenseSpec,
     pub features: AudioFeatures,
     pub scoring: AudioScoring,
@@ -233,9 +347,9 @@ pub struct AudioDenoiseValidation {
 pub struct AudioDenoiseMeta {
     pub format_version: u32,
     /// `audio`.
-    pub kind: String,
+    pub kind: DataKind,
     /// `denoise`.
-    pub task: String,
+    pub task: Task,
     /// The network: noisy stacked spectra in, a gain (0 to 1) per bin of each frame out.
     pub spec: DenseSpec,
     pub features: SpectrumFeatures,
@@ -270,9 +384,9 @@ pub struct TableScoring {
 pub struct TableMeta {
     pub format_version: u32,
     /// `table`.
-    pub kind: String,
+    pub kind: DataKind,
     /// What the model is for: `detect`.
-    pub task: String,
+    pub task: Task,
     pub spec: DenseSpec,
     pub prep: TablePrep,
     pub scoring: TableScoring,
@@ -285,11 +399,6 @@ pub struct TableMeta {
 pub struct DenseWeights {
     pub autoencoder: DenseAutoencoder,
 }
-
-/// `task` of anomaly detectors (images and tables).
-pub const TASK_DETECT: &str = "detect";
-/// `task` of image denoisers.
-pub const TASK_DENOISE: &str = "denoise";
 
 /// How a denoiser did on held-out images (noisy input and its output against the clean
 /// image), measured at the end of training.
@@ -305,9 +414,9 @@ pub struct DenoiseValidation {
 pub struct DenoiseMeta {
     pub format_version: u32,
     /// `images`.
-    pub kind: String,
+    pub kind: DataKind,
     /// `denoise`.
-    pub task: String,
+    pub task: Task,
     pub spec: DenoiseSpec,
     /// The noise trained on (`gaussian:0.1`, ..., or `pairs` for real noisy/clean pairs).
     pub noise: String,
@@ -356,100 +465,82 @@ fn save_module<M: Module>(path: &Path, weights: &M, meta: &impl Serialize) -> Re
     })
 }
 
-/// Reads the metadata of an image model file at `path`; a table model is refused by name.
+/// Reads the metadata of an image model file at `path`; other models are refused by name.
 pub fn read_meta(path: &Path) -> Result<(ModelMeta, Vec<u8>)> {
-    read_meta_of(path, KIND_IMAGES, TASK_DETECT)
+    read_meta_of(path, ModelKind::ImageDetector)
 }
 
 /// Reads the metadata of an image denoiser's file at `path`; other models are refused by
 /// name.
 pub fn read_denoise_meta(path: &Path) -> Result<(DenoiseMeta, Vec<u8>)> {
-    read_meta_of(path, KIND_IMAGES, TASK_DENOISE)
+    read_meta_of(path, ModelKind::ImageDenoiser)
 }
 
 /// Reads the metadata of a table model file at `path`; an image model is refused by name.
 pub fn read_table_meta(path: &Path) -> Result<(TableMeta, Vec<u8>)> {
-    read_meta_of(path, KIND_TABLE, TASK_DETECT)
+    read_meta_of(path, ModelKind::TableDetector)
 }
 
-/// Reads the metadata of a model file of `kind` for `task` at `path`.
+/// Reads the metadata of a model file of `kind` at `path`.
 fn read_meta_of<M: serde::de::DeserializeOwned>(
     path: &Path,
-    kind: &str,
-    task: &str,
+    kind: ModelKind,
 ) -> Result<(M, Vec<u8>)> {
-    let (value, bytes) = read_header(path)?;
-    meta_of(path, value, bytes, kind, task)
+    parse(path, read_bytes(path)?, kind)
 }
 
-fn meta_of<M: serde::de::DeserializeOwned>(
-    path: &Path,
-    value: serde_json::Value,
-    bytes: Vec<u8>,
-    kind: &str,
-    task: &str,
-) -> Result<(M, Vec<u8>)> {
-    check_kind(path, &value, kind, task)?;
-    let meta = serde_json::from_value(value).map_err(|e| Error::ModelFile {
+/// The kind named by a file's metadata `value`. Files written before tables existed have no
+/// `kind` (they are image models) and files written before denoisers no `task` (detectors).
+fn kind_in(path: &Path, value: &serde_json::Value) -> Result<ModelKind> {
+    let field = |name: &str, default: &str| -> Result<String> {
+        match value.get(name) {
+            None => Ok(default.to_string()),
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(Error::ModelFile {
+                path: path.to_path_buf(),
+                reason: format!("metadata field '{name}' is {other}, not a name"),
+            }),
+        }
+    };
+    let (kind, task) = (field("kind", "images")?, field("task", "detect")?);
+    let unknown = |name: &str, text: &str, known: &str| Error::ModelFile {
         path: path.to_path_buf(),
-        reason: format!("bad metadata ({e})"),
-    })?;
-    Ok((meta, bytes))
+        reason: format!("unknown model {name} '{text}' (this build knows {known})"),
+    };
+    let data: DataKind = serde_json::from_value(serde_json::Value::String(kind.clone()))
+        .map_err(|_| unknown("kind", &kind, "images, table, audio"))?;
+    let t: Task = serde_json::from_value(serde_json::Value::String(task.clone()))
+        .map_err(|_| unknown("task", &task, "detect, denoise"))?;
+    ModelKind::from_parts(data, t).ok_or_else(|| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("no model reads {kind} for '{task}'"),
+    })
 }
 
-/// The `kind` of the model file at `path`: [`KIND_IMAGES`] or [`KIND_TABLE`].
-pub fn kind_of(path: &Path) -> Result<String> {
-    let (value, _) = read_header(path)?;
-    Ok(kind_in(&value))
-}
-
-fn kind_in(value: &serde_json::Value) -> String {
-    value
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or(KIND_IMAGES)
-        .to_string()
-}
-
-fn task_in(value: &serde_json::Value) -> String {
-    value
-        .get("task")
-        .and_then(|k| k.as_str())
-        .unwrap_or(TASK_DETECT)
-        .to_string()
-}
-
-/// What a model of `kind` for `task` is, in words.
-pub fn describe(kind: &str, task: &str) -> String {
-    match task {
-        TASK_DENOISE => format!("a denoising model of {kind}"),
-        TASK_DETECT => format!("a model of {kind}"),
-        other => format!("a '{other}' model of {kind}"),
-    }
-}
-
-fn check_kind(path: &Path, value: &serde_json::Value, kind: &str, task: &str) -> Result<()> {
-    let (found_kind, found_task) = (kind_in(value), task_in(value));
-    if found_kind != kind || found_task != task {
-        let hint = if found_task == TASK_DENOISE {
-            " (use `bottleneck denoise` with it)"
-        } else {
-            ""
-        };
-        return Err(Error::Invalid(format!(
-            "{}: {}{hint}, this needs {}",
-            path.display(),
-            describe(&found_kind, &found_task),
-            describe(kind, task)
-        )));
+/// Fails, naming both, unless the file's metadata `value` is of `kind`.
+fn check_kind(path: &Path, value: &serde_json::Value, kind: ModelKind) -> Result<()> {
+    let found = kind_in(path, value)?;
+    if found != kind {
+        return Err(wrong_kind(path, found, kind));
     }
     Ok(())
 }
 
-/// The metadata JSON and bytes of the model file at `path`, after checking its version.
-fn read_header(path: &Path) -> Result<(serde_json::Value, Vec<u8>)> {
-    let bytes = read_bytes(path)?;
-    Ok((header_of(path, &bytes)?, bytes))
+/// The error for a model file at `path` of kind `found` given to a job that needs
+/// `expected`; a denoiser's message says where it belongs.
+pub fn wrong_kind(path: &Path, found: ModelKind, expected: ModelKind) -> Error {
+    let hint = match found {
+        ModelKind::ImageDenoiser | ModelKind::AudioDenoiser => {
+            " (use `bottleneck denoise` with it)"
+        }
+        ModelKind::ImageDetector | ModelKind::TableDetector | ModelKind::AudioDetector => "",
+    };
+    Error::WrongKind {
+        path: path.to_path_buf(),
+        found,
+        expected,
+        hint,
+    }
 }
 
 /// The bytes of the file at `path`; a missing file is named as such.
@@ -503,7 +594,7 @@ pub fn load_bytes(
     bytes: Vec<u8>,
     device: &Device,
 ) -> Result<(DetectorWeights, ModelMeta)> {
-    let (meta, bytes): (ModelMeta, _) = parse(path, bytes, KIND_IMAGES, TASK_DETECT)?;
+    let (meta, bytes): (ModelMeta, _) = parse(path, bytes, ModelKind::ImageDetector)?;
     let model = DetectorWeights {
         autoencoder: ConvAutoencoder::new(&meta.spec, device),
         train_codes: meta
@@ -529,8 +620,7 @@ pub fn load_table_bytes(
     load_dense_bytes(
         path,
         bytes,
-        KIND_TABLE,
-        TASK_DETECT,
+        ModelKind::TableDetector,
         |m: &TableMeta| &m.spec,
         |m| {
             let d = m.prep.features.len();
@@ -543,20 +633,19 @@ pub fn load_table_bytes(
     )
 }
 
-/// Loads a dense model of `kind` for `task` from its file's `bytes` (named `path` in
-/// errors) onto `device`; `spec` finds the network's shape in the metadata, and `check`
+/// Loads a dense model of `kind` from its file's `bytes` (named `path` in errors) onto
+/// `device`; `spec` finds the network's shape in the metadata, and `check`
 /// says what in the metadata cannot work (a damaged or hand-edited file) before anything
 /// is built from it.
 pub fn load_dense_bytes<M: serde::de::DeserializeOwned>(
     path: &Path,
     bytes: Vec<u8>,
-    kind: &str,
-    task: &str,
+    kind: ModelKind,
     spec: impl Fn(&M) -> &DenseSpec,
     check: impl Fn(&M) -> std::result::Result<(), String>,
     device: &Device,
 ) -> Result<(DenseWeights, M)> {
-    let (meta, bytes): (M, _) = parse(path, bytes, kind, task)?;
+    let (meta, bytes): (M, _) = parse(path, bytes, kind)?;
     let s = spec(&meta);
     let problem = if s.features == 0 || s.latent == 0 || s.hidden.contains(&0) {
         Err("a layer of width 0".to_string())
@@ -591,28 +680,26 @@ pub fn load_denoiser_bytes(
     bytes: Vec<u8>,
     device: &Device,
 ) -> Result<(DenoiseWeights, DenoiseMeta)> {
-    let (meta, bytes): (DenoiseMeta, _) = parse(path, bytes, KIND_IMAGES, TASK_DENOISE)?;
+    let (meta, bytes): (DenoiseMeta, _) = parse(path, bytes, ModelKind::ImageDenoiser)?;
     let model = DenoiseWeights {
         denoiser: DenoiseNet::new(&meta.spec, device),
     };
     Ok((fill(path, model, bytes)?, meta))
 }
 
-/// The `kind` and `task` of model file `bytes`.
-pub fn kind_and_task_in(path: &Path, bytes: &[u8]) -> Result<(String, String)> {
-    let value = header_of(path, bytes)?;
-    Ok((kind_in(&value), task_in(&value)))
-}
-
-/// The metadata of model file `bytes` of `kind` for `task`, and the bytes back.
+/// The metadata of model file `bytes` of `kind`, and the bytes back.
 fn parse<M: serde::de::DeserializeOwned>(
     path: &Path,
     bytes: Vec<u8>,
-    kind: &str,
-    task: &str,
+    kind: ModelKind,
 ) -> Result<(M, Vec<u8>)> {
     let value = header_of(path, &bytes)?;
-    meta_of(path, value, bytes, kind, task)
+    check_kind(path, &value, kind)?;
+    let meta = serde_json::from_value(value).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("bad metadata ({e})"),
+    })?;
+    Ok((meta, bytes))
 }
 
 /// `model` (freshly built from the spec) with its weights read from model file `bytes`.

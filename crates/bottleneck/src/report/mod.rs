@@ -24,11 +24,12 @@ use crate::data::mvtec::{is_test_folder, label_in_test_folder};
 use crate::data::table::{Cell, is_table_path};
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::model::file::{self, KIND_TABLE, TASK_DETECT, TrainingSummary};
+use crate::model::file::TrainingSummary;
 use crate::progress::Progress;
 use crate::score::maps;
 use crate::score::{Calibration, ThresholdRule};
 use crate::task::detect::{Detector, ScoredImage, names_base};
+use crate::task::model::Model;
 use crate::task::table::{ScoredChunk, TableModel};
 
 /// Samples shown by default in the report's "most anomalous" section.
@@ -93,26 +94,28 @@ pub fn write_report(
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<ReportSummary> {
-    let bytes = std::fs::read(model).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Missing {
-            path: model.to_path_buf(),
-        },
-        _ => Error::io(model, e),
-    })?;
-    let (kind, task) = file::kind_and_task_in(model, &bytes)?;
-    if task != TASK_DETECT {
-        return Err(Error::Invalid(format!(
-            "{}: {}; report needs an anomaly-detection model",
-            model.display(),
-            file::describe(&kind, &task)
-        )));
-    }
-    if kind == KIND_TABLE {
-        let table = TableModel::from_bytes(model, bytes, device)?;
-        let mut report = TableReport::new(&table, model, data, options);
-        let skipped = table.score_chunks(data, skip_bad, progress, |c| report.add_chunk(c))?;
-        return report.write(out, skipped);
-    }
+    let detector = match Model::load(model, device)? {
+        Model::TableDetector(table) => {
+            let mut report = TableReport::new(&table, model, data, options);
+            let skipped = table.score_chunks(data, skip_bad, progress, |c| report.add_chunk(c))?;
+            return report.write(out, skipped);
+        }
+        Model::ImageDetector(detector) => detector,
+        other @ (Model::ImageDenoiser(_) | Model::AudioDenoiser(_)) => {
+            return Err(Error::Invalid(format!(
+                "{}: {}; report needs an anomaly-detection model",
+                model.display(),
+                other.kind()
+            )));
+        }
+        other @ Model::AudioDetector(_) => {
+            return Err(Error::Invalid(format!(
+                "{}: {}; the report covers image and table models, audio is not in it yet",
+                model.display(),
+                other.kind()
+            )));
+        }
+    };
     if is_table_path(data) {
         return Err(Error::Invalid(format!(
             "{} is an image model; {} is a table",
@@ -120,7 +123,6 @@ pub fn write_report(
             data.display()
         )));
     }
-    let detector = Detector::from_bytes(model, bytes, device)?;
     // An MVTec root is reported on its labelled test images, as `eval` does.
     let folder = if data.join("test").is_dir() {
         data.join("test")
@@ -286,7 +288,7 @@ impl<'a> ImageReport<'a> {
         let meta = self.detector.meta();
         let info = ModelInfo {
             file: &self.model,
-            kind: &meta.kind,
+            kind: meta.kind.name(),
             spec: serde_json::to_value(&meta.spec).unwrap_or_default(),
             training: &meta.training,
             calibration: &meta.calibration,
@@ -491,7 +493,7 @@ impl<'a> TableReport<'a> {
         let meta = self.model.meta();
         let info = ModelInfo {
             file: &self.model_path,
-            kind: &meta.kind,
+            kind: meta.kind.name(),
             spec: serde_json::to_value(&meta.spec).unwrap_or_default(),
             training: &meta.training,
             calibration: &meta.calibration,

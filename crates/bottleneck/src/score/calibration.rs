@@ -3,7 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 
 /// How the threshold was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -46,7 +51,7 @@ impl Calibration {
         let n = scores.len();
         let (threshold, effective_fpr) = match rule {
             ThresholdRule::Conformal { fpr } => {
-                check_rate("--fpr", fpr)?;
+                check_rate("fpr", fpr)?;
                 // p(s) = (1 + #{c >= s}) / (n + 1) <= a  <=>  #{c >= s} <= m, m = floor(a(n+1)) - 1
                 // <=> s > the (m+1)-th largest calibration score.
                 let a = fpr.max(1.0 / (n as f64 + 1.0));
@@ -55,7 +60,7 @@ impl Calibration {
                 (scores[n - 1 - m], a)
             }
             ThresholdRule::Contamination { contamination } => {
-                check_rate("--contamination", contamination)?;
+                check_rate("contamination", contamination)?;
                 let k = ((1.0 - contamination) * n as f64).ceil() as usize;
                 (scores[k.clamp(1, n) - 1], contamination)
             }
@@ -109,14 +114,88 @@ impl Calibration {
     }
 }
 
-/// Fails unless `v` is strictly between 0 and 1, naming the flag.
-pub(crate) fn check_rate(name: &str, v: f64) -> Result<()> {
+/// Fails unless `v` is strictly between 0 and 1, naming the field.
+pub(crate) fn check_rate(field: &'static str, v: f64) -> Result<()> {
     if v > 0.0 && v < 1.0 {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
-            "{name} must be between 0 and 1, got {v}"
-        )))
+        Err(Error::param(
+            field,
+            format!("must be between 0 and 1, got {v}"),
+        ))
+    }
+}
+
+/// The calibration step every detector shares: the threshold rule and the share of the
+/// normal samples held out for it, checked once; the seeded split; and the fit with its
+/// warning when too few samples were held out for the rate asked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationPlan {
+    pub rule: ThresholdRule,
+    /// Share of the normal samples held out of training to calibrate on.
+    pub fraction: f64,
+}
+
+/// Which samples calibrate and which train, each in ascending order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub calibration: Vec<usize>,
+    pub training: Vec<usize>,
+}
+
+impl CalibrationPlan {
+    /// The plan for a target false-alarm rate `fpr`, or PyOD's `contamination` quantile
+    /// when given, holding out `fraction` of the samples. Fails naming the field whose
+    /// value is not strictly between 0 and 1.
+    pub fn new(fpr: f64, contamination: Option<f64>, fraction: f64) -> Result<Self> {
+        let rule = match contamination {
+            Some(c) => {
+                check_rate("contamination", c)?;
+                ThresholdRule::Contamination { contamination: c }
+            }
+            None => {
+                check_rate("fpr", fpr)?;
+                ThresholdRule::Conformal { fpr }
+            }
+        };
+        check_rate("calibration_fraction", fraction)?;
+        Ok(Self { rule, fraction })
+    }
+
+    /// Splits `n` samples (at least 2) by a shuffle seeded from `seed`: `fraction` of them,
+    /// rounded, at least one and leaving at least one, calibrate.
+    pub fn split(&self, n: usize, seed: u64) -> Split {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xca1));
+        let n_cal = ((n as f64 * self.fraction).round() as usize).clamp(1, n.max(2) - 1);
+        let (cal, train) = order.split_at(n_cal.min(n));
+        let (mut calibration, mut training) = (cal.to_vec(), train.to_vec());
+        calibration.sort_unstable();
+        training.sort_unstable();
+        Split {
+            calibration,
+            training,
+        }
+    }
+
+    /// A calibration on one score, standing in until the held-out scores are known.
+    pub fn placeholder(&self) -> Calibration {
+        Calibration::fit(vec![0.0], self.rule).expect("a checked rule calibrates one score")
+    }
+
+    /// Calibrates on the held-out normal `scores`; when they are too few for the rate asked,
+    /// says so to `progress`, naming the samples as `what` (`images`, `rows`).
+    pub fn calibrate(
+        &self,
+        scores: Vec<f32>,
+        what: &str,
+        progress: &dyn Progress,
+    ) -> Result<Calibration> {
+        let calibration = Calibration::fit(scores, self.rule)?;
+        if let Some(w) = calibration.shortfall(what, self.fraction) {
+            progress.warn(&w);
+        }
+        Ok(calibration)
     }
 }
 

@@ -19,8 +19,8 @@ use crate::data::audio::{Audio, SILENCE_LEVEL, find_audio, is_audio_file, most_c
 use crate::data::spectral::Stft;
 use crate::error::{Error, Result};
 use crate::model::file::{
-    self, AudioDenoiseMeta, AudioDenoiseValidation, DenseWeights, FORMAT_VERSION, KIND_AUDIO,
-    SpectrumFeatures, TASK_DENOISE, TrainingSummary,
+    self, AudioDenoiseMeta, AudioDenoiseValidation, DenseWeights, FORMAT_VERSION, ModelKind,
+    SpectrumFeatures, TrainingSummary,
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
@@ -282,7 +282,7 @@ impl AudioDenoiser {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
-        crate::score::calibration::check_rate("--calibration", params.validation_fraction)?;
+        crate::score::calibration::check_rate("validation_fraction", params.validation_fraction)?;
         for (name, v) in [
             ("--batch-size", params.batch_size),
             ("--hop", params.hop),
@@ -500,8 +500,8 @@ impl AudioDenoiser {
             stft,
             meta: AudioDenoiseMeta {
                 format_version: FORMAT_VERSION,
-                kind: KIND_AUDIO.into(),
-                task: TASK_DENOISE.into(),
+                kind: ModelKind::AudioDenoiser.data(),
+                task: ModelKind::AudioDenoiser.task(),
                 spec,
                 features: spectrum,
                 noise: params.noise.to_string(),
@@ -551,8 +551,7 @@ impl AudioDenoiser {
         let (weights, meta) = file::load_dense_bytes(
             path,
             bytes,
-            KIND_AUDIO,
-            TASK_DENOISE,
+            ModelKind::AudioDenoiser,
             |m: &AudioDenoiseMeta| &m.spec,
             |m| {
                 let f = &m.features;

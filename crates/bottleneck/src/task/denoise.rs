@@ -15,8 +15,8 @@ use crate::data::planes::{Planes, save_image};
 use crate::error::{Error, Result};
 use crate::metrics::psnr;
 use crate::model::file::{
-    self, DenoiseMeta, DenoiseValidation, DenoiseWeights, FORMAT_VERSION, KIND_IMAGES,
-    TASK_DENOISE, TrainingSummary,
+    self, DenoiseMeta, DenoiseValidation, DenoiseWeights, FORMAT_VERSION, ModelKind,
+    TrainingSummary,
 };
 use crate::model::{DenoiseNet, DenoiseSpec};
 use crate::progress::Progress;
@@ -58,7 +58,7 @@ pub struct DenoiseParams {
 impl Default for DenoiseParams {
     fn default() -> Self {
         Self {
-            noise: "gaussian:0.1".parse().expect("valid noise"),
+            noise: "mixed".parse().expect("valid noise"),
             noisy: None,
             width: 32,
             levels: 2,
@@ -105,7 +105,7 @@ impl Denoiser {
     ) -> Result<Self> {
         let started = std::time::Instant::now();
         if params.batch_size == 0 {
-            return Err(Error::Invalid("--batch-size must be at least 1".into()));
+            return Err(Error::param("batch_size", "must be at least 1"));
         }
         if !(0.0..1.0).contains(&params.validation_fraction) {
             return Err(Error::Invalid(format!(
@@ -189,8 +189,8 @@ impl Denoiser {
         };
         let meta = DenoiseMeta {
             format_version: FORMAT_VERSION,
-            kind: KIND_IMAGES.into(),
-            task: TASK_DENOISE.into(),
+            kind: ModelKind::ImageDenoiser.data(),
+            task: ModelKind::ImageDenoiser.task(),
             spec,
             noise,
             validation: None,
@@ -777,6 +777,7 @@ mod tests {
         let dir = scratch("denoise-fit");
         write_clean(&dir, 6, 40);
         let params = DenoiseParams {
+            noise: "gaussian:0.1".parse().unwrap(),
             width: 8,
             patch: 32,
             epochs: Some(60),

@@ -5,14 +5,12 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use image::DynamicImage;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::data::images::{
-    ImagePrep, ImageSet, decode, detect_channels, find_images, native_size, training_folder,
+    ImagePrep, ImageSet, channels_of, decode, detect_channels, find_images, native_size,
+    training_folder,
 };
 use crate::data::mvtec::test_images;
 use crate::error::{Error, Result};
@@ -20,8 +18,8 @@ use crate::metrics;
 use crate::model::file::{self, FORMAT_VERSION, ModelMeta, ScoreSettings, TrainingSummary};
 use crate::model::{ConvAutoencoder, ConvSpec};
 use crate::progress::Progress;
+use crate::score::calibration::{CalibrationPlan, Split};
 use crate::score::maps::{self, Loss, Reduction};
-use crate::score::{Calibration, ThresholdRule};
 use crate::train::{TrainOptions, default_epochs, train_autoencoder};
 use burn::module::Param;
 
@@ -81,6 +79,21 @@ impl Default for DetectParams {
     }
 }
 
+impl DetectParams {
+    /// Checks the settings that do not depend on the data, before any work, so a typo never
+    /// costs a training run; returns the calibration plan. Errors name the field.
+    pub fn check(&self) -> Result<CalibrationPlan> {
+        let plan = CalibrationPlan::new(self.fpr, self.contamination, self.calibration_fraction)?;
+        if self.batch_size == 0 {
+            return Err(Error::param("batch_size", "must be at least 1"));
+        }
+        if self.epochs == Some(0) {
+            return Err(Error::param("epochs", "must be at least 1"));
+        }
+        Ok(plan)
+    }
+}
+
 /// Default optimizer steps when `epochs` is not given.
 const TARGET_STEPS: usize = 2000;
 /// Images per forward pass when scoring.
@@ -132,6 +145,7 @@ fn default_image_size(native: usize) -> usize {
 impl Detector {
     /// Trains on the good images of `data` (a folder, or an MVTec root whose `train/good`
     /// is used), holds out `calibration_fraction` of them, and calibrates the threshold.
+    /// Settings that cannot work fail before any image is read.
     pub fn fit(
         data: &Path,
         params: &DetectParams,
@@ -139,15 +153,7 @@ impl Detector {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
-        // Settings are checked before any work so a typo never costs a training run.
-        match params.contamination {
-            Some(c) => crate::score::calibration::check_rate("--contamination", c)?,
-            None => crate::score::calibration::check_rate("--fpr", params.fpr)?,
-        }
-        crate::score::calibration::check_rate("--calibration", params.calibration_fraction)?;
-        if params.batch_size == 0 {
-            return Err(Error::Invalid("--batch-size must be at least 1".into()));
-        }
+        let plan = params.check()?;
         let folder = training_folder(data);
         let paths = find_images(&folder)?;
         let image_size = match params.image_size {
@@ -155,32 +161,80 @@ impl Detector {
             None => default_image_size(native_size(&paths[0])?),
         };
         let channels = detect_channels(&paths)?;
-        let spec = ConvSpec::for_image(channels, image_size, params.latent, params.width)?;
         let prep = ImagePrep {
             channels,
             image_size,
         };
+        ConvSpec::for_image(channels, image_size, params.latent, params.width)?;
         progress.stage("reading images", paths.len() as u64);
-        let (set, skipped) = ImageSet::open(paths, prep.clone(), params.skip_bad, &|_| {
-            progress.advance(1)
-        })?;
+        let (set, skipped) =
+            ImageSet::open(paths, prep, params.skip_bad, &|_| progress.advance(1))?;
         progress.finish();
         for e in &skipped {
             progress.warn(&format!("skipped: {e}"));
         }
+        let mut detector = Self::fit_set(
+            &set,
+            &folder.display().to_string(),
+            params,
+            &plan,
+            device,
+            progress,
+        )?;
+        detector.meta.training.skipped_samples = skipped.len();
+        detector.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(detector)
+    }
+
+    /// Trains on good images already in memory, as [`Detector::fit`] does on a folder; the
+    /// channels and the input size come from the images as they would from files.
+    pub fn fit_images(
+        images: &[DynamicImage],
+        params: &DetectParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let plan = params.check()?;
+        let Some(first) = images.first() else {
+            return Err(Error::Invalid("no images to train on".into()));
+        };
+        let prep = ImagePrep {
+            channels: channels_of(images),
+            image_size: params
+                .image_size
+                .unwrap_or_else(|| default_image_size(first.width().max(first.height()) as usize)),
+        };
+        ConvSpec::for_image(prep.channels, prep.image_size, params.latent, params.width)?;
+        let set = ImageSet::from_images(images, prep);
+        let mut detector = Self::fit_set(&set, "the images", params, &plan, device, progress)?;
+        detector.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(detector)
+    }
+
+    /// Trains on `set` (named `source` in errors), holds out the plan's share of it and
+    /// calibrates.
+    fn fit_set(
+        set: &ImageSet,
+        source: &str,
+        params: &DetectParams,
+        plan: &CalibrationPlan,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let prep = set.prep().clone();
+        let spec =
+            ConvSpec::for_image(prep.channels, prep.image_size, params.latent, params.width)?;
         let n = set.len();
         if n < 2 {
             return Err(Error::Invalid(format!(
-                "{}: {n} usable image; need at least 2 (one to train on, one to calibrate)",
-                folder.display()
+                "{source}: {n} usable image; need at least 2 (one to train on, one to calibrate)"
             )));
         }
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed ^ 0xca1));
-        let n_cal = ((n as f64 * params.calibration_fraction).round() as usize).clamp(1, n - 1);
-        let (cal_idx, train_idx) = order.split_at(n_cal);
-        let mut train_idx = train_idx.to_vec();
-        train_idx.sort_unstable();
+        let Split {
+            calibration: cal_idx,
+            training: train_idx,
+        } = plan.split(n, params.seed);
         let epochs = params.epochs.unwrap_or_else(|| {
             default_epochs(train_idx.len(), params.batch_size, TARGET_STEPS, 300)
         });
@@ -192,7 +246,8 @@ impl Detector {
             loss: params.loss,
             early_stopping: params.epochs.is_none(),
         };
-        let (model, log) = train_autoencoder(&spec, &set, &train_idx, &opts, device, progress)?;
+        let (model, log) = train_autoencoder(&spec, set, &train_idx, &opts, device, progress)?;
+        let image_size = prep.image_size;
         let scoring = ScoreSettings {
             loss: params.loss,
             smoothing_sigma: params
@@ -204,26 +259,21 @@ impl Detector {
             pixel_std: Vec::new(),
             knn: None,
         };
-        let rule = match params.contamination {
-            Some(c) => ThresholdRule::Contamination { contamination: c },
-            None => ThresholdRule::Conformal { fpr: params.fpr },
-        };
-        // Placeholder calibration until the held-out scores are known.
         let mut detector = Self {
             model,
             codes: None,
             meta: ModelMeta {
                 format_version: FORMAT_VERSION,
-                kind: file::KIND_IMAGES.into(),
-                task: "detect".into(),
+                kind: file::ModelKind::ImageDetector.data(),
+                task: file::ModelKind::ImageDetector.task(),
                 spec,
                 prep,
                 scoring,
-                calibration: Calibration::fit(vec![0.0], rule)?,
+                calibration: plan.placeholder(),
                 training: TrainingSummary::from_log(
                     log,
-                    n_cal,
-                    skipped.len(),
+                    cal_idx.len(),
+                    0,
                     params.batch_size,
                     params.learning_rate,
                     params.seed,
@@ -232,18 +282,16 @@ impl Detector {
             device: device.clone(),
         };
         if params.normalize_maps {
-            let (mean, std) = detector.pixel_statistics(&set, &train_idx, progress)?;
+            let (mean, std) = detector.pixel_statistics(set, &train_idx, progress)?;
             detector.meta.scoring.pixel_mean = mean;
             detector.meta.scoring.pixel_std = std;
         }
         if params.knn > 0 {
-            detector.fit_knn(&set, &train_idx, params.knn, progress)?;
+            detector.fit_knn(set, &train_idx, params.knn, progress)?;
         }
-        let mut cal_idx = cal_idx.to_vec();
-        cal_idx.sort_unstable();
-        let mut scores = Vec::with_capacity(n_cal);
+        let mut scores = Vec::with_capacity(cal_idx.len());
         let mut map_scale = 0.0f32;
-        progress.stage("calibrating", n_cal as u64);
+        progress.stage("calibrating", cal_idx.len() as u64);
         for chunk in cal_idx.chunks(SCORE_BATCH) {
             let (s, m) = detector.score_inputs(set.batch(chunk)?, chunk.len());
             scores.extend(s);
@@ -253,13 +301,8 @@ impl Detector {
             progress.advance(chunk.len() as u64);
         }
         progress.finish();
-        let calibration = Calibration::fit(scores, rule)?;
-        if let Some(w) = calibration.shortfall("images", params.calibration_fraction) {
-            progress.warn(&w);
-        }
-        detector.meta.calibration = calibration;
+        detector.meta.calibration = plan.calibrate(scores, "images", progress)?;
         detector.meta.scoring.map_scale = if map_scale > 0.0 { map_scale } else { 1.0 };
-        detector.meta.training.seconds = started.elapsed().as_secs_f64();
         Ok(detector)
     }
 
@@ -382,19 +425,13 @@ impl Detector {
     }
 
     fn from_parts(
-        path: &Path,
+        _path: &Path,
         weights: file::DetectorWeights,
         meta: ModelMeta,
         device: &Device,
     ) -> Result<Self> {
         let model = weights.autoencoder;
         let codes = weights.train_codes.map(|p| p.val());
-        if meta.task != "detect" {
-            return Err(Error::ModelFile {
-                path: path.to_path_buf(),
-                reason: format!("a '{}' model, not an anomaly detector", meta.task),
-            });
-        }
         Ok(Self {
             model,
             codes,

@@ -7,11 +7,10 @@ use burn::prelude::Device;
 
 use crate::data::images::find_images;
 use crate::data::table::TableWriter;
-use crate::error::Result;
-use crate::model::file::{self, KIND_TABLE};
+use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::task::detect::Detector;
-use crate::task::table::{TableModel, code_columns};
+use crate::task::model::Model;
+use crate::task::table::code_columns;
 
 /// Writes the codes of every sample of `data` under the model file `model` to `out` (CSV,
 /// Parquet or `.npy` by extension; `.npy` holds the codes only). Images are named by their
@@ -24,10 +23,17 @@ pub fn encode_to_file(
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<(usize, usize)> {
-    if file::kind_of(model)? == KIND_TABLE {
-        return TableModel::load(model, device)?.encode_file(data, out, skip_bad, progress);
-    }
-    let detector = Detector::load(model, device)?;
+    let detector = match Model::load(model, device)? {
+        Model::TableDetector(table) => return table.encode_file(data, out, skip_bad, progress),
+        Model::ImageDetector(detector) => detector,
+        other @ (Model::ImageDenoiser(_) | Model::AudioDetector(_) | Model::AudioDenoiser(_)) => {
+            return Err(Error::Invalid(format!(
+                "{}: {}; encode needs an image or table anomaly detector",
+                model.display(),
+                other.kind()
+            )));
+        }
+    };
     let paths = find_images(data)?;
     let base = if data.is_file() {
         data.parent().unwrap_or(Path::new("")).to_path_buf()

@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::images::find_images;
 use crate::data::table::is_table_path;
 use crate::error::{Error, Result};
-use crate::model::file::{self, KIND_TABLE, TASK_DETECT};
+use crate::model::file::DataKind;
 use crate::progress::Progress;
 use crate::task::detect::Detector;
+use crate::task::model::Model;
 use crate::task::table::TableModel;
 
 /// Version of the catalogue layout; other versions are refused with a message.
@@ -86,21 +87,30 @@ enum Encoder {
 
 impl Encoder {
     fn from_bytes(label: &Path, bytes: Vec<u8>, device: &Device) -> Result<(Self, String)> {
-        let (kind, task) = file::kind_and_task_in(label, &bytes)?;
-        if task != TASK_DETECT {
-            return Err(Error::Invalid(format!(
-                "{}: {} has no bottleneck codes to search; index with a model trained \
-                 without --task",
-                label.display(),
-                file::describe(&kind, &task)
-            )));
-        }
-        let encoder = if kind == KIND_TABLE {
-            Self::Table(Box::new(TableModel::from_bytes(label, bytes, device)?))
-        } else {
-            Self::Images(Box::new(Detector::from_bytes(label, bytes, device)?))
+        let encoder = match Model::from_bytes(label, bytes, device)? {
+            Model::TableDetector(t) => Self::Table(t),
+            Model::ImageDetector(d) => Self::Images(d),
+            other @ (Model::ImageDenoiser(_) | Model::AudioDenoiser(_)) => {
+                return Err(Error::Invalid(format!(
+                    "{}: {} has no bottleneck codes to search; index with a model trained \
+                     without --task",
+                    label.display(),
+                    other.kind()
+                )));
+            }
+            other @ Model::AudioDetector(_) => {
+                return Err(Error::Invalid(format!(
+                    "{}: {}; search indexes images and table rows",
+                    label.display(),
+                    other.kind()
+                )));
+            }
         };
-        Ok((encoder, kind))
+        let kind = match encoder {
+            Self::Table(_) => DataKind::Table,
+            Self::Images(_) => DataKind::Images,
+        };
+        Ok((encoder, kind.name().to_string()))
     }
 
     fn latent(&self) -> usize {

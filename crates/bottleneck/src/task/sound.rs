@@ -8,9 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::data::audio::{Audio, SILENCE_LEVEL, find_audio, most_common_rate};
@@ -21,12 +18,12 @@ use crate::error::{Error, Result};
 use crate::metrics;
 use crate::model::file::{
     self, AudioFeatures, AudioMeta, AudioScoring, BandNormalized, DenseWeights, FORMAT_VERSION,
-    KIND_AUDIO, TASK_DETECT, TrainingSummary,
+    ModelKind, TrainingSummary,
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
-use crate::score::calibration::check_rate;
-use crate::score::{Calibration, Reduction, ThresholdRule};
+use crate::score::Reduction;
+use crate::score::calibration::{CalibrationPlan, Split};
 use crate::task::detect::center_spread;
 use crate::train::DenseTrainOptions;
 use crate::train::dense::{Batch, DenseOutput, train_dense_batches};
@@ -82,6 +79,49 @@ impl Default for AudioParams {
             reduction: Reduction::Mean,
             band_normalize: true,
             skip_bad: false,
+        }
+    }
+}
+
+impl AudioParams {
+    /// Checks the settings that do not depend on the data, before any work; returns the
+    /// calibration plan. Errors name the field.
+    pub fn check(&self) -> Result<CalibrationPlan> {
+        let plan = CalibrationPlan::new(self.fpr, self.contamination, self.calibration_fraction)?;
+        for (field, v) in [
+            ("batch_size", self.batch_size),
+            ("hop", self.hop),
+            ("n_mels", self.n_mels),
+            ("context", self.context),
+            ("latent", self.latent),
+        ] {
+            if v == 0 {
+                return Err(Error::param(field, "must be at least 1"));
+            }
+        }
+        if self.epochs == Some(0) {
+            return Err(Error::param("epochs", "must be at least 1"));
+        }
+        if self.hidden.contains(&0) {
+            return Err(Error::param("hidden", "layer widths must be at least 1"));
+        }
+        if self.sample_rate == Some(0) {
+            return Err(Error::param("sample_rate", "must be positive"));
+        }
+        // The same bounds a model file is held to.
+        check_stft(self.n_fft, self.hop, self.context).map_err(Error::Invalid)?;
+        Ok(plan)
+    }
+
+    /// The log-mel settings at `sample_rate`.
+    fn mel_spec(&self, sample_rate: u32) -> MelSpec {
+        MelSpec {
+            sample_rate,
+            n_fft: self.n_fft,
+            hop: self.hop,
+            n_mels: self.n_mels,
+            fmin: 0.0,
+            fmax: None,
         }
     }
 }
@@ -214,45 +254,14 @@ impl AudioDetector {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
-        match params.contamination {
-            Some(c) => check_rate("--contamination", c)?,
-            None => check_rate("--fpr", params.fpr)?,
-        }
-        check_rate("--calibration", params.calibration_fraction)?;
-        for (name, v) in [
-            ("--batch-size", params.batch_size),
-            ("--hop", params.hop),
-            ("--n-mels", params.n_mels),
-            ("--context", params.context),
-            ("--latent", params.latent),
-        ] {
-            if v == 0 {
-                return Err(Error::Invalid(format!("{name} must be at least 1")));
-            }
-        }
-        if params.hidden.contains(&0) {
-            return Err(Error::Invalid(
-                "hidden layer widths must be at least 1".into(),
-            ));
-        }
-        // The same bounds a model file is held to (`--n-fft`, `--hop`, `--context`).
-        check_stft(params.n_fft, params.hop, params.context).map_err(Error::Invalid)?;
+        let plan = params.check()?;
         let folder = training_folder(data);
         let paths = find_audio(&folder)?;
         let sample_rate = match params.sample_rate {
-            Some(0) => return Err(Error::Invalid("--sample-rate must be positive".into())),
             Some(r) => r,
             None => most_common_rate(&paths, params.skip_bad)?,
         };
-        let mel = MelSpec {
-            sample_rate,
-            n_fft: params.n_fft,
-            hop: params.hop,
-            n_mels: params.n_mels,
-            fmin: 0.0,
-            fmax: None,
-        };
-        let logmel = LogMel::new(&mel);
+        let logmel = LogMel::new(&params.mel_spec(sample_rate));
         progress.stage("reading recordings", paths.len() as u64);
         let mut clips = Vec::new();
         let mut left_out = Vec::new();
@@ -273,20 +282,87 @@ impl AudioDetector {
             progress.advance(1);
         }
         progress.finish();
+        let source = folder.display().to_string();
+        let mut this = Self::fit_frames(
+            clips, left_out, logmel, &source, params, &plan, device, progress,
+        )?;
+        this.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(this)
+    }
+
+    /// Trains on recordings in memory, as [`AudioDetector::fit`] does on files; silent and
+    /// too-short ones are left out with a warning naming their index (from 0).
+    pub fn fit_clips(
+        recordings: &[Audio],
+        params: &AudioParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let plan = params.check()?;
+        let sample_rate = match params.sample_rate {
+            Some(r) => r,
+            None => {
+                let mut counts = std::collections::HashMap::<u32, usize>::new();
+                for a in recordings {
+                    *counts.entry(a.spec.sample_rate).or_default() += 1;
+                }
+                counts
+                    .into_iter()
+                    .max_by_key(|&(rate, n)| (n, std::cmp::Reverse(rate)))
+                    .map(|(rate, _)| rate)
+                    .ok_or_else(|| Error::Invalid("no recordings to train on".into()))?
+            }
+        };
+        let logmel = LogMel::new(&params.mel_spec(sample_rate));
+        let mut clips = Vec::new();
+        let mut left_out = Vec::new();
+        for (i, audio) in recordings.iter().enumerate() {
+            match log_mel_frames(&logmel, audio, params.context)? {
+                Ok(frames) => clips.push(frames),
+                Err(why) => left_out.push(format!("recording {i}: {why}")),
+            }
+        }
+        let mut this = Self::fit_frames(
+            clips,
+            left_out,
+            logmel,
+            "the recordings",
+            params,
+            &plan,
+            device,
+            progress,
+        )?;
+        this.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(this)
+    }
+
+    /// Trains on the log-mel frames of usable recordings (`left_out` says why others were
+    /// not used), holds out the plan's share of them and calibrates.
+    #[allow(clippy::too_many_arguments)]
+    fn fit_frames(
+        mut clips: Vec<Vec<f32>>,
+        left_out: Vec<String>,
+        logmel: LogMel,
+        source: &str,
+        params: &AudioParams,
+        plan: &CalibrationPlan,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         warn_left_out(progress, &left_out);
+        let mel = logmel.spec().clone();
         let n = clips.len();
         if n < 2 {
             return Err(Error::Invalid(format!(
-                "{}: {n} usable recording; need at least 2 (one to train on, one to calibrate)",
-                folder.display()
+                "{source}: {n} usable recording; need at least 2 (one to train on, one to \
+                 calibrate)"
             )));
         }
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed ^ 0xca1));
-        let n_cal = ((n as f64 * params.calibration_fraction).round() as usize).clamp(1, n - 1);
-        let (cal_idx, train_idx) = order.split_at(n_cal);
-        let mut train_idx = train_idx.to_vec();
-        train_idx.sort_unstable();
+        let Split {
+            calibration: cal_idx,
+            training: train_idx,
+        } = plan.split(n, params.seed);
         let train_clips: Vec<&Vec<f32>> = train_idx.iter().map(|&i| &clips[i]).collect();
         let (band_mean, band_std) = band_statistics(&train_clips, params.n_mels);
         let features = AudioFeatures {
@@ -353,17 +429,13 @@ impl AudioDetector {
                 }
             },
         )?;
-        let rule = match params.contamination {
-            Some(c) => ThresholdRule::Contamination { contamination: c },
-            None => ThresholdRule::Conformal { fpr: params.fpr },
-        };
         let mut this = Self {
             model,
             logmel,
             meta: AudioMeta {
                 format_version: FORMAT_VERSION,
-                kind: KIND_AUDIO.into(),
-                task: TASK_DETECT.into(),
+                kind: ModelKind::AudioDetector.data(),
+                task: ModelKind::AudioDetector.task(),
                 spec,
                 features,
                 scoring: AudioScoring {
@@ -371,13 +443,13 @@ impl AudioDetector {
                     map_scale: 1.0,
                     band_normalized: None,
                 },
-                calibration: Calibration::fit(vec![0.0], rule)?,
+                calibration: plan.placeholder(),
                 training: TrainingSummary {
                     // Recordings, not the inputs cut from them.
                     train_samples: train_idx.len(),
                     ..TrainingSummary::from_log(
                         log,
-                        n_cal,
+                        cal_idx.len(),
                         left_out.len(),
                         batch_size,
                         params.learning_rate,
@@ -424,20 +496,15 @@ impl AudioDetector {
                 normalized_spread,
             });
         }
-        let mut scores = Vec::with_capacity(n_cal);
+        let mut scores = Vec::with_capacity(cal_idx.len());
         let mut map_scale = 0f32;
-        for &i in cal_idx {
+        for &i in &cal_idx {
             let (score, _, map) = this.score_frames(&clips[i]);
             scores.push(score);
             map_scale = map.iter().copied().fold(map_scale, f32::max);
         }
-        let calibration = Calibration::fit(scores, rule)?;
-        if let Some(w) = calibration.shortfall("recordings", params.calibration_fraction) {
-            progress.warn(&w);
-        }
-        this.meta.calibration = calibration;
+        this.meta.calibration = plan.calibrate(scores, "recordings", progress)?;
         this.meta.scoring.map_scale = if map_scale > 0.0 { map_scale } else { 1.0 };
-        this.meta.training.seconds = started.elapsed().as_secs_f64();
         Ok(this)
     }
 
@@ -451,8 +518,7 @@ impl AudioDetector {
         let (weights, meta) = file::load_dense_bytes(
             path,
             bytes,
-            KIND_AUDIO,
-            TASK_DETECT,
+            ModelKind::AudioDetector,
             |m: &AudioMeta| &m.spec,
             |m| {
                 let f = &m.features;

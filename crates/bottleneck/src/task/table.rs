@@ -12,19 +12,18 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::scaling::TablePrep;
 use crate::data::table::{
-    Cell, ColumnSelection, Layout, RawChunk, Rows, TableFormat, TableReader, TableWriter,
+    Cell, ColumnSelection, Layout, RawChunk, Rows, Table, TableFormat, TableReader, TableWriter,
     read_training_table,
 };
 use crate::error::{Error, Result};
 use crate::model::dense::Encoded;
 use crate::model::file::{
-    self, DenseWeights, FORMAT_VERSION, KIND_TABLE, TableMeta, TableScore, TableScoring,
+    self, DenseWeights, FORMAT_VERSION, ModelKind, TableMeta, TableScore, TableScoring,
     TrainingSummary,
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
-use crate::score::calibration::check_rate;
-use crate::score::{Calibration, ThresholdRule};
+use crate::score::calibration::{CalibrationPlan, Split};
 use crate::train::{DenseTrainOptions, default_epochs, train_dense};
 
 /// Everything [`TableModel::fit`] can be told; [`Default`] works without tuning.
@@ -79,6 +78,45 @@ impl Default for TableParams {
             impute_iterations: 1,
             skip_bad: false,
         }
+    }
+}
+
+impl TableParams {
+    /// Checks the settings that do not depend on the data, before any work; returns the
+    /// calibration plan. Errors name the field.
+    pub fn check(&self) -> Result<CalibrationPlan> {
+        let plan = CalibrationPlan::new(self.fpr, self.contamination, self.calibration_fraction)?;
+        if self.batch_size == 0 {
+            return Err(Error::param("batch_size", "must be at least 1"));
+        }
+        if self.epochs == Some(0) {
+            return Err(Error::param("epochs", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.mask_rate) {
+            return Err(Error::param(
+                "mask_rate",
+                format!("{} must be at least 0 and below 1", self.mask_rate),
+            ));
+        }
+        if self.score == TableScore::Elbo && !self.variational {
+            return Err(Error::param("score", "elbo needs a variational model"));
+        }
+        Ok(plan)
+    }
+}
+
+/// Logs the rows left out of `rows` (read from `source`): the first few by reason, then the
+/// count.
+fn warn_skipped(rows: &Rows, source: &str, progress: &dyn Progress) {
+    for s in rows.skipped.iter().take(5) {
+        progress.warn(&format!("skipped {s}"));
+    }
+    if !rows.skipped.is_empty() {
+        progress.warn(&format!(
+            "skipped {} bad row{} of {source}",
+            rows.skipped.len(),
+            if rows.skipped.len() > 1 { "s" } else { "" },
+        ));
     }
 }
 
@@ -143,60 +181,92 @@ impl TableModel {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
-        match params.contamination {
-            Some(c) => check_rate("--contamination", c)?,
-            None => check_rate("--fpr", params.fpr)?,
-        }
-        check_rate("--calibration", params.calibration_fraction)?;
-        if params.batch_size == 0 {
-            return Err(Error::Invalid("--batch-size must be at least 1".into()));
-        }
-        if !(0.0..1.0).contains(&params.mask_rate) {
-            return Err(Error::Invalid(format!(
-                "--mask-rate {} must be at least 0 and below 1",
-                params.mask_rate
-            )));
-        }
-        if params.score == TableScore::Elbo && !params.variational {
-            return Err(Error::Invalid(
-                "the elbo score needs a variational model (--vae)".into(),
-            ));
-        }
+        let plan = params.check()?;
         let (layout, rows) = read_training_table(data, &params.selection, params.skip_bad)?;
-        for s in rows.skipped.iter().take(5) {
-            progress.warn(&format!("skipped {s}"));
-        }
-        if !rows.skipped.is_empty() {
-            progress.warn(&format!(
-                "skipped {} bad row{} of {}",
-                rows.skipped.len(),
-                if rows.skipped.len() > 1 { "s" } else { "" },
-                data.display()
+        warn_skipped(&rows, &data.display().to_string(), progress);
+        let id = layout.id.as_ref().map(|(name, _)| name.clone());
+        let mut this = Self::fit_rows(
+            layout.features,
+            id,
+            rows,
+            &data.display().to_string(),
+            params,
+            &plan,
+            device,
+            progress,
+        )?;
+        this.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(this)
+    }
+
+    /// Trains on a table in memory, as [`TableModel::fit`] does on a file: every column of
+    /// `table` is a feature unless `params.selection` names the columns or leaves some out
+    /// (its id column does not apply: name rows with [`Table::with_ids`]).
+    pub fn fit_table(
+        table: &Table,
+        params: &TableParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let plan = params.check()?;
+        if params.selection.id_column.is_some() {
+            return Err(Error::param(
+                "selection",
+                "has an id column, which tables in memory do not have; name their rows with ids",
             ));
         }
+        let mut features: Vec<String> = match &params.selection.columns {
+            Some(cols) => cols.clone(),
+            None => table.columns().to_vec(),
+        };
+        features.retain(|f| !params.selection.exclude.contains(f));
+        if features.is_empty() {
+            return Err(Error::Invalid(
+                "table: no feature columns left to train on".into(),
+            ));
+        }
+        let rows = if table.is_named() || features.len() == table.columns().len() {
+            table.rows(&features, params.skip_bad)?
+        } else {
+            Table::new(table.columns().to_vec(), table.values().to_owned())?
+                .rows(&features, params.skip_bad)?
+        };
+        warn_skipped(&rows, "table", progress);
+        let mut this = Self::fit_rows(
+            features, None, rows, "table", params, &plan, device, progress,
+        )?;
+        this.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(this)
+    }
+
+    /// Trains on `rows` of `features` (from `source`, named in errors), holds out the plan's
+    /// share and calibrates.
+    #[allow(clippy::too_many_arguments)]
+    fn fit_rows(
+        features: Vec<String>,
+        id_column: Option<String>,
+        rows: Rows,
+        source: &str,
+        params: &TableParams,
+        plan: &CalibrationPlan,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         let n = rows.len();
         if n < 2 {
             return Err(Error::Invalid(format!(
-                "{}: {n} usable row; need at least 2 (one to train on, one to calibrate)",
-                data.display()
+                "{source}: {n} usable row; need at least 2 (one to train on, one to calibrate)"
             )));
         }
-        let d = layout.features.len();
-        let prep = TablePrep::fit(
-            layout.features.clone(),
-            layout.id.as_ref().map(|(name, _)| name.clone()),
-            &rows.values,
-        );
+        let d = features.len();
+        let prep = TablePrep::fit(features, id_column, &rows.values);
         let mut values = rows.values;
         prep.standardize(&mut values);
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed ^ 0xca1));
-        let n_cal = ((n as f64 * params.calibration_fraction).round() as usize).clamp(1, n - 1);
-        let (cal_idx, train_idx) = order.split_at(n_cal);
-        let mut train_idx = train_idx.to_vec();
-        train_idx.sort_unstable();
-        let mut cal_idx = cal_idx.to_vec();
-        cal_idx.sort_unstable();
+        let Split {
+            calibration: cal_idx,
+            training: train_idx,
+        } = plan.split(n, params.seed);
         let spec = DenseSpec::for_table(
             d,
             params.latent,
@@ -221,16 +291,12 @@ impl TableModel {
             early_stopping: false,
         };
         let (model, log) = train_dense(&spec, &values, &train_idx, &opts, device, progress)?;
-        let rule = match params.contamination {
-            Some(c) => ThresholdRule::Contamination { contamination: c },
-            None => ThresholdRule::Conformal { fpr: params.fpr },
-        };
         let mut this = Self {
             model,
             meta: TableMeta {
                 format_version: FORMAT_VERSION,
-                kind: KIND_TABLE.into(),
-                task: "detect".into(),
+                kind: ModelKind::TableDetector.data(),
+                task: ModelKind::TableDetector.task(),
                 spec,
                 prep,
                 scoring: TableScoring {
@@ -238,10 +304,10 @@ impl TableModel {
                     impute_iterations: params.impute_iterations,
                     mask_rate: params.mask_rate,
                 },
-                calibration: Calibration::fit(vec![0.0], rule)?,
+                calibration: plan.placeholder(),
                 training: TrainingSummary::from_log(
                     log,
-                    n_cal,
+                    cal_idx.len(),
                     rows.skipped.len(),
                     batch_size,
                     params.learning_rate,
@@ -256,16 +322,11 @@ impl TableModel {
                 .collect()
         };
         let cal = gather(&cal_idx);
-        let mut scores = Vec::with_capacity(n_cal);
+        let mut scores = Vec::with_capacity(cal_idx.len());
         for chunk in cal.chunks(CHUNK_ROWS * d) {
             scores.extend(this.score_standardized(chunk).0);
         }
-        let calibration = Calibration::fit(scores, rule)?;
-        if let Some(w) = calibration.shortfall("rows", params.calibration_fraction) {
-            progress.warn(&w);
-        }
-        this.meta.calibration = calibration;
-        this.meta.training.seconds = started.elapsed().as_secs_f64();
+        this.meta.calibration = plan.calibrate(scores, "rows", progress)?;
         Ok(this)
     }
 
@@ -432,12 +493,17 @@ impl TableModel {
     /// one group are hidden again and predicted from the observed cells and the current
     /// fill of the other gaps.
     pub fn impute_rows(&self, rows: &Rows) -> Vec<f32> {
+        self.impute_values(&rows.values)
+    }
+
+    /// [`TableModel::impute_rows`] on raw values (`rows x features`, NaN missing).
+    pub(crate) fn impute_values(&self, raw: &[f32]) -> Vec<f32> {
         let d = self.meta.spec.features;
-        let mut values = rows.values.clone();
+        let mut values = raw.to_vec();
         self.meta.prep.standardize(&mut values);
         let missing: Vec<usize> = (0..values.len()).filter(|&i| values[i].is_nan()).collect();
         if missing.is_empty() {
-            return rows.values.clone();
+            return raw.to_vec();
         }
         let mut filled = values.clone();
         let recon = self.pass(&values).recon;
@@ -472,11 +538,30 @@ impl TableModel {
                 }
             }
         }
-        let mut out = rows.values.clone();
+        let mut out = raw.to_vec();
         for &i in &missing {
             out[i] = self.meta.prep.unstandardize(i % d, filled[i]);
         }
         out
+    }
+
+    /// Scores of rows of raw values, [`CHUNK_ROWS`] at a time as files are scored.
+    pub(crate) fn score_rows_chunked(&self, rows: &Rows) -> Vec<f32> {
+        let d = self.meta.spec.features;
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.values.chunks(CHUNK_ROWS * d) {
+            let mut values = chunk.to_vec();
+            self.meta.prep.standardize(&mut values);
+            out.extend(self.score_standardized(&values).0);
+        }
+        out
+    }
+
+    /// Bottleneck codes of rows of raw values (`rows x features`, NaN missing).
+    pub(crate) fn encode_values(&self, raw: &[f32]) -> Vec<f32> {
+        let mut values = raw.to_vec();
+        self.meta.prep.standardize(&mut values);
+        to_vec(self.encode_standardized(&values).mean)
     }
 
     /// Whether outputs name rows by an id column, whose cells are then copied as written
