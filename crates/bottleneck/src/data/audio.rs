@@ -133,6 +133,38 @@ impl Audio {
         Ok(Self { spec, samples })
     }
 
+    /// A recording from interleaved `samples` (in [-1, 1]) of `channels` channels at
+    /// `sample_rate` Hz, as a 32-bit float WAV file would hold them. Fails on no channels, a
+    /// rate of 0, a last frame cut short, or a sample that is not finite (named).
+    pub fn from_samples(samples: Vec<f32>, channels: u16, sample_rate: u32) -> Result<Self> {
+        if channels == 0 || sample_rate == 0 {
+            return Err(Error::Invalid(
+                "a recording needs at least one channel and a positive sample rate".into(),
+            ));
+        }
+        if !samples.len().is_multiple_of(channels as usize) {
+            return Err(Error::Invalid(format!(
+                "{} samples do not fill frames of {channels} channels",
+                samples.len()
+            )));
+        }
+        if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "sample {} of channel {} is {} (samples must be finite)",
+                i / channels as usize,
+                i % channels as usize,
+                samples[i]
+            )));
+        }
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        Ok(Self { spec, samples })
+    }
+
     /// The format of the WAV file at `path` from its header alone (rate, channels, depth).
     pub fn read_spec(path: &Path) -> Result<hound::WavSpec> {
         let reader = hound::WavReader::open(path).map_err(|e| bad(path, e))?;

@@ -342,7 +342,8 @@ fn read_npy(path: &Path) -> Result<ndarray::Array2<f64>> {
 }
 
 /// Which columns of a table are features, chosen by the user at training time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ColumnSelection {
     /// Only these columns are features.
     pub columns: Option<Vec<String>>,

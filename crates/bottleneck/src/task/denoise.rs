@@ -21,6 +21,7 @@ use crate::model::file::{
 use crate::model::{DenoiseNet, DenoiseSpec};
 use crate::progress::Progress;
 use crate::train::{NoiseModel, Schedule, Stopping, TrainLog, run_epochs, seeded};
+use image::DynamicImage;
 
 /// Default optimizer steps when `epochs` is not given.
 const TARGET_STEPS: usize = 4500;
@@ -31,10 +32,14 @@ const MAX_VALIDATION_IMAGES: usize = 32;
 /// Tiles per forward pass when denoising.
 const TILE_BATCH: usize = 8;
 
-/// Everything `fit` can be told; [`Default`] works without tuning.
-#[derive(Debug, Clone)]
+/// Everything `fit` can be told; [`Default`] works without tuning. As JSON (the Python
+/// package's form), any field left out keeps its default and an unknown one is refused.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DenoiseParams {
-    /// Noise added to the clean images during training (ignored with `noisy`).
+    /// Noise added to the clean images during training (ignored with `noisy`); as text
+    /// (`mixed`, `gaussian:0.1`, ...) in JSON.
+    #[serde(with = "noise_text")]
     pub noise: NoiseModel,
     /// A folder of real noisy images matching the clean ones by relative path.
     pub noisy: Option<PathBuf>,
@@ -53,6 +58,43 @@ pub struct DenoiseParams {
     pub validation_fraction: f64,
     /// Skip unreadable images with a warning instead of stopping.
     pub skip_bad: bool,
+}
+
+/// A noise model as the text the CLI takes.
+mod noise_text {
+    use super::NoiseModel;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(noise: &NoiseModel, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(noise)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NoiseModel, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+impl DenoiseParams {
+    /// Checks the settings that do not depend on the data, before any work. Errors name
+    /// the field.
+    pub fn check(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::param("batch_size", "must be at least 1"));
+        }
+        if self.epochs == Some(0) {
+            return Err(Error::param("epochs", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return Err(Error::param(
+                "validation_fraction",
+                format!(
+                    "(the held-out share) must be in [0, 1), not {}",
+                    self.validation_fraction
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for DenoiseParams {
@@ -104,15 +146,7 @@ impl Denoiser {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
-        if params.batch_size == 0 {
-            return Err(Error::param("batch_size", "must be at least 1"));
-        }
-        if !(0.0..1.0).contains(&params.validation_fraction) {
-            return Err(Error::Invalid(format!(
-                "--calibration (the held-out share) must be in [0, 1), not {}",
-                params.validation_fraction
-            )));
-        }
+        params.check()?;
         let mut paths = find_images(clean)?;
         let channels = detect_channels(&paths)?;
         // Probe the spec's arguments before reading anything.
@@ -150,7 +184,95 @@ impl Denoiser {
             paths = keep.into_iter().map(|i| paths[i].clone()).collect();
         }
         let (samples, skipped) = read_samples(clean, &paths, channels, params, progress)?;
+        let mut denoiser = Self::fit_samples(
+            samples,
+            skipped,
+            channels,
+            &clean.display().to_string(),
+            params,
+            device,
+            progress,
+        )?;
+        denoiser.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(denoiser)
+    }
+
+    /// Trains on clean images in memory, as [`Denoiser::fit`] does on a folder: with
+    /// `noisy`, on those real noisy versions of them (same order, same sizes) instead of
+    /// `params.noise` (`params.noisy`, a folder, does not apply).
+    pub fn fit_images(
+        clean: &[DynamicImage],
+        noisy: Option<&[DynamicImage]>,
+        params: &DenoiseParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        params.check()?;
+        if params.noisy.is_some() {
+            return Err(Error::param(
+                "noisy",
+                "is a folder of files; give noisy images in memory beside the clean ones",
+            ));
+        }
+        if let Some(noisy) = noisy
+            && noisy.len() != clean.len()
+        {
+            return Err(Error::Invalid(format!(
+                "{} noisy images for {} clean ones",
+                noisy.len(),
+                clean.len()
+            )));
+        }
+        let channels = crate::data::images::channels_of(clean);
+        DenoiseSpec::new(channels, params.width, params.levels, params.patch)?;
+        let samples = clean
+            .iter()
+            .enumerate()
+            .map(|(i, img)| {
+                let planes = Planes::from_image(img);
+                let noisy = match noisy {
+                    Some(n) => {
+                        let other = Planes::from_image(&n[i]);
+                        if (other.width, other.height) != (planes.width, planes.height) {
+                            return Err(Error::Invalid(format!(
+                                "noisy image {i} is {}x{}, its clean image {}x{}",
+                                other.width, other.height, planes.width, planes.height
+                            )));
+                        }
+                        Some(other.with_channels(channels))
+                    }
+                    None => None,
+                };
+                Ok(Sample {
+                    width: planes.width,
+                    height: planes.height,
+                    clean: planes.with_channels(channels),
+                    noisy,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut denoiser =
+            Self::fit_samples(samples, 0, channels, "the images", params, device, progress)?;
+        denoiser.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(denoiser)
+    }
+
+    /// Trains on `samples` (read from `source`, named in errors; `skipped` left out) and
+    /// measures the result on a held-out share.
+    fn fit_samples(
+        samples: Vec<Sample>,
+        skipped: usize,
+        channels: usize,
+        source: &str,
+        params: &DenoiseParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         let n = samples.len();
+        if n == 0 {
+            return Err(Error::Invalid(format!("{source}: no images to train on")));
+        }
         let min_side = samples
             .iter()
             .map(|s| s.width.min(s.height))
@@ -164,9 +286,8 @@ impl Denoiser {
         )
         .map_err(|_| {
             Error::Invalid(format!(
-                "{}: the smallest image is {min_side} pixels across; the denoiser needs at \
-                 least {} (use fewer --levels)",
-                clean.display(),
+                "{source}: the smallest image is {min_side} pixels across; the denoiser needs \
+                 at least {} (use fewer levels)",
                 2 << params.levels
             ))
         })?;
@@ -183,9 +304,9 @@ impl Denoiser {
         let train: Vec<&Sample> = train_idx.iter().map(|&i| &samples[i]).collect();
         let held_out: Vec<&Sample> = val_idx.iter().map(|&i| &samples[i]).collect();
         let (net, log) = train_denoiser(&spec, &train, &held_out, params, device, progress)?;
-        let noise = match params.noisy {
-            Some(_) => "pairs".to_string(),
-            None => params.noise.to_string(),
+        let noise = match samples.first().is_some_and(|s| s.noisy.is_some()) {
+            true => "pairs".to_string(),
+            false => params.noise.to_string(),
         };
         let meta = DenoiseMeta {
             format_version: FORMAT_VERSION,
@@ -211,7 +332,6 @@ impl Denoiser {
         if n_val > 0 {
             denoiser.meta.validation = Some(denoiser.validate(&held_out, params, progress));
         }
-        denoiser.meta.training.seconds = started.elapsed().as_secs_f64();
         Ok(denoiser)
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use image::DynamicImage;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::images::{
     ImagePrep, ImageSet, channels_of, decode, detect_channels, find_images, native_size,
@@ -23,8 +23,10 @@ use crate::score::maps::{self, Loss, Reduction};
 use crate::train::{TrainOptions, default_epochs, train_autoencoder};
 use burn::module::Param;
 
-/// Everything `fit` can be told; [`Default`] works without tuning.
-#[derive(Debug, Clone)]
+/// Everything `fit` can be told; [`Default`] works without tuning. As JSON (the Python
+/// package's form), any field left out keeps its default and an unknown one is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DetectParams {
     /// Side of the square network input; default: the images' own size up to 128.
     pub image_size: Option<usize>,

@@ -29,7 +29,10 @@ use crate::train::DenseTrainOptions;
 use crate::train::dense::{Batch, DenseOutput, train_dense_batches};
 
 /// Everything [`AudioDetector::fit`] can be told; [`Default`] is the DCASE baseline's setup.
-#[derive(Debug, Clone)]
+/// As JSON (the Python package's form), any field left out keeps its default and an unknown
+/// one is refused.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AudioParams {
     /// Sample rate of the model [default: the most common rate of the training files].
     pub sample_rate: Option<u32>,

@@ -26,8 +26,11 @@ use crate::progress::Progress;
 use crate::score::calibration::{CalibrationPlan, Split};
 use crate::train::{DenseTrainOptions, default_epochs, train_dense};
 
-/// Everything [`TableModel::fit`] can be told; [`Default`] works without tuning.
-#[derive(Debug, Clone)]
+/// Everything [`TableModel::fit`] can be told; [`Default`] works without tuning. As JSON
+/// (the Python package's form), any field left out keeps its default and an unknown one is
+/// refused.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TableParams {
     pub selection: ColumnSelection,
     /// Bottleneck size; default a quarter of the number of features (2 to 32).
