@@ -13,8 +13,7 @@ py="$(BENCH_TORCH=1 bash "$root/bench/setup_venv.sh" | tail -n 1)"
 venv="$(dirname "$(dirname "$py")")"
 "$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.9.4,<2" pyod \
   "dask[dataframe]" distributed psutil pandas pyarrow
-cargo build --release --manifest-path "$root/Cargo.toml" -q -p bottleneck-cli
-cargo build --release --manifest-path "$root/Cargo.toml" -q -p bottleneck --example score_in_memory
+cargo build --release --manifest-path "$root/Cargo.toml" -q --workspace --examples --bins
 PATH="$venv/bin:$PATH" "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation "$root/crates/bottleneck-py"
 cd "$root"
 exec "$py" bench/python_bench.py --bin target/release/bottleneck \

@@ -516,12 +516,12 @@ fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> b
             .into_iter()
             .enumerate()
             .map(|(k, name)| {
-                let score = scores[first + k];
+                let verdict = calibration.verdict(scores[first + k]);
                 let mut v = json!({
                     "name": name,
-                    "score": score,
-                    "p_value": calibration.p_value(score),
-                    "is_anomaly": calibration.is_anomaly(score),
+                    "score": verdict.score,
+                    "p_value": verdict.p_value,
+                    "is_anomaly": verdict.is_anomaly,
                 });
                 if let Some(image) = kept.next() {
                     let png = encode_image(

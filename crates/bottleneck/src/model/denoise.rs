@@ -37,7 +37,7 @@ impl DenoiseSpec {
             )));
         }
         if width == 0 {
-            return Err(Error::Invalid("--width must be at least 1".into()));
+            return Err(Error::param("width", "must be at least 1"));
         }
         let spec = Self {
             channels,

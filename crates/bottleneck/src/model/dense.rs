@@ -48,7 +48,7 @@ impl DenseSpec {
         }
         let latent = latent.unwrap_or((features / 4).clamp(2, 32));
         if latent == 0 {
-            return Err(Error::Invalid("--latent must be at least 1".into()));
+            return Err(Error::param("latent", "must be at least 1"));
         }
         let hidden = hidden.unwrap_or_else(|| {
             let first = (4 * features).next_power_of_two().clamp(64, 512);

@@ -34,9 +34,10 @@ impl ConvSpec {
             )));
         }
         if image_size < 8 {
-            return Err(Error::Invalid(format!(
-                "--image-size {image_size} is too small: use at least 8"
-            )));
+            return Err(Error::param(
+                "image_size",
+                format!("{image_size} is too small: use at least 8"),
+            ));
         }
         let mut depth = 0;
         let mut side = image_size;
@@ -45,14 +46,17 @@ impl ConvSpec {
             depth += 1;
         }
         if depth < 2 {
-            return Err(Error::Invalid(format!(
-                "--image-size {image_size} cannot be halved twice; use a multiple of 4 such as {}",
-                (image_size / 4).max(4) * 4
-            )));
+            return Err(Error::param(
+                "image_size",
+                format!(
+                    "{image_size} cannot be halved twice; use a multiple of 4 such as {}",
+                    (image_size / 4).max(4) * 4
+                ),
+            ));
         }
         let base = width.unwrap_or(32);
         if base == 0 {
-            return Err(Error::Invalid("--width must be at least 1".into()));
+            return Err(Error::param("width", "must be at least 1"));
         }
         let widths = (0..depth).map(|i| (base << i).min(4 * base)).collect();
         let latent = latent.unwrap_or(match image_size {
@@ -61,7 +65,7 @@ impl ConvSpec {
             _ => 128,
         });
         if latent == 0 {
-            return Err(Error::Invalid("--latent must be at least 1".into()));
+            return Err(Error::param("latent", "must be at least 1"));
         }
         Ok(Self {
             channels,

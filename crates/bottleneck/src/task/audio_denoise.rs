@@ -283,14 +283,14 @@ impl AudioDenoiser {
     ) -> Result<Self> {
         let started = std::time::Instant::now();
         crate::score::calibration::check_rate("validation_fraction", params.validation_fraction)?;
-        for (name, v) in [
-            ("--batch-size", params.batch_size),
-            ("--hop", params.hop),
-            ("--context", params.context),
-            ("--latent", params.latent),
+        for (field, v) in [
+            ("batch_size", params.batch_size),
+            ("hop", params.hop),
+            ("context", params.context),
+            ("latent", params.latent),
         ] {
             if v == 0 {
-                return Err(Error::Invalid(format!("{name} must be at least 1")));
+                return Err(Error::param(field, "must be at least 1"));
             }
         }
         crate::task::sound::check_stft(params.n_fft, params.hop, params.context)
@@ -298,10 +298,13 @@ impl AudioDenoiser {
         // A hop above a quarter frame leaves the last samples under a window too thin to
         // divide by when the spectrum is masked (see `Stft::inverse`).
         if params.hop > params.n_fft / 4 {
-            return Err(Error::Invalid(format!(
-                "--hop {} must be at most a quarter of --n-fft {}",
-                params.hop, params.n_fft
-            )));
+            return Err(Error::param(
+                "hop",
+                format!(
+                    "{} must be at most a quarter of n_fft {}",
+                    params.hop, params.n_fft
+                ),
+            ));
         }
         if params.hidden.contains(&0) {
             return Err(Error::Invalid(
@@ -310,7 +313,7 @@ impl AudioDenoiser {
         }
         let paths = find_audio(data)?;
         let rate = match params.sample_rate {
-            Some(0) => return Err(Error::Invalid("--sample-rate must be positive".into())),
+            Some(0) => return Err(Error::param("sample_rate", "must be positive")),
             Some(r) => r,
             None => most_common_rate(&paths, params.skip_bad)?,
         };
@@ -318,11 +321,14 @@ impl AudioDenoiser {
         // Every recording (and crop) must give at least one input of `context` frames.
         let min_len = params.n_fft.max((params.context - 1) * params.hop + 1);
         if min_len > crop {
-            return Err(Error::Invalid(format!(
-                "--context {} frames of hop {} span more than the {CROP_SECONDS} s training \
-                 crops at {rate} Hz",
-                params.context, params.hop
-            )));
+            return Err(Error::param(
+                "context",
+                format!(
+                    "{} frames of hop {} span more than the {CROP_SECONDS} s training crops at \
+                     {rate} Hz",
+                    params.context, params.hop
+                ),
+            ));
         }
         let noise = NoiseSource::open(&params.noise, rate, min_len, params.skip_bad, progress)?;
         progress.stage("reading recordings", paths.len() as u64);

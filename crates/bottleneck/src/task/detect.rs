@@ -355,10 +355,10 @@ impl Detector {
         progress: &dyn Progress,
     ) -> Result<()> {
         if indices.len() <= k {
-            return Err(Error::Invalid(format!(
-                "--knn {k} needs more than {k} training images, got {}",
-                indices.len()
-            )));
+            return Err(Error::param(
+                "knn",
+                format!("{k} needs more than {k} training images, got {}", indices.len()),
+            ));
         }
         let mut map_scores = Vec::with_capacity(indices.len());
         let mut codes = Vec::with_capacity(indices.len());

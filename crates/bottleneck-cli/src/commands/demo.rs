@@ -1,17 +1,29 @@
 //! `bottleneck demo`: the whole job on built-in synthetic circuit boards.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use bottleneck::Device;
 use bottleneck::data::synthetic::{BoardConfig, DEFECTS, generate_boards};
 use bottleneck::io::write_bytes_atomic;
 use bottleneck::report::{ImageReport, ReportOptions};
 use bottleneck::task::detect::{DetectParams, Detector, score_to_csv};
-use burn::prelude::Device;
+use clap::Args;
 
 use crate::progress::Bars;
 
-pub fn run(out: &Path, seed: u64, device: &Device, bars: &Bars) -> Result<()> {
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, default_value = "bottleneck-demo")]
+    out: PathBuf,
+    /// Seed for the boards and the training run.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub fn run(args: DemoArgs, device: &Device, bars: &Bars) -> Result<()> {
+    let DemoArgs { out, seed } = args;
     let started = std::time::Instant::now();
     let data = out.join("boards");
     let boards = BoardConfig {

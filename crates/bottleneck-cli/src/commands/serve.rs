@@ -1,0 +1,80 @@
+//! `bottleneck serve`: a model over HTTP (the service lives in `bottleneck-serve`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bottleneck::Device;
+use bottleneck_serve::{ServeConfig, default_workers};
+use clap::Args;
+
+use crate::progress::Bars;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Model file written by `train` (images, table or denoiser).
+    model: PathBuf,
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, default_value_t = ServeConfig::default().addr)]
+    addr: String,
+    /// Inference threads, each with its own copy of the model [default: one per core, at
+    /// most 8].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Requests that may wait for a worker; beyond that the service answers 503 at once.
+    #[arg(long, default_value_t = ServeConfig::default().queue)]
+    queue: usize,
+    /// Largest request body in MiB (413 above).
+    #[arg(long, default_value_t = ServeConfig::default().max_body >> 20)]
+    max_body_mb: usize,
+    /// Longest time in seconds a request may take, upload included (504 above).
+    #[arg(long, default_value_t = ServeConfig::default().timeout.as_secs_f64())]
+    timeout: f64,
+}
+
+pub fn run(args: ServeArgs, device: &Device, _bars: &Bars) -> Result<()> {
+    let ServeArgs {
+        model,
+        addr,
+        workers,
+        queue,
+        max_body_mb,
+        timeout,
+    } = args;
+    let timeout = std::time::Duration::try_from_secs_f64(timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| {
+            format!("--timeout must be a positive number of seconds, got {timeout}")
+        })?;
+    let max_body = max_body_mb
+        .checked_mul(1 << 20)
+        .filter(|&b| b > 0)
+        .with_context(|| format!("--max-body-mb {max_body_mb} is out of range"))?;
+    if queue == 0 {
+        anyhow::bail!("--queue must be at least 1");
+    }
+    let config = ServeConfig {
+        addr,
+        workers: workers.unwrap_or_else(default_workers).max(1),
+        queue,
+        max_body,
+        timeout,
+    };
+    let workers = config.workers;
+    // Serving prints its address and notices whatever --quiet says: it is the only
+    // way to learn the port when port 0 was asked for.
+    bottleneck_serve::serve(
+        &model,
+        &config,
+        device,
+        |addr, served| {
+            eprintln!(
+                "serving {} ({served:?}, {workers} worker{}) on http://{addr}",
+                model.display(),
+                if workers == 1 { "" } else { "s" }
+            )
+        },
+        |notice| eprintln!("{notice}"),
+    )?;
+    Ok(())
+}
