@@ -315,7 +315,10 @@ def test_scikit_learn_check_estimator(estimator, expected):
         if r["status"] != "passed" and r["check_name"] not in expected
     }
     assert not errors, errors
-    assert not_passed == set(expected), f"now passing: {set(expected) - not_passed}"
+    # The array API check is skipped or run depending on the scikit-learn version and the
+    # environment; every other listed check must still fail, or the list is out of date.
+    maybe = {"check_array_api_input"}
+    assert not_passed - maybe == set(expected) - maybe, f"now passing: {set(expected) - not_passed}"
 
 
 def test_errors_name_what_is_wrong(tmp_path):

@@ -14,6 +14,10 @@ use image::{DynamicImage, GrayImage};
 use ndarray::{Array2, Array3, Axis};
 use ndarray_npy::read_npy;
 
+// As in the binary (and the Python module): the CLI's in-process figure.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, model, data, rest @ ..] = args.as_slice() else {
