@@ -11,12 +11,14 @@ use bottleneck::data::images::decode;
 use bottleneck::model::file::ModelKind;
 use bottleneck::progress::Silent;
 use bottleneck::{
-    AnomalyDetector, AudioParams, DenoiseParams, DetectParams, Device, Encode, Error,
-    Model as AnyModel, Table, TableParams, Transformer, Verdict,
+    AnomalyDetector, AudioDenoiseParams, AudioParams, DenoiseParams, DetectParams, Device, Encode,
+    Error, Model as AnyModel, Table, TableParams, Transformer, Verdict,
 };
 use image::{DynamicImage, ImageBuffer};
 use ndarray::{ArrayViewD, Axis};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyReadonlyArrayDyn};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -438,6 +440,42 @@ impl Model {
         Ok(pyo3::types::PyList::new(py, list)?.into_any())
     }
 
+    /// Denoised recordings: for each, a float32 array of the input's shape (`(samples,)` or
+    /// `(samples, channels)`) at the input's rate.
+    #[pyo3(signature = (data, sample_rate=None))]
+    fn denoise_audio<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        sample_rate: Option<u32>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let mono: Vec<bool> = match data.extract::<Vec<PyReadonlyArrayDyn<'py, f32>>>() {
+            Ok(arrays) => arrays.iter().map(|a| a.ndim() == 1).collect(),
+            Err(_) => Vec::new(),
+        };
+        let clips = recordings(py, data, sample_rate)?;
+        let out = self.with(py, |m| match m {
+            AnyModel::AudioDenoiser(d) => d.transform(&clips),
+            other => Err(wrong(other, "denoise recordings")),
+        })?;
+        Ok(out
+            .into_iter()
+            .enumerate()
+            .map(|(i, audio)| {
+                let channels = audio.channels();
+                let shape = if mono.get(i).copied().unwrap_or(channels == 1) {
+                    vec![audio.samples.len()]
+                } else {
+                    vec![audio.samples.len() / channels, channels]
+                };
+                ndarray::ArrayD::from_shape_vec(shape, audio.samples)
+                    .expect("samples fill the frames")
+                    .into_pyarray(py)
+                    .into_any()
+            })
+            .collect())
+    }
+
     /// Scores, p-values and flags of recordings (arrays at `sample_rate`, or WAV paths).
     #[pyo3(signature = (data, sample_rate=None))]
     fn score_audio<'py>(
@@ -569,6 +607,24 @@ fn fit_denoiser(
         .map_err(py_err)
 }
 
+/// Trains an audio denoiser on clean recordings (arrays at `sample_rate`, or WAV paths)
+/// mixed with the noise `params` names. `params` is a JSON object of `AudioDenoiseParams`
+/// fields.
+#[pyfunction]
+#[pyo3(signature = (data, sample_rate=None, params="{}"))]
+fn fit_audio_denoiser(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    sample_rate: Option<u32>,
+    params: &str,
+) -> PyResult<Model> {
+    let p: AudioDenoiseParams = self::params(params)?;
+    let clips = recordings(py, data, sample_rate)?;
+    py.detach(|| bottleneck::AudioDenoiser::fit_clips(&clips, &p, &device(), &Silent))
+        .map(|m| Model::new(AnyModel::AudioDenoiser(Box::new(m))))
+        .map_err(py_err)
+}
+
 /// The default params of each model kind, as JSON (what `get_params` shows).
 #[pyfunction]
 fn default_params(kind: &str) -> PyResult<String> {
@@ -577,6 +633,7 @@ fn default_params(kind: &str) -> PyResult<String> {
         "images" => serde_json::to_value(DetectParams::default()),
         "audio" => serde_json::to_value(AudioParams::default()),
         "denoise" => serde_json::to_value(DenoiseParams::default()),
+        "audio-denoise" => serde_json::to_value(AudioDenoiseParams::default()),
         other => {
             return Err(PyValueError::new_err(format!(
                 "no params for '{other}' (table, images, audio)"
@@ -595,6 +652,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit_images, m)?)?;
     m.add_function(wrap_pyfunction!(fit_audio, m)?)?;
     m.add_function(wrap_pyfunction!(fit_denoiser, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_audio_denoiser, m)?)?;
     m.add_function(wrap_pyfunction!(default_params, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

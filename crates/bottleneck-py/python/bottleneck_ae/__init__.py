@@ -29,6 +29,7 @@ __all__ = [
     "Imputer",
     "Encoder",
     "Denoiser",
+    "AudioDenoiser",
     "load",
 ]
 __version__ = _core.__version__
@@ -320,13 +321,23 @@ class ImageDetector(_Detector):
 
 
 def _recordings(X):
+    """Recordings as the core takes them: a list of float32 arrays, or of paths. A 1-D array
+    is one recording; a 2-D array is a batch of mono recordings of equal length, one per
+    row; a 3-D array ``(n, samples, channels)`` a batch of multichannel ones."""
     if isinstance(X, (str, os.PathLike)):
-        X = [X]
+        return [os.fspath(X)]
     if isinstance(X, np.ndarray) and X.ndim == 1:
         X = [X]
+    X = list(X)
     if X and isinstance(X[0], (str, os.PathLike)):
         return [os.fspath(p) for p in X]
-    return [np.ascontiguousarray(x, dtype=np.float32) for x in X]
+    out = []
+    for x in X:
+        x = np.asarray(x)
+        if np.iscomplexobj(x):
+            raise ValueError("Complex data not supported: recordings are real numbers")
+        out.append(np.ascontiguousarray(x, dtype=np.float32))
+    return out
 
 
 class AudioDetector(_Detector):
@@ -479,11 +490,74 @@ class Denoiser(TransformerMixin, _Model):
         return self.model_.denoise_images(_images(X))
 
 
+class AudioDenoiser(TransformerMixin, _Model):
+    """Removes noise from recordings: a dense network trained to mask the noise out of
+    each magnitude spectrum, on clean recordings mixed with ``noise`` (``white:0.05`` by
+    default; ``white:LOW-HIGH`` for a range; ``mix:DIR`` for noise recordings in a folder).
+
+    ``X`` is a list of recordings, each a float array ``(samples,)`` or ``(samples,
+    channels)`` in [-1, 1] at ``sample_rate`` Hz, or a list of WAV paths; ``transform``
+    gives each back cleaned, same shape and rate, as float32.
+    """
+
+    _library_params = (
+        "noise",
+        "n_fft",
+        "hop",
+        "context",
+        "hidden",
+        "latent",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "validation_fraction",
+    )
+
+    def __init__(
+        self,
+        *,
+        sample_rate=None,
+        noise=None,
+        n_fft=None,
+        hop=None,
+        context=None,
+        hidden=None,
+        latent=None,
+        epochs=None,
+        batch_size=None,
+        learning_rate=None,
+        validation_fraction=None,
+        seed=None,
+    ):
+        self.sample_rate = sample_rate
+        self.noise = noise
+        self.n_fft = n_fft
+        self.hop = hop
+        self.context = context
+        self.hidden = hidden
+        self.latent = latent
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.seed = seed
+
+    def fit(self, X, y=None):
+        self.model_ = _core.fit_audio_denoiser(_recordings(X), self.sample_rate, self._params())
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "model_")
+        return self.model_.denoise_audio(_recordings(X), self.sample_rate)
+
+
 _CLASSES = {
     "table-detector": TableDetector,
     "image-detector": ImageDetector,
     "audio-detector": AudioDetector,
     "image-denoiser": Denoiser,
+    "audio-denoiser": AudioDenoiser,
 }
 
 

@@ -87,6 +87,19 @@ pub fn most_common_rate(paths: &[PathBuf], skip_bad: bool) -> Result<u32> {
         .ok_or_else(|| Error::Invalid("no readable recording".into()))
 }
 
+/// The sample rate most of `recordings` have (the lower one on a tie), as
+/// [`most_common_rate`] picks it for files; `None` when there are none.
+pub fn most_common_rate_of(recordings: &[Audio]) -> Option<u32> {
+    let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for a in recordings {
+        *counts.entry(a.spec.sample_rate).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(rate, n)| (n, std::cmp::Reverse(rate)))
+        .map(|(rate, _)| rate)
+}
+
 fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: not a readable WAV file: {e}", path.display()))
 }

@@ -80,9 +80,13 @@ impl std::fmt::Display for AudioNoise {
     }
 }
 
-/// Everything [`AudioDenoiser::fit`] can be told; [`Default`] works for speech.
-#[derive(Debug, Clone)]
+/// Everything [`AudioDenoiser::fit`] can be told; [`Default`] works for speech. As JSON (the
+/// Python package's form), any field left out keeps its default and an unknown one is
+/// refused; the noise is its text (`white:0.05`, `mix:DIR`, ...).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AudioDenoiseParams {
+    #[serde(with = "noise_text")]
     pub noise: AudioNoise,
     /// Sample rate of the model [default: the most common rate of the clean files].
     pub sample_rate: Option<u32>,
@@ -270,6 +274,107 @@ impl NoiseSource {
     }
 }
 
+/// An audio noise as the text the CLI takes.
+mod noise_text {
+    use super::AudioNoise;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(noise: &AudioNoise, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(noise)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AudioNoise, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+impl AudioDenoiseParams {
+    /// Checks the settings that do not depend on the data, before any work. Errors name
+    /// the field.
+    pub fn check(&self) -> Result<()> {
+        crate::score::calibration::check_rate("validation_fraction", self.validation_fraction)?;
+        for (field, v) in [
+            ("batch_size", self.batch_size),
+            ("hop", self.hop),
+            ("context", self.context),
+            ("latent", self.latent),
+        ] {
+            if v == 0 {
+                return Err(Error::param(field, "must be at least 1"));
+            }
+        }
+        crate::task::sound::check_stft(self.n_fft, self.hop, self.context)
+            .map_err(Error::Invalid)?;
+        // A hop above a quarter frame leaves the last samples under a window too thin to
+        // divide by when the spectrum is masked (see `Stft::inverse`).
+        if self.hop > self.n_fft / 4 {
+            return Err(Error::param(
+                "hop",
+                format!(
+                    "{} must be at most a quarter of n_fft {}",
+                    self.hop, self.n_fft
+                ),
+            ));
+        }
+        if self.hidden.contains(&0) {
+            return Err(Error::Invalid(
+                "hidden layer widths must be at least 1".into(),
+            ));
+        }
+        if self.sample_rate == Some(0) {
+            return Err(Error::param("sample_rate", "must be positive"));
+        }
+        if self.epochs == Some(0) {
+            return Err(Error::param("epochs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The shortest usable recording at `rate` (every recording and crop must give one input
+    /// of `context` frames) and the training noise opened at `rate`.
+    fn prepare(&self, rate: u32, progress: &dyn Progress) -> Result<(usize, NoiseSource)> {
+        let crop = (CROP_SECONDS * rate as f64) as usize;
+        let min_len = self.n_fft.max((self.context - 1) * self.hop + 1);
+        if min_len > crop {
+            return Err(Error::param(
+                "context",
+                format!(
+                    "{} frames of hop {} span more than the {CROP_SECONDS} s training crops at \
+                     {rate} Hz",
+                    self.context, self.hop
+                ),
+            ));
+        }
+        let noise = NoiseSource::open(&self.noise, rate, min_len, self.skip_bad, progress)?;
+        Ok((min_len, noise))
+    }
+}
+
+/// The channels of `audio` (named `name`) worth training on at `rate`, or why it is left
+/// out: silent, or shorter than `min_len` samples. A silent channel has no level to mix
+/// noise against and nothing to learn, so it is dropped.
+fn usable_channels(
+    name: &str,
+    audio: &Audio,
+    rate: u32,
+    min_len: usize,
+) -> Result<std::result::Result<Vec<Vec<f32>>, String>> {
+    if audio.is_silent(SILENCE_LEVEL) {
+        return Ok(Err(format!("{name}: silent")));
+    }
+    let audio = audio.resampled(rate)?;
+    if audio.frames() < min_len {
+        return Ok(Err(format!(
+            "{name}: too short ({} samples at {rate} Hz; at least {min_len})",
+            audio.frames()
+        )));
+    }
+    Ok(Ok((0..audio.channels())
+        .map(|k| audio.channel(k))
+        .filter(|ch| ch.iter().any(|s| s.abs() > SILENCE_LEVEL))
+        .collect()))
+}
+
 impl AudioDenoiser {
     /// Trains on the clean recordings under `data` mixed with `params.noise`, holding out
     /// `validation_fraction` of them to measure the result. Every channel of a recording is
@@ -282,55 +387,13 @@ impl AudioDenoiser {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
-        crate::score::calibration::check_rate("validation_fraction", params.validation_fraction)?;
-        for (field, v) in [
-            ("batch_size", params.batch_size),
-            ("hop", params.hop),
-            ("context", params.context),
-            ("latent", params.latent),
-        ] {
-            if v == 0 {
-                return Err(Error::param(field, "must be at least 1"));
-            }
-        }
-        crate::task::sound::check_stft(params.n_fft, params.hop, params.context)
-            .map_err(Error::Invalid)?;
-        // A hop above a quarter frame leaves the last samples under a window too thin to
-        // divide by when the spectrum is masked (see `Stft::inverse`).
-        if params.hop > params.n_fft / 4 {
-            return Err(Error::param(
-                "hop",
-                format!(
-                    "{} must be at most a quarter of n_fft {}",
-                    params.hop, params.n_fft
-                ),
-            ));
-        }
-        if params.hidden.contains(&0) {
-            return Err(Error::Invalid(
-                "hidden layer widths must be at least 1".into(),
-            ));
-        }
+        params.check()?;
         let paths = find_audio(data)?;
         let rate = match params.sample_rate {
-            Some(0) => return Err(Error::param("sample_rate", "must be positive")),
             Some(r) => r,
             None => most_common_rate(&paths, params.skip_bad)?,
         };
-        let crop = (CROP_SECONDS * rate as f64) as usize;
-        // Every recording (and crop) must give at least one input of `context` frames.
-        let min_len = params.n_fft.max((params.context - 1) * params.hop + 1);
-        if min_len > crop {
-            return Err(Error::param(
-                "context",
-                format!(
-                    "{} frames of hop {} span more than the {CROP_SECONDS} s training crops at \
-                     {rate} Hz",
-                    params.context, params.hop
-                ),
-            ));
-        }
-        let noise = NoiseSource::open(&params.noise, rate, min_len, params.skip_bad, progress)?;
+        let (min_len, noise) = params.prepare(rate, progress)?;
         progress.stage("reading recordings", paths.len() as u64);
         let mut files: Vec<Vec<Vec<f32>>> = Vec::new();
         let mut left_out = Vec::new();
@@ -344,34 +407,81 @@ impl AudioDenoiser {
                 }
                 Err(e) => return Err(e),
             };
-            if audio.is_silent(SILENCE_LEVEL) {
-                left_out.push(format!("{}: silent", path.display()));
-                continue;
+            match usable_channels(&path.display().to_string(), &audio, rate, min_len)? {
+                Ok(channels) => files.push(channels),
+                Err(why) => left_out.push(why),
             }
-            let audio = audio.resampled(rate)?;
-            if audio.frames() < min_len {
-                left_out.push(format!(
-                    "{}: too short ({} samples at {rate} Hz; at least {min_len})",
-                    path.display(),
-                    audio.frames()
-                ));
-                continue;
-            }
-            // A silent channel has no level to mix noise against and nothing to learn.
-            let channels: Vec<Vec<f32>> = (0..audio.channels())
-                .map(|k| audio.channel(k))
-                .filter(|ch| ch.iter().any(|s| s.abs() > SILENCE_LEVEL))
-                .collect();
-            files.push(channels);
         }
         progress.finish();
+        let source = data.display().to_string();
+        let mut model = Self::fit_recordings(
+            files, left_out, &source, rate, noise, params, device, progress,
+        )?;
+        model.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(model)
+    }
+
+    /// Trains on clean recordings in memory, as [`AudioDenoiser::fit`] does on files;
+    /// silent and too-short ones are left out with a warning naming their index (from 0).
+    pub fn fit_clips(
+        recordings: &[Audio],
+        params: &AudioDenoiseParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        params.check()?;
+        let rate = match params.sample_rate {
+            Some(r) => r,
+            None => crate::data::audio::most_common_rate_of(recordings)
+                .ok_or_else(|| Error::Invalid("no recordings to train on".into()))?,
+        };
+        let (min_len, noise) = params.prepare(rate, progress)?;
+        let mut files = Vec::new();
+        let mut left_out = Vec::new();
+        for (i, audio) in recordings.iter().enumerate() {
+            match usable_channels(&format!("recording {i}"), audio, rate, min_len)? {
+                Ok(channels) => files.push(channels),
+                Err(why) => left_out.push(why),
+            }
+        }
+        let mut model = Self::fit_recordings(
+            files,
+            left_out,
+            "the recordings",
+            rate,
+            noise,
+            params,
+            device,
+            progress,
+        )?;
+        model.meta.training.seconds = started.elapsed().as_secs_f64();
+        Ok(model)
+    }
+
+    /// Trains on the usable channels of each clean recording (`left_out` says why others
+    /// were not used), from `source` (named in errors) at `rate`, mixed with `noise`.
+    #[allow(clippy::too_many_arguments)]
+    fn fit_recordings(
+        files: Vec<Vec<Vec<f32>>>,
+        left_out: Vec<String>,
+        source: &str,
+        rate: u32,
+        noise: NoiseSource,
+        params: &AudioDenoiseParams,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         crate::task::sound::warn_left_out(progress, &left_out);
         if files.is_empty() {
             return Err(Error::Invalid(format!(
-                "{}: no usable clean recording",
-                data.display()
+                "{source}: no usable clean recording{}",
+                left_out
+                    .first()
+                    .map_or(String::new(), |why| format!(" ({why}, ...)"))
             )));
         }
+        let crop = (CROP_SECONDS * rate as f64) as usize;
         // Whole files are held out (never one channel of a file trained on), and only when
         // there are enough to spare.
         let n_val = if files.len() >= 5 {
@@ -543,7 +653,6 @@ impl AudioDenoiser {
                 snr_denoised: after / k,
             });
         }
-        this.meta.training.seconds = started.elapsed().as_secs_f64();
         Ok(this)
     }
 
@@ -794,6 +903,18 @@ mod tests {
         let v = model.meta().validation.clone().unwrap();
         assert_eq!(v.recordings, 1);
         assert!(v.snr_denoised > v.snr_noisy + 3.0, "{v:?}");
+
+        // The same recordings in memory train the same model.
+        let clips: Vec<Audio> = find_audio(&dir.join("clean"))
+            .unwrap()
+            .iter()
+            .map(|p| Audio::read(p).unwrap())
+            .collect();
+        let in_memory = AudioDenoiser::fit_clips(&clips, &params, &device, &Silent).unwrap();
+        let (mut a, mut b) = (in_memory.meta().clone(), model.meta().clone());
+        a.training.seconds = 0.0;
+        b.training.seconds = 0.0;
+        assert_eq!(a, b, "fit in memory and fit on the files differ");
 
         // A stereo 24-bit file at another rate comes back stereo, 24-bit, same rate and
         // length, and cleaner on both channels.

@@ -357,7 +357,10 @@ impl Detector {
         if indices.len() <= k {
             return Err(Error::param(
                 "knn",
-                format!("{k} needs more than {k} training images, got {}", indices.len()),
+                format!(
+                    "{k} needs more than {k} training images, got {}",
+                    indices.len()
+                ),
             ));
         }
         let mut map_scores = Vec::with_capacity(indices.len());

@@ -305,17 +305,8 @@ impl AudioDetector {
         let plan = params.check()?;
         let sample_rate = match params.sample_rate {
             Some(r) => r,
-            None => {
-                let mut counts = std::collections::HashMap::<u32, usize>::new();
-                for a in recordings {
-                    *counts.entry(a.spec.sample_rate).or_default() += 1;
-                }
-                counts
-                    .into_iter()
-                    .max_by_key(|&(rate, n)| (n, std::cmp::Reverse(rate)))
-                    .map(|(rate, _)| rate)
-                    .ok_or_else(|| Error::Invalid("no recordings to train on".into()))?
-            }
+            None => crate::data::audio::most_common_rate_of(recordings)
+                .ok_or_else(|| Error::Invalid("no recordings to train on".into()))?,
         };
         let logmel = LogMel::new(&params.mel_spec(sample_rate));
         let mut clips = Vec::new();
