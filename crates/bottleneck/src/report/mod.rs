@@ -238,10 +238,13 @@ impl<'a> ImageReport<'a> {
         options: &ReportOptions,
     ) -> Result<Self> {
         if let Some(column) = &options.label_column {
-            return Err(Error::Invalid(format!(
-                "--label {column} names a table column; images are labelled by an MVTec \
-                 layout (test/good beside test/<defect>)"
-            )));
+            return Err(Error::param(
+                "label_column",
+                format!(
+                    "{column} names a table column; images are labelled by an MVTec layout \
+                     (test/good beside test/<defect>)"
+                ),
+            ));
         }
         Ok(Self {
             detector,
@@ -1097,7 +1100,10 @@ mod tests {
         let err = write_report(&model, &flat, &out, &options, false, &device, &Silent)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--label fault names a table column"), "{err}");
+        assert!(
+            err.contains("label_column fault names a table column"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -42,10 +42,13 @@ impl FromStr for NoiseModel {
     /// Parses `KIND:LEVEL` or `KIND:LOW-HIGH` (or `mixed`).
     fn from_str(s: &str) -> Result<Self> {
         let bad = |why: &str| {
-            Error::Invalid(format!(
-                "--noise {s}: {why}; use gaussian:SIGMA, poisson:PEAK, salt-pepper:RATE, \
-                 speckle:SIGMA (a level or a range LOW-HIGH) or mixed"
-            ))
+            Error::param(
+                "noise",
+                format!(
+                    "{s}: {why}; use gaussian:SIGMA, poisson:PEAK, salt-pepper:RATE, \
+                     speckle:SIGMA (a level or a range LOW-HIGH) or mixed"
+                ),
+            )
         };
         let (name, level) = s.split_once(':').unwrap_or((s, ""));
         let kind = match name.trim().to_ascii_lowercase().as_str() {
