@@ -72,27 +72,28 @@ pub const SILENCE_LEVEL: f32 = 2.0 / 32768.0;
 /// The most common sample rate among the WAV files at `paths` (the lowest among equals),
 /// from their headers. Unreadable files fail (named) unless `skip_bad`.
 pub fn most_common_rate(paths: &[PathBuf], skip_bad: bool) -> Result<u32> {
-    let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    let mut rates = Vec::with_capacity(paths.len());
     for p in paths {
         match Audio::read_spec(p) {
-            Ok(spec) => *counts.entry(spec.sample_rate).or_default() += 1,
+            Ok(spec) => rates.push(spec.sample_rate),
             Err(_) if skip_bad => {}
             Err(e) => return Err(e),
         }
     }
-    counts
-        .into_iter()
-        .max_by_key(|&(rate, n)| (n, std::cmp::Reverse(rate)))
-        .map(|(rate, _)| rate)
-        .ok_or_else(|| Error::Invalid("no readable recording".into()))
+    most_common(rates).ok_or_else(|| Error::Invalid("no readable recording".into()))
 }
 
 /// The sample rate most of `recordings` have (the lower one on a tie), as
 /// [`most_common_rate`] picks it for files; `None` when there are none.
 pub fn most_common_rate_of(recordings: &[Audio]) -> Option<u32> {
+    most_common(recordings.iter().map(|a| a.spec.sample_rate))
+}
+
+/// The value `rates` holds most often, the lower one on a tie.
+fn most_common(rates: impl IntoIterator<Item = u32>) -> Option<u32> {
     let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
-    for a in recordings {
-        *counts.entry(a.spec.sample_rate).or_default() += 1;
+    for rate in rates {
+        *counts.entry(rate).or_default() += 1;
     }
     counts
         .into_iter()

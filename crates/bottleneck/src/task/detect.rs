@@ -420,29 +420,22 @@ impl Detector {
     /// Loads a model file for scoring on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (weights, meta) = file::load(path, device)?;
-        Self::from_parts(path, weights, meta, device)
+        Ok(Self::from_parts(weights, meta, device))
     }
 
     /// Loads a detector from its model file's bytes (named `path` in errors).
     pub fn from_bytes(path: &Path, bytes: Vec<u8>, device: &Device) -> Result<Self> {
         let (weights, meta) = file::load_bytes(path, bytes, device)?;
-        Self::from_parts(path, weights, meta, device)
+        Ok(Self::from_parts(weights, meta, device))
     }
 
-    fn from_parts(
-        _path: &Path,
-        weights: file::DetectorWeights,
-        meta: ModelMeta,
-        device: &Device,
-    ) -> Result<Self> {
-        let model = weights.autoencoder;
-        let codes = weights.train_codes.map(|p| p.val());
-        Ok(Self {
-            model,
-            codes,
+    fn from_parts(weights: file::DetectorWeights, meta: ModelMeta, device: &Device) -> Self {
+        Self {
+            model: weights.autoencoder,
+            codes: weights.train_codes.map(|p| p.val()),
             meta,
             device: device.clone(),
-        })
+        }
     }
 
     /// Writes the model file (weights and metadata) to `path`, atomically.
