@@ -41,7 +41,7 @@ def correlated_rows(n, d, seed):
     return (rng.normal(size=(n, 5)) @ mix + 0.1 * rng.normal(size=(n, d))).astype(np.float32)
 
 
-def best_of(f, repeats=3):
+def best_of(f, repeats=10):
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
@@ -51,7 +51,7 @@ def best_of(f, repeats=3):
 
 
 def rust_seconds(example, model, data):
-    out = subprocess.run([example, model, data, "3"], check=True, capture_output=True, text=True)
+    out = subprocess.run([example, model, data, "10"], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 

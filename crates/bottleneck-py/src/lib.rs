@@ -98,9 +98,13 @@ fn wrong(model: &AnyModel, what: &str) -> Error {
 }
 
 /// A table from a 2-D float32 array and its column names (None: `x0, x1, ...`, matched by
-/// position).
-fn table(values: &PyReadonlyArray2<'_, f32>, columns: Option<Vec<String>>) -> PyResult<Table> {
-    let values = values.as_array().to_owned();
+/// position). The array is borrowed, not copied: a C-contiguous array whose columns are the
+/// model's features in order is scored in place.
+fn table<'a>(
+    values: &'a PyReadonlyArray2<'_, f32>,
+    columns: Option<Vec<String>>,
+) -> PyResult<Table<'a>> {
+    let values = values.as_array();
     match columns {
         Some(c) => Table::new(c, values).map_err(py_err),
         None => Ok(Table::unnamed(values)),

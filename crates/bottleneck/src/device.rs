@@ -66,8 +66,8 @@ fn probe_vulkan() -> Result<Device> {
         Ok(device)
     } else {
         Err(Error::Invalid(
-            "--device vulkan: no usable Vulkan GPU (the Vulkan loader libvulkan.so.1 and the \
-             GPU driver's Vulkan ICD must be installed); use --device cpu"
+            "vulkan device: no usable Vulkan GPU (the Vulkan loader libvulkan.so.1 and the \
+             GPU driver's Vulkan ICD must be installed); use the cpu device"
                 .into(),
         ))
     }

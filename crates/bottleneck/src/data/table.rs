@@ -7,6 +7,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ndarray::{CowArray, Ix2};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::record::reader::RowIter;
@@ -434,8 +435,8 @@ impl Layout {
         }
         if !non_numeric.is_empty() {
             return Err(Error::Invalid(format!(
-                "{}: non-numeric column{} {}; name the id with --id-column or leave {} out \
-                 with --exclude",
+                "{}: non-numeric column{} {}; name it as the id column or exclude {} from \
+                 the features",
                 path.display(),
                 if non_numeric.len() > 1 { "s" } else { "" },
                 non_numeric.join(", "),
@@ -600,19 +601,22 @@ impl Layout {
 
 /// A table in memory: rows of named columns, NaN where a cell is missing. Tables without
 /// names (a bare array) name their columns `x0, x1, ...`, as `.npy` files are named, and are
-/// matched to a model by position.
+/// matched to a model by position. The values are owned (`Array2`) or borrowed
+/// (`ArrayView2`, e.g. a NumPy array): scoring a borrowed row-major table whose columns are
+/// the model's features, in order, copies nothing but one chunk at a time.
 #[derive(Debug, Clone)]
-pub struct Table {
+pub struct Table<'a> {
     columns: Vec<String>,
     named: bool,
-    values: ndarray::Array2<f32>,
+    values: CowArray<'a, f32, Ix2>,
     ids: Option<Vec<String>>,
 }
 
-impl Table {
+impl<'a> Table<'a> {
     /// A table whose column `j` is named `columns[j]`. Fails when the names do not match
     /// the array's width, or a name is empty or repeated.
-    pub fn new(columns: Vec<String>, values: ndarray::Array2<f32>) -> Result<Self> {
+    pub fn new(columns: Vec<String>, values: impl Into<CowArray<'a, f32, Ix2>>) -> Result<Self> {
+        let values = values.into();
         if columns.len() != values.ncols() {
             return Err(Error::Invalid(format!(
                 "table: {} column names for {} columns",
@@ -640,7 +644,8 @@ impl Table {
     }
 
     /// A table without column names: `x0, x1, ...`, matched to a model by position.
-    pub fn unnamed(values: ndarray::Array2<f32>) -> Self {
+    pub fn unnamed(values: impl Into<CowArray<'a, f32, Ix2>>) -> Self {
+        let values = values.into();
         Self {
             columns: (0..values.ncols()).map(|j| format!("x{j}")).collect(),
             named: false,
@@ -688,13 +693,52 @@ impl Table {
         self.values.nrows() == 0
     }
 
+    /// Where each of `features` is in this table (by name in a named table; by position in
+    /// an unnamed one).
+    fn layout(&self, features: &[String]) -> Result<Layout> {
+        Layout::for_header(
+            &self.columns,
+            Path::new("table"),
+            !self.named,
+            features,
+            None,
+        )
+    }
+
+    /// The values of `features`, `rows x features` row-major, borrowed when this table
+    /// already holds exactly them in that order row-major (no copy), else gathered. Fails
+    /// like [`Table::rows`] without `skip_bad`.
+    pub fn features(&self, features: &[String]) -> Result<CowArray<'_, f32, Ix2>> {
+        let layout = self.layout(features)?;
+        let in_place = layout
+            .feature_columns
+            .iter()
+            .copied()
+            .eq(0..self.values.ncols())
+            && self.values.is_standard_layout();
+        let out: CowArray<'_, f32, Ix2> = if in_place {
+            self.values.view().into()
+        } else {
+            let view = self.values.view();
+            ndarray::Array2::from_shape_fn((self.len(), features.len()), |(r, k)| {
+                view[[r, layout.feature_columns[k]]]
+            })
+            .into()
+        };
+        for (r, row) in out.rows().into_iter().enumerate() {
+            if let Some(p) = row_problem(r, row.iter().copied(), features) {
+                return Err(Error::Invalid(format!("table: {p}")));
+            }
+        }
+        Ok(out)
+    }
+
     /// The values of `features` in each row (found by name in a named table, in any order
     /// with other columns ignored; by position in an unnamed one). An infinite value or a
     /// row with every feature missing fails naming its row (from 1) and column, as in a
     /// file; with `skip_bad` the row is left out instead and listed in [`Rows::skipped`].
     pub fn rows(&self, features: &[String], skip_bad: bool) -> Result<Rows> {
-        let source = Path::new("table");
-        let layout = Layout::for_header(&self.columns, source, !self.named, features, None)?;
+        let layout = self.layout(features)?;
         let d = features.len();
         let mut out = Rows {
             values: Vec::with_capacity(self.len() * d),
@@ -702,25 +746,10 @@ impl Table {
         };
         let mut row_values = vec![0f32; d];
         for (r, row) in self.values.rows().into_iter().enumerate() {
-            let mut problem = None;
-            let mut observed = 0;
             for (k, &j) in layout.feature_columns.iter().enumerate() {
-                let v = row[j];
-                if v.is_infinite() {
-                    problem = Some(format!(
-                        "row {}, column '{}': {v} is not a finite number",
-                        r + 1,
-                        features[k]
-                    ));
-                    break;
-                }
-                observed += usize::from(!v.is_nan());
-                row_values[k] = v;
+                row_values[k] = row[j];
             }
-            if problem.is_none() && observed == 0 {
-                problem = Some(format!("row {}: every feature is missing", r + 1));
-            }
-            if let Some(p) = problem {
+            if let Some(p) = row_problem(r, row_values.iter().copied(), features) {
                 if skip_bad {
                     out.skipped.push(p);
                     continue;
@@ -736,6 +765,23 @@ impl Table {
         }
         Ok(out)
     }
+}
+
+/// What is wrong with row `r` (from 0) of feature values, if anything: an infinite value
+/// (naming its column) or every feature missing.
+fn row_problem(r: usize, values: impl Iterator<Item = f32>, features: &[String]) -> Option<String> {
+    let mut observed = 0;
+    for (k, v) in values.enumerate() {
+        if v.is_infinite() {
+            return Some(format!(
+                "row {}, column '{}': {v} is not a finite number",
+                r + 1,
+                features[k]
+            ));
+        }
+        observed += usize::from(!v.is_nan());
+    }
+    (observed == 0).then(|| format!("row {}: every feature is missing", r + 1))
 }
 
 /// Reads a whole table for training: the layout chosen by `selection` and every row's
@@ -942,6 +988,44 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bn-table-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join(name)
+    }
+
+    #[test]
+    fn tables_in_memory_are_read_in_place_when_their_columns_are_the_features() {
+        let names = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let data = ndarray::array![[1.0f32, 2.0, 3.0], [4.0, f32::NAN, 6.0]];
+        let table = Table::new(names(&["a", "b", "c"]), data.view()).unwrap();
+        // The model's features in the table's order: the caller's memory, not a copy.
+        let same = table.features(&names(&["a", "b", "c"])).unwrap();
+        assert!(same.is_view());
+        assert_eq!(same.as_ptr(), data.as_ptr());
+        // Another order or a subset: gathered, by name.
+        let picked = table.features(&names(&["c", "a"])).unwrap();
+        assert!(!picked.is_view());
+        assert_eq!(picked.row(1).to_vec(), vec![6.0, 4.0]);
+        // A transposed (column-major) view is gathered into row-major order.
+        use ndarray::ShapeBuilder;
+        let fortran =
+            ndarray::Array2::from_shape_vec((2, 3).f(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0])
+                .unwrap();
+        let columns = Table::unnamed(fortran.view());
+        let gathered = columns.features(&names(&["x0", "x1", "x2"])).unwrap();
+        assert!(!gathered.is_view());
+        assert_eq!(gathered.as_slice().unwrap()[..3], [1.0, 2.0, 3.0]);
+        // Bad rows fail naming row and column, as from a file.
+        let inf = ndarray::array![[1.0f32, 2.0], [f32::INFINITY, 0.0]];
+        let err = Table::new(names(&["a", "b"]), inf.view())
+            .unwrap()
+            .features(&names(&["a", "b"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("row 2, column 'a'"), "{err}");
+        let gap = ndarray::array![[f32::NAN, f32::NAN]];
+        let err = Table::unnamed(gap.view())
+            .features(&names(&["x0", "x1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("row 1: every feature is missing"), "{err}");
     }
 
     #[test]

@@ -503,7 +503,7 @@ impl<'a> TableReport<'a> {
         };
         let labels_from = match &self.label_column {
             Some(c) => format!("column '{c}' (1 or true: anomalous)"),
-            None => "none (name a label column with --label COLUMN)".into(),
+            None => "none (no label column was named)".into(),
         };
         let labelled = self.label_column.is_some();
         let mut rows = String::new();

@@ -105,7 +105,7 @@ impl Calibration {
         let n = self.scores.len();
         Some(format!(
             "only {n} calibration {what}: the smallest p-value is {:.4}, so {what} are flagged \
-             at p <= {:.4} instead of --fpr {fpr}; add normal {what} (>= {} in all) for the \
+             at p <= {:.4} instead of the requested fpr {fpr}; add normal {what} (>= {} in all) for the \
              requested rate",
             1.0 / (n as f64 + 1.0),
             self.effective_fpr,

@@ -44,12 +44,13 @@ impl Calibration {
 
 /// An anomaly detector trained on normal data.
 pub trait AnomalyDetector {
-    /// What one call scores: images, a table, recordings.
-    type Input: ?Sized;
+    /// What one call scores: images, a table (owned or borrowed, hence the lifetime),
+    /// recordings.
+    type Input<'a>: ?Sized;
 
     /// The verdict on each sample of `input`, in order. Fails naming the sample when one
     /// cannot be scored (a row of missing cells, a silent recording).
-    fn score(&self, input: &Self::Input) -> Result<Vec<Verdict>>;
+    fn score(&self, input: &Self::Input<'_>) -> Result<Vec<Verdict>>;
 
     /// The calibrated threshold and the held-out scores behind the p-values.
     fn calibration(&self) -> &Calibration;
@@ -63,18 +64,18 @@ pub trait AnomalyDetector {
 
 /// A model with a bottleneck: each sample's code, for search, clustering or features.
 pub trait Encode {
-    type Input: ?Sized;
+    type Input<'a>: ?Sized;
 
     /// The codes of `input`'s samples, `samples x latent`.
-    fn encode(&self, input: &Self::Input) -> Result<Array2<f32>>;
+    fn encode(&self, input: &Self::Input<'_>) -> Result<Array2<f32>>;
 }
 
 /// A model that maps data to data of the same kind: denoising, filling missing cells.
 pub trait Transformer {
-    type Input: ?Sized;
+    type Input<'a>: ?Sized;
     type Output;
 
-    fn transform(&self, input: &Self::Input) -> Result<Self::Output>;
+    fn transform(&self, input: &Self::Input<'_>) -> Result<Self::Output>;
 }
 
 /// Images per forward pass when scoring or encoding in memory.
@@ -83,7 +84,7 @@ const IMAGE_BATCH: usize = 32;
 const TABLE_ROWS: usize = 4096;
 
 impl AnomalyDetector for Detector {
-    type Input = [DynamicImage];
+    type Input<'a> = [DynamicImage];
 
     fn score(&self, images: &[DynamicImage]) -> Result<Vec<Verdict>> {
         let mut out = Vec::with_capacity(images.len());
@@ -112,7 +113,7 @@ impl AnomalyDetector for Detector {
 }
 
 impl Encode for Detector {
-    type Input = [DynamicImage];
+    type Input<'a> = [DynamicImage];
 
     fn encode(&self, images: &[DynamicImage]) -> Result<Array2<f32>> {
         let latent = self.meta().spec.latent;
@@ -136,12 +137,12 @@ impl Detector {
 }
 
 impl AnomalyDetector for TableModel {
-    type Input = Table;
+    type Input<'a> = Table<'a>;
 
-    fn score(&self, table: &Table) -> Result<Vec<Verdict>> {
-        let rows = table.rows(&self.meta().prep.features, false)?;
+    fn score(&self, table: &Table<'_>) -> Result<Vec<Verdict>> {
+        let values = table.features(&self.meta().prep.features)?;
         Ok(self
-            .score_rows_chunked(&rows)
+            .score_rows_chunked(values.as_slice().expect("row-major features"))
             .into_iter()
             .map(|s| self.meta().calibration.verdict(s))
             .collect())
@@ -161,38 +162,46 @@ impl AnomalyDetector for TableModel {
 }
 
 impl Encode for TableModel {
-    type Input = Table;
+    type Input<'a> = Table<'a>;
 
-    fn encode(&self, table: &Table) -> Result<Array2<f32>> {
-        let rows = table.rows(&self.meta().prep.features, false)?;
+    fn encode(&self, table: &Table<'_>) -> Result<Array2<f32>> {
+        let values = table.features(&self.meta().prep.features)?;
         let (d, latent) = (self.meta().spec.features, self.meta().spec.latent);
-        let mut codes = Vec::with_capacity(rows.len() * latent);
-        for chunk in rows.values.chunks(TABLE_ROWS * d) {
+        let mut codes = Vec::with_capacity(values.nrows() * latent);
+        for chunk in values
+            .as_slice()
+            .expect("row-major features")
+            .chunks(TABLE_ROWS * d)
+        {
             codes.extend(self.encode_values(chunk));
         }
-        Ok(Array2::from_shape_vec((rows.len(), latent), codes).expect("latent codes per row"))
+        Ok(Array2::from_shape_vec((values.nrows(), latent), codes).expect("latent codes per row"))
     }
 }
 
 /// Filling missing cells: the table back with every missing cell of the model's features
 /// filled (observed cells unchanged), `rows x features` in the model's column order.
 impl Transformer for TableModel {
-    type Input = Table;
+    type Input<'a> = Table<'a>;
     type Output = Array2<f32>;
 
-    fn transform(&self, table: &Table) -> Result<Array2<f32>> {
-        let rows = table.rows(&self.meta().prep.features, false)?;
+    fn transform(&self, table: &Table<'_>) -> Result<Array2<f32>> {
+        let values = table.features(&self.meta().prep.features)?;
         let d = self.meta().spec.features;
-        let mut filled = Vec::with_capacity(rows.values.len());
-        for chunk in rows.values.chunks(TABLE_ROWS * d) {
+        let mut filled = Vec::with_capacity(values.len());
+        for chunk in values
+            .as_slice()
+            .expect("row-major features")
+            .chunks(TABLE_ROWS * d)
+        {
             filled.extend(self.impute_values(chunk));
         }
-        Ok(Array2::from_shape_vec((rows.len(), d), filled).expect("features per row"))
+        Ok(Array2::from_shape_vec((values.nrows(), d), filled).expect("features per row"))
     }
 }
 
 impl AnomalyDetector for AudioDetector {
-    type Input = [Audio];
+    type Input<'a> = [Audio];
 
     fn score(&self, recordings: &[Audio]) -> Result<Vec<Verdict>> {
         recordings
@@ -229,7 +238,7 @@ impl AnomalyDetector for AudioDetector {
 
 /// Denoising images: each image cleaned at its own size, in its own channels.
 impl Transformer for Denoiser {
-    type Input = [DynamicImage];
+    type Input<'a> = [DynamicImage];
     type Output = Vec<DynamicImage>;
 
     fn transform(&self, images: &[DynamicImage]) -> Result<Vec<DynamicImage>> {
@@ -245,7 +254,7 @@ impl Transformer for Denoiser {
 
 /// Denoising recordings: each cleaned at its own rate and length, channel by channel.
 impl Transformer for AudioDenoiser {
-    type Input = [Audio];
+    type Input<'a> = [Audio];
     type Output = Vec<Audio>;
 
     fn transform(&self, recordings: &[Audio]) -> Result<Vec<Audio>> {
@@ -264,7 +273,7 @@ mod tests {
     use burn::prelude::Device;
     use image::{GrayImage, Luma};
 
-    fn sensor_table(n: usize, faulty: bool, seed: u64) -> Table {
+    fn sensor_table(n: usize, faulty: bool, seed: u64) -> Table<'static> {
         let rows = sensor_rows(n, faulty, seed);
         let values: Vec<f32> = rows.iter().flat_map(|(r, _)| r.iter().copied()).collect();
         Table::new(
@@ -275,7 +284,7 @@ mod tests {
     }
 
     /// The same rows as CSV, shortest round-trip text so they parse to the same `f32`s.
-    fn write_csv(path: &Path, table: &Table) {
+    fn write_csv(path: &Path, table: &Table<'_>) {
         let mut text = table.columns().join(",");
         text.push('\n');
         for row in table.values().rows() {

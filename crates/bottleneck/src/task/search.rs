@@ -92,8 +92,8 @@ impl Encoder {
             Model::ImageDetector(d) => Self::Images(d),
             other @ (Model::ImageDenoiser(_) | Model::AudioDenoiser(_)) => {
                 return Err(Error::Invalid(format!(
-                    "{}: {} has no bottleneck codes to search; index with a model trained \
-                     without --task",
+                    "{}: {} has no bottleneck codes to search; index with a detector \
+                     (a model trained for detection)",
                     label.display(),
                     other.kind()
                 )));

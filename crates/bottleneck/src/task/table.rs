@@ -206,7 +206,7 @@ impl TableModel {
     /// `table` is a feature unless `params.selection` names the columns or leaves some out
     /// (its id column does not apply: name rows with [`Table::with_ids`]).
     pub fn fit_table(
-        table: &Table,
+        table: &Table<'_>,
         params: &TableParams,
         device: &Device,
         progress: &dyn Progress,
@@ -232,7 +232,7 @@ impl TableModel {
         let rows = if table.is_named() || features.len() == table.columns().len() {
             table.rows(&features, params.skip_bad)?
         } else {
-            Table::new(table.columns().to_vec(), table.values().to_owned())?
+            Table::new(table.columns().to_vec(), table.values())?
                 .rows(&features, params.skip_bad)?
         };
         warn_skipped(&rows, "table", progress);
@@ -549,10 +549,10 @@ impl TableModel {
     }
 
     /// Scores of rows of raw values, [`CHUNK_ROWS`] at a time as files are scored.
-    pub(crate) fn score_rows_chunked(&self, rows: &Rows) -> Vec<f32> {
+    pub(crate) fn score_rows_chunked(&self, values: &[f32]) -> Vec<f32> {
         let d = self.meta.spec.features;
-        let mut out = Vec::with_capacity(rows.len());
-        for chunk in rows.values.chunks(CHUNK_ROWS * d) {
+        let mut out = Vec::with_capacity(values.len() / d.max(1));
+        for chunk in values.chunks(CHUNK_ROWS * d) {
             let mut values = chunk.to_vec();
             self.meta.prep.standardize(&mut values);
             out.extend(self.score_standardized(&values).0);
