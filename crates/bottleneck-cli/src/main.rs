@@ -156,6 +156,7 @@ fn flag_of(field: &str) -> String {
     match field {
         "calibration_fraction" | "validation_fraction" => "--calibration".into(),
         "variational" => "--vae".into(),
+        "smoothing_sigma" => "--smoothing".into(),
         "label_column" => "--label".into(),
         f => format!("--{}", f.replace('_', "-")),
     }

@@ -14,6 +14,7 @@ use crate::data::images::ImagePrep;
 use crate::data::scaling::TablePrep;
 use crate::data::spectral::MelSpec;
 use crate::error::{Error, Result};
+use crate::model::check::CheckMeta;
 use crate::model::{
     ConvAutoencoder, ConvSpec, DenoiseNet, DenoiseSpec, DenseAutoencoder, DenseSpec,
 };
@@ -23,6 +24,10 @@ use crate::score::{Calibration, Loss, Reduction};
 pub const FORMAT_VERSION: u32 = 1;
 /// Metadata key holding [`ModelMeta`] as JSON.
 pub const META_KEY: &str = "bottleneck";
+/// Metadata key holding the CRC-32 of the bottleneck metadata, the tensor layout and the
+/// weights, written on save and checked on load (files without it are only validated), so
+/// that a file changed after it was written is named as such.
+pub const CHECKSUM_KEY: &str = "bottleneck_crc32";
 
 /// How maps become scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -452,17 +457,107 @@ pub fn save_dense(path: &Path, weights: &DenseWeights, meta: &impl Serialize) ->
 }
 
 fn save_module<M: Module>(path: &Path, weights: &M, meta: &impl Serialize) -> Result<()> {
-    let json = serde_json::to_string(meta).map_err(|e| Error::Invalid(e.to_string()))?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let mut store = SafetensorsStore::from_file(path)
-        .metadata(META_KEY, json)
-        .overwrite(true);
-    weights.save_into(&mut store).map_err(|e| Error::ModelFile {
+    let cannot = |reason: String| Error::ModelFile {
         path: path.to_path_buf(),
-        reason: format!("cannot write: {e}"),
-    })
+        reason: format!("cannot write: {reason}"),
+    };
+    let json = serde_json::to_string(meta).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut store = SafetensorsStore::from_bytes(None).metadata(META_KEY, json);
+    weights
+        .save_into(&mut store)
+        .map_err(|e| cannot(e.to_string()))?;
+    let bytes = store.get_bytes().map_err(|e| cannot(e.to_string()))?;
+    let sealed = seal(&bytes, META_KEY).map_err(|e| cannot(e.to_string()))?;
+    crate::io::write_bytes_atomic(path, &sealed)
+}
+
+/// `bytes` (a safetensors file with JSON metadata under `meta_key`) again with the checksum
+/// of that metadata and its tensors under [`CHECKSUM_KEY`].
+pub(crate) fn seal(
+    bytes: &[u8],
+    meta_key: &str,
+) -> std::result::Result<Vec<u8>, safetensors::SafeTensorError> {
+    let st = safetensors::SafeTensors::deserialize(bytes)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)?;
+    let mut metadata = header.metadata().clone().unwrap_or_default();
+    metadata.remove(CHECKSUM_KEY);
+    let tensors = st.tensors();
+    // The layout the final file will have (serialising is deterministic in the tensors).
+    let unsealed = safetensors::serialize(tensors.clone(), Some(metadata.clone()))?;
+    let sum = checksum(&unsealed, meta_key)?.expect("metadata to seal");
+    metadata.insert(CHECKSUM_KEY.to_string(), sum);
+    safetensors::serialize(tensors, Some(metadata))
+}
+
+/// Fails, saying why, when safetensors file `bytes` has a checksum under [`CHECKSUM_KEY`]
+/// that its metadata under `meta_key` and tensors do not give.
+pub(crate) fn verify(bytes: &[u8], meta_key: &str) -> std::result::Result<(), String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("not a safetensors file ({e})"))?;
+    let Some(stored) = header.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) else {
+        return Ok(());
+    };
+    let actual = checksum(bytes, meta_key).map_err(|e| format!("not a safetensors file ({e})"))?;
+    if actual.as_deref() == Some(stored.as_str()) {
+        return Ok(());
+    }
+    Err(format!(
+        "checksum mismatch (stored {stored}, contents give {}): the file was damaged or \
+         edited after it was written; restore it or make it again",
+        actual.unwrap_or_default()
+    ))
+}
+
+/// Model file `bytes` with its bottleneck metadata changed by `edit` and sealed again with a
+/// fresh checksum: a hand edit that also fixed the checksum. For tests of what loading
+/// refuses; a file changed without it fails its checksum.
+#[doc(hidden)]
+pub fn rewrite_metadata(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<Vec<u8>> {
+    let bad = |e: String| Error::Invalid(format!("cannot rewrite model metadata: {e}"));
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut metadata = header.metadata().clone().unwrap_or_default();
+    let json = metadata
+        .get(META_KEY)
+        .ok_or_else(|| bad("no bottleneck metadata".into()))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    edit(&mut value);
+    metadata.insert(META_KEY.to_string(), value.to_string());
+    let unsealed =
+        safetensors::serialize(st.tensors(), Some(metadata)).map_err(|e| bad(e.to_string()))?;
+    seal(&unsealed, META_KEY).map_err(|e| bad(e.to_string()))
+}
+
+/// The checksum of a safetensors file's metadata under `meta_key`, tensor layout and
+/// tensors (CRC-32, hex), or `None` when it has no such metadata.
+fn checksum(
+    bytes: &[u8],
+    meta_key: &str,
+) -> std::result::Result<Option<String>, safetensors::SafeTensorError> {
+    let (n, header) = safetensors::SafeTensors::read_metadata(bytes)?;
+    let Some(json) = header.metadata().as_ref().and_then(|m| m.get(meta_key)) else {
+        return Ok(None);
+    };
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(json.as_bytes());
+    let mut names: Vec<_> = header.tensors().into_iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, info) in names {
+        crc.update(
+            format!(
+                "\n{name}:{:?}:{:?}:{:?}",
+                info.dtype, info.shape, info.data_offsets
+            )
+            .as_bytes(),
+        );
+    }
+    crc.update(&bytes[8 + n..]);
+    Ok(Some(format!("{:08x}", crc.finalize())))
 }
 
 /// Reads the metadata of an image model file at `path`; other models are refused by name.
@@ -482,7 +577,7 @@ pub fn read_table_meta(path: &Path) -> Result<(TableMeta, Vec<u8>)> {
 }
 
 /// Reads the metadata of a model file of `kind` at `path`.
-fn read_meta_of<M: serde::de::DeserializeOwned>(
+fn read_meta_of<M: serde::de::DeserializeOwned + CheckMeta>(
     path: &Path,
     kind: ModelKind,
 ) -> Result<(M, Vec<u8>)> {
@@ -567,6 +662,7 @@ fn header_of(path: &Path, bytes: &[u8]) -> Result<serde_json::Value> {
         .as_ref()
         .and_then(|m| m.get(META_KEY))
         .ok_or_else(|| bad("safetensors file without bottleneck metadata".into()))?;
+    verify(bytes, META_KEY).map_err(bad)?;
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| bad(format!("metadata is not JSON ({e})")))?;
     let found = value
@@ -637,7 +733,7 @@ pub fn load_table_bytes(
 /// `device`; `spec` finds the network's shape in the metadata, and `check`
 /// says what in the metadata cannot work (a damaged or hand-edited file) before anything
 /// is built from it.
-pub fn load_dense_bytes<M: serde::de::DeserializeOwned>(
+pub fn load_dense_bytes<M: serde::de::DeserializeOwned + CheckMeta>(
     path: &Path,
     bytes: Vec<u8>,
     kind: ModelKind,
@@ -687,19 +783,38 @@ pub fn load_denoiser_bytes(
     Ok((fill(path, model, bytes)?, meta))
 }
 
-/// The metadata of model file `bytes` of `kind`, and the bytes back.
-fn parse<M: serde::de::DeserializeOwned>(
+/// The metadata of model file `bytes` of `kind`, checked ([`CheckMeta`]) and held to the
+/// weights the file has, and the bytes back. Nothing is allocated from the metadata before
+/// this.
+fn parse<M: serde::de::DeserializeOwned + CheckMeta>(
     path: &Path,
     bytes: Vec<u8>,
     kind: ModelKind,
 ) -> Result<(M, Vec<u8>)> {
+    let bad = |reason: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason,
+    };
     let value = header_of(path, &bytes)?;
     check_kind(path, &value, kind)?;
-    let meta = serde_json::from_value(value).map_err(|e| Error::ModelFile {
-        path: path.to_path_buf(),
-        reason: format!("bad metadata ({e})"),
-    })?;
-    Ok((meta, bytes))
+    let meta: M = serde_json::from_value(value).map_err(|e| bad(format!("bad metadata ({e})")))?;
+    meta.check()
+        .map_err(|p| bad(format!("bad metadata: {p}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let held: u64 = header
+        .tensors()
+        .values()
+        .map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    match meta.weight_values() {
+        Some(needed) if needed == held => Ok((meta, bytes)),
+        needed => Err(bad(format!(
+            "weights do not match the metadata: its network needs {} values, the file holds \
+             {held}",
+            needed.map_or("more than 2^64".to_string(), |n| n.to_string())
+        ))),
+    }
 }
 
 /// `model` (freshly built from the spec) with its weights read from model file `bytes`.

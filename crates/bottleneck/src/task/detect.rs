@@ -92,6 +92,25 @@ impl DetectParams {
         if self.epochs == Some(0) {
             return Err(Error::param("epochs", "must be at least 1"));
         }
+        if let Some(sigma) = self.smoothing_sigma {
+            let side = self
+                .image_size
+                .unwrap_or(crate::model::check::MAX_IMAGE_SIZE) as f32;
+            if !(sigma.is_finite() && (0.0..=side).contains(&sigma)) {
+                return Err(Error::param(
+                    "smoothing_sigma",
+                    format!("{sigma} must be at least 0 and at most the image size {side}"),
+                ));
+            }
+        }
+        if let Reduction::TopK { fraction } = self.reduction
+            && !(fraction > 0.0 && fraction <= 1.0)
+        {
+            return Err(Error::param(
+                "reduction",
+                format!("top-k fraction {fraction} must be above 0 and at most 1"),
+            ));
+        }
         Ok(plan)
     }
 }

@@ -400,10 +400,25 @@ impl Catalogue {
             Some(graph) => {
                 let scratch = Scratch::new()?;
                 let mut io = scratch.load(graph)?;
-                let hnsw: Hnsw<f32, DistL2> = io.load_hnsw().map_err(|e| {
-                    Error::Invalid(format!("cannot reload the catalogue's graph: {e}"))
-                })?;
-                Ok(f(Some(&hnsw)))
+                let damaged = |why: String| {
+                    Error::Invalid(format!(
+                        "the catalogue's graph is damaged: {why}; index again"
+                    ))
+                };
+                // hnsw_rs panics on some damaged dumps (and searches of a damaged graph)
+                // instead of failing: a damaged part of the file is an error, not a crash.
+                let hook = std::panic::take_hook();
+                std::panic::set_hook(Box::new(|_| {}));
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let hnsw = io.load_hnsw::<f32, DistL2>().map_err(|e| e.to_string())?;
+                    Ok(f(Some(&hnsw)))
+                }));
+                std::panic::set_hook(hook);
+                match outcome {
+                    Ok(Ok(out)) => Ok(out),
+                    Ok(Err(why)) => Err(damaged(why)),
+                    Err(_) => Err(damaged("hnsw_rs could not read it".into())),
+                }
             }
         }
     }
@@ -475,10 +490,10 @@ impl Catalogue {
             ));
         }
         let metadata = std::collections::HashMap::from([(META_KEY.to_string(), json)]);
-        crate::io::write_atomic(path, |tmp| {
-            safetensors::serialize_to_file(tensors, Some(metadata), tmp)
-                .map_err(|e| Error::Invalid(format!("{}: cannot write: {e}", path.display())))
-        })
+        let bytes = safetensors::serialize(tensors, Some(metadata))
+            .and_then(|b| crate::model::file::seal(&b, META_KEY))
+            .map_err(|e| Error::Invalid(format!("{}: cannot write: {e}", path.display())))?;
+        crate::io::write_bytes_atomic(path, &bytes)
     }
 
     /// Reads the catalogue at `path`. Fails, naming the file, when it is missing, not a
@@ -497,6 +512,7 @@ impl Catalogue {
             ))
         };
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        crate::model::file::verify(&bytes, META_KEY).map_err(bad)?;
         let json = header
             .metadata()
             .as_ref()
@@ -674,6 +690,50 @@ mod tests {
             found as f64 / (5.0 * exact.len() as f64) > 0.9,
             "recall {found}"
         );
+
+        // A damaged file is named as such; a damaged graph dump that still carries a right
+        // checksum (rewritten by hand) is an error when searched, not an hnsw_rs panic.
+        let bytes = std::fs::read(&path).unwrap();
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x55;
+        std::fs::write(dir.join("flipped.bnidx"), &flipped).unwrap();
+        let err = Catalogue::open(&dir.join("flipped.bnidx"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        for garbage in [vec![0xffu8; 64], Vec::new()] {
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+            let mut metadata = header.metadata().clone().unwrap();
+            metadata.remove(crate::model::file::CHECKSUM_KEY);
+            let tensors: Vec<(String, TensorView<'_>)> = st
+                .tensors()
+                .into_iter()
+                .map(|(name, view)| {
+                    if name == "hnsw_data" {
+                        let t = TensorView::new(Dtype::U8, vec![garbage.len()], &garbage);
+                        (name, t.unwrap())
+                    } else {
+                        (name, view)
+                    }
+                })
+                .collect();
+            let resealed = crate::model::file::seal(
+                &safetensors::serialize(tensors, Some(metadata)).unwrap(),
+                META_KEY,
+            )
+            .unwrap();
+            let damaged = dir.join("damaged.bnidx");
+            std::fs::write(&damaged, resealed).unwrap();
+            let err = Catalogue::open(&damaged)
+                .and_then(|c| c.search(&codes, 5, false))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("graph is damaged"), "{err}");
+        }
 
         let img = dir.join("x.png");
         image::GrayImage::new(8, 8).save(&img).unwrap();

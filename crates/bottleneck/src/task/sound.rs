@@ -1055,24 +1055,34 @@ mod tests {
             v
         };
         assert_eq!(collect(&det), collect(&loaded));
-        // A hand-edited file whose settings cannot work is refused by name, not a panic.
+        // A hand-edited file whose settings cannot work is refused by name, not a panic;
+        // one changed without its checksum is named as damaged.
         let bytes = std::fs::read(&file).unwrap();
+        let edited = crate::model::file::rewrite_metadata(&bytes, |m| {
+            m["features"]["mel"]["hop"] = 0.into();
+        })
+        .unwrap();
+        let err = AudioDetector::from_bytes(Path::new("edited.safetensors"), edited, &device)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("edited.safetensors") && err.contains("features.mel.hop: 0"),
+            "{err}"
+        );
         let pattern = b"\\\"hop\\\":512,";
         let at = bytes
             .windows(pattern.len())
             .position(|w| w == pattern)
             .expect("hop in the metadata")
             + 8;
-        let mut edited = bytes.clone();
-        edited[at..at + 3].copy_from_slice(b"0  ");
-        let err = AudioDetector::from_bytes(Path::new("edited.safetensors"), edited, &device)
+        let mut flipped = bytes.clone();
+        flipped[at..at + 3].copy_from_slice(b"256");
+        let err = AudioDetector::from_bytes(Path::new("flipped.safetensors"), flipped, &device)
             .err()
             .unwrap()
             .to_string();
-        assert!(
-            err.contains("edited.safetensors") && err.contains("hop 0"),
-            "{err}"
-        );
+        assert!(err.contains("checksum mismatch"), "{err}");
 
         // Silent and too-short recordings come back unscored with the reason; a truncated
         // file stops scoring with its name, or is skipped on request.
