@@ -913,3 +913,47 @@ fn report_labels_table_rows_by_column_and_refuses_denoisers_and_missing_labels()
     ]);
     assert_one_line_error(&o, "label column 'fault' not found");
 }
+
+#[test]
+fn no_command_writes_over_its_own_inputs() {
+    let (data, model) = trained();
+    let model_bytes = std::fs::read(model).unwrap();
+    let image = data.join("train/good/000.png");
+    let image_bytes = std::fs::read(&image).unwrap();
+    let test = data.join("test");
+    let (m, t, d, i) = (
+        model.to_str().unwrap(),
+        test.to_str().unwrap(),
+        data.to_str().unwrap(),
+        image.to_str().unwrap(),
+    );
+    let spelt = format!("{}/../model.safetensors", data.display());
+    let maps = test.join("maps");
+    let cases: [(Vec<&str>, &str); 6] = [
+        (vec!["score", m, t, "-o", m], "write over the input"),
+        (vec!["score", m, t, "-o", &spelt], "write over the input"),
+        (vec!["train", d, "-o", i], "a file in the input folder"),
+        (vec!["encode", m, d, "-o", i], "a file in the input folder"),
+        (vec!["report", m, t, "-o", m], "write over the input"),
+        (
+            vec![
+                "score",
+                m,
+                t,
+                "-o",
+                "/dev/null",
+                "--maps",
+                maps.to_str().unwrap(),
+            ],
+            "overlaps the input",
+        ),
+    ];
+    for (mut args, needle) in cases {
+        args.push("--quiet");
+        let o = run(&args);
+        assert_one_line_error(&o, needle);
+    }
+    assert_eq!(std::fs::read(model).unwrap(), model_bytes, "model intact");
+    assert_eq!(std::fs::read(&image).unwrap(), image_bytes, "image intact");
+    assert!(!maps.exists());
+}

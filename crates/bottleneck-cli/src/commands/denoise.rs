@@ -1,5 +1,6 @@
 //! `bottleneck denoise`: images or recordings through a denoising model.
 
+use bottleneck::io::{Output, refuse_overwrite};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -37,6 +38,8 @@ pub fn run(args: DenoiseArgs, device: &Device, bars: &Bars) -> Result<()> {
         tile,
         skip_bad,
     } = args;
+    // Outputs beside their inputs are refused file by file where they are written.
+    refuse_overwrite(&[&model], &[Output::File(&output)])?;
     match Model::load(&model, device)? {
         Model::AudioDenoiser(denoiser) => {
             let (written, silent, skipped) =

@@ -1,5 +1,6 @@
 //! `bottleneck encode`: the bottleneck code of every image or row.
 
+use bottleneck::io::{Output, refuse_overwrite};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -31,6 +32,7 @@ pub fn run(args: EncodeArgs, device: &Device, bars: &Bars) -> Result<()> {
         output,
         skip_bad,
     } = args;
+    refuse_overwrite(&[&model, &data], &[Output::File(&output)])?;
     let (rows, skipped) = encode_to_file(&model, &data, &output, skip_bad, device, bars)?;
     bars.note(&format!(
         "wrote {rows} codes to {}{}",

@@ -1,5 +1,6 @@
 //! `bottleneck impute`: fill the missing cells of a table with a table model.
 
+use bottleneck::io::{Output, refuse_overwrite};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -30,6 +31,7 @@ pub fn run(args: ImputeArgs, device: &Device, bars: &Bars) -> Result<()> {
         output,
         skip_bad,
     } = args;
+    refuse_overwrite(&[&model, &data], &[Output::File(&output)])?;
     let table = TableModel::load(&model, device)?;
     let (rows, filled) = table.impute_file(&data, &output, skip_bad, bars)?;
     bars.note(&format!(

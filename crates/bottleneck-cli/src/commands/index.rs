@@ -1,5 +1,6 @@
 //! `bottleneck index`: a catalogue of bottleneck codes for similarity search.
 
+use bottleneck::io::{Output, refuse_overwrite};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -42,6 +43,8 @@ pub fn run(args: IndexArgs, device: &Device, bars: &Bars) -> Result<()> {
         graph_from,
         skip_bad,
     } = args;
+    // With --append the catalogue at the output is read and written again, atomically.
+    refuse_overwrite(&[&model, &data], &[Output::File(&output)])?;
     let (catalogue, added, duplicates, skipped) = if append && output.exists() {
         let mut catalogue = Catalogue::open(&output)?;
         let given =

@@ -1,5 +1,6 @@
 //! `bottleneck report`: one self-contained HTML file about a model on some data.
 
+use bottleneck::io::{Output, refuse_overwrite};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -43,6 +44,7 @@ pub fn run(args: ReportArgs, device: &Device, bars: &Bars) -> Result<()> {
         label,
         skip_bad,
     } = args;
+    refuse_overwrite(&[&model, &data], &[Output::File(&output)])?;
     let options = ReportOptions {
         top,
         label_column: label,

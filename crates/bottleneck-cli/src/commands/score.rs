@@ -1,6 +1,7 @@
 //! `bottleneck score`: scores per image, row or recording, with heatmaps, explanations and
 //! an optional report from the same pass.
 
+use bottleneck::io::{Output, refuse_overwrite};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -63,6 +64,10 @@ pub fn run(args: ScoreArgs, device: &Device, bars: &Bars) -> Result<()> {
         label,
         skip_bad,
     } = args;
+    let mut outputs = vec![Output::File(&output)];
+    outputs.extend(maps.as_deref().map(Output::Folder));
+    outputs.extend(report.as_deref().map(Output::File));
+    refuse_overwrite(&[&model, &data], &outputs)?;
     let options = ReportOptions {
         top,
         label_column: label,

@@ -1,6 +1,7 @@
 //! `bottleneck train`: one of five model kinds (image, table or audio anomaly detection;
 //! image or audio denoising), chosen by --task and what DATA holds.
 
+use bottleneck::io::{Output, refuse_overwrite};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -385,6 +386,11 @@ impl TrainArgs {
 
 /// The model kind follows --task and DATA, checked in this order (the first that fits).
 pub fn run(args: TrainArgs, device: &Device, bars: &Bars) -> Result<()> {
+    let inputs: Vec<&std::path::Path> = [&args.data, &args.noisy, &args.clean]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .collect();
+    refuse_overwrite(&inputs, &[Output::File(&args.output)])?;
     if args.task == Task::Denoise && args.is_audio() {
         audio_denoiser(&args, device, bars)
     } else if args.task == Task::Denoise {
