@@ -90,7 +90,7 @@ pub fn refuse_overwrite(inputs: &[&Path], outputs: &[Output<'_>]) -> Result<()> 
             let clash = match (folder, input_is_dir) {
                 (false, false) => at == *input,
                 (false, true) => at.starts_with(input) && at.exists(),
-                (true, false) => at == *input || input.starts_with(&at) && at != *input,
+                (true, false) => input.starts_with(&at),
                 (true, true) => at.starts_with(input) || input.starts_with(&at),
             };
             if clash {
