@@ -129,6 +129,14 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The service stops gracefully on its own signal handling; every other command is
+    // stopped at once, without leaving a half-written output behind.
+    if !matches!(cli.command, Command::Serve(_)) {
+        let _ = ctrlc::set_handler(|| {
+            bottleneck::io::remove_temporaries();
+            std::process::exit(130);
+        });
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that stops early (`search ... | head`) is not a failure.

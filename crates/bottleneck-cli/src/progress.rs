@@ -67,8 +67,10 @@ impl Progress for Bars {
             return;
         }
         match self.bar.lock().expect("bar lock").as_ref() {
-            Some(b) => b.println(format!("warning: {message}")),
-            None => eprintln!("warning: {message}"),
+            // A hidden bar (stderr not a terminal: logs, CI, cron) prints nothing, so the
+            // warning goes straight to stderr there.
+            Some(b) if !b.is_hidden() => b.println(format!("warning: {message}")),
+            _ => eprintln!("warning: {message}"),
         }
     }
 }

@@ -195,12 +195,19 @@ fn bad_inputs_are_one_line_errors_with_nonzero_exit() {
             .count(),
         0
     );
-    // ... and is skipped with --skip-bad.
+    // ... and is skipped with --skip-bad, with a warning that reaches stderr when it is not
+    // a terminal (a log), where the progress bar is hidden.
     let mut skip = args.to_vec();
+    skip.retain(|a| *a != "--quiet");
     skip.push("--skip-bad");
     let o = run(&skip);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(read_csv(&csv).len(), 2);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("b.png"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -2,32 +2,100 @@
 //! goes to a temporary sibling first and is renamed into place once complete.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-/// The temporary sibling used while `path` is being written.
+/// Temporary files being written now, so that a signal handler can remove them
+/// ([`remove_temporaries`]) before the process ends.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The temporary sibling used while `path` is being written: `.NAME.PID.tmp`.
 fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
+    path.with_file_name(format!(".{}.{}.tmp", file_name(path), std::process::id()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+        .unwrap_or_else(|| "output".into())
+}
+
+/// Removes the temporary siblings of `path` left by writers that are gone (killed,
+/// crashed): `.NAME.PID.tmp` whose process no longer runs. Only where the running
+/// processes can be listed (`/proc`); elsewhere nothing is removed.
+fn remove_stale_siblings(path: &Path) {
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return;
+    }
+    let prefix = format!(".{}.", file_name(path));
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Removes the temporary files being written now. For a signal handler: the process is
+/// about to end, and its half-written outputs must not stay behind.
+pub fn remove_temporaries() {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for tmp in live.iter() {
+        let _ = std::fs::remove_file(tmp);
+    }
+}
+
+/// Removes its temporary file when dropped (on an error or a panic) unless the write
+/// completed, and keeps it listed in [`LIVE`] meanwhile.
+struct TempGuard(PathBuf);
+
+impl TempGuard {
+    fn new(tmp: PathBuf) -> Self {
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tmp.clone());
+        Self(tmp)
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p != &self.0);
+    }
 }
 
 /// Calls `write` with a temporary path next to `path`, then renames it onto `path`. The
-/// temporary file is removed when `write` fails. The parent folder is created if needed.
+/// temporary file is removed when `write` fails or panics (and by
+/// [`remove_temporaries`] on a signal); stale ones of earlier runs that were killed are
+/// removed first. The parent folder is created if needed.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    let tmp = temp_sibling(path);
-    match write(&tmp) {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    remove_stale_siblings(path);
+    let guard = TempGuard::new(temp_sibling(path));
+    write(&guard.0)?;
+    // After the rename the guard's removal finds nothing to remove.
+    std::fs::rename(&guard.0, path).map_err(|e| Error::io(path, e))
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -111,6 +179,33 @@ pub fn refuse_overwrite(inputs: &[&Path], outputs: &[Output<'_>]) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporaries_go_on_panic_and_stale_ones_of_dead_writers_are_cleaned() {
+        let dir = std::env::temp_dir().join(format!("bn-io-temps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("scores.csv");
+        // A writer that panics leaves nothing behind.
+        let r = std::panic::catch_unwind(|| {
+            let _ = write_atomic(&target, |tmp| {
+                std::fs::write(tmp, b"half").unwrap();
+                panic!("killed mid-write");
+            });
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        // Left by a killed run (no such process) and by a running one (pid 1).
+        let dead = dir.join(".scores.csv.4000000000.tmp");
+        let live = dir.join(".scores.csv.1.tmp");
+        let other = dir.join(".other.csv.4000000000.tmp");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        write_bytes_atomic(&target, b"done").unwrap();
+        assert!(!dead.exists(), "stale temporary of this target removed");
+        assert!(live.exists() && other.exists(), "others kept");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn outputs_may_not_write_over_inputs_however_the_path_is_spelt() {

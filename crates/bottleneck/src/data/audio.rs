@@ -101,6 +101,27 @@ fn most_common(rates: impl IntoIterator<Item = u32>) -> Option<u32> {
         .map(|(rate, _)| rate)
 }
 
+/// Sample rates a recording may have, in Hz: everything audio and vibration hardware
+/// records at, bounded so that a damaged header cannot size a resampler (a rate of 2^31 Hz
+/// took 8.6 GB).
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1..=768_000;
+
+/// What in a WAV header's format cannot be read.
+fn check_spec(spec: &hound::WavSpec) -> std::result::Result<(), String> {
+    if spec.channels == 0 {
+        return Err("no channels".into());
+    }
+    if !SAMPLE_RATES.contains(&spec.sample_rate) {
+        return Err(format!(
+            "a sample rate of {} Hz (readable: {} to {} Hz)",
+            spec.sample_rate,
+            SAMPLE_RATES.start(),
+            SAMPLE_RATES.end()
+        ));
+    }
+    Ok(())
+}
+
 fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: not a readable WAV file: {e}", path.display()))
 }
@@ -110,26 +131,38 @@ impl Audio {
     /// file, in a sample format WAV readers do not know, or truncated.
     pub fn read(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let reader =
             hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| bad(path, e))?;
         let spec = reader.spec();
-        if spec.channels == 0 || spec.sample_rate == 0 {
-            return Err(bad(path, "no channels or a sample rate of 0"));
+        check_spec(&spec).map_err(|e| bad(path, e))?;
+        // Sized from the header only once the file is known to hold that much: a header
+        // that claims more samples than the file has bytes is refused before allocating.
+        let claimed = reader.len() as u64;
+        let stored = claimed * u64::from(spec.bits_per_sample.div_ceil(8));
+        if stored > file_bytes {
+            return Err(bad(
+                path,
+                format!(
+                    "the header claims {claimed} samples ({stored} bytes) but the file has \
+                     {file_bytes} bytes (truncated or damaged)"
+                ),
+            ));
         }
-        let samples = match spec.sample_format {
-            hound::SampleFormat::Float => reader
-                .into_samples::<f32>()
-                .collect::<std::result::Result<Vec<f32>, _>>()
-                .map_err(|e| bad(path, e))?,
+        let mut samples = Vec::with_capacity(claimed as usize);
+        match spec.sample_format {
+            hound::SampleFormat::Float => {
+                for s in reader.into_samples::<f32>() {
+                    samples.push(s.map_err(|e| bad(path, e))?);
+                }
+            }
             hound::SampleFormat::Int => {
                 let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f64;
-                reader
-                    .into_samples::<i32>()
-                    .map(|s| s.map(|v| (v as f64 * scale) as f32))
-                    .collect::<std::result::Result<Vec<f32>, _>>()
-                    .map_err(|e| bad(path, e))?
+                for s in reader.into_samples::<i32>() {
+                    samples.push((s.map_err(|e| bad(path, e))? as f64 * scale) as f32);
+                }
             }
-        };
+        }
         if samples.len() % spec.channels as usize != 0 {
             return Err(bad(path, "the data ends inside a frame (truncated?)"));
         }
@@ -151,10 +184,13 @@ impl Audio {
     /// `sample_rate` Hz, as a 32-bit float WAV file would hold them. Fails on no channels, a
     /// rate of 0, a last frame cut short, or a sample that is not finite (named).
     pub fn from_samples(samples: Vec<f32>, channels: u16, sample_rate: u32) -> Result<Self> {
-        if channels == 0 || sample_rate == 0 {
-            return Err(Error::Invalid(
-                "a recording needs at least one channel and a positive sample rate".into(),
-            ));
+        if channels == 0 || !SAMPLE_RATES.contains(&sample_rate) {
+            return Err(Error::Invalid(format!(
+                "a recording needs at least one channel and a sample rate of {} to {} Hz \
+                 (got {channels} channels at {sample_rate} Hz)",
+                SAMPLE_RATES.start(),
+                SAMPLE_RATES.end()
+            )));
         }
         if !samples.len().is_multiple_of(channels as usize) {
             return Err(Error::Invalid(format!(
@@ -182,6 +218,7 @@ impl Audio {
     /// The format of the WAV file at `path` from its header alone (rate, channels, depth).
     pub fn read_spec(path: &Path) -> Result<hound::WavSpec> {
         let reader = hound::WavReader::open(path).map_err(|e| bad(path, e))?;
+        check_spec(&reader.spec()).map_err(|e| bad(path, e))?;
         Ok(reader.spec())
     }
 
@@ -230,6 +267,13 @@ impl Audio {
     pub fn resampled(&self, rate: u32) -> Result<Self> {
         use rubato::audioadapter_buffers::direct::InterleavedSlice;
         use rubato::{Fft, FixedSync, Resampler};
+        if !SAMPLE_RATES.contains(&rate) {
+            return Err(Error::Invalid(format!(
+                "cannot resample to {rate} Hz: rates run from {} to {} Hz",
+                SAMPLE_RATES.start(),
+                SAMPLE_RATES.end()
+            )));
+        }
         if rate == self.sample_rate() || self.frames() == 0 {
             let mut same = self.clone();
             same.spec.sample_rate = rate;
@@ -346,6 +390,57 @@ mod tests {
                 std::fs::read(&again).unwrap()
             );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn headers_that_lie_about_rate_or_length_are_refused_before_allocating() {
+        let dir = scratch("audio-headers");
+        let good = dir.join("good.wav");
+        // 8-bit mono PCM: a canonical 44-byte header, and a byte rate of 2^31 stays
+        // consistent with a rate of 2^31 Hz.
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 8,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&good, spec).unwrap();
+        for v in tone(400, 1) {
+            w.write_sample((v * 100.0) as i8).unwrap();
+        }
+        w.finalize().unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        assert_eq!(&bytes[36..40], b"data", "a canonical header");
+        // Sample rate at 24, byte rate at 28, data size at 40.
+        let with = |fields: &[(usize, u32)]| {
+            let mut b = bytes.clone();
+            for &(offset, value) in fields {
+                b[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+            }
+            b
+        };
+        let cases = [
+            (
+                "rate.wav",
+                with(&[(24, 1 << 31), (28, 1 << 31)]),
+                "sample rate of 2147483648 Hz",
+            ),
+            (
+                "length.wav",
+                with(&[(40, 0xffff_fff0)]),
+                "the header claims",
+            ),
+        ];
+        for (name, data, needle) in cases {
+            let path = dir.join(name);
+            std::fs::write(&path, data).unwrap();
+            let err = Audio::read(&path).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains(needle), "{err}");
+        }
+        assert!(Audio::read_spec(&dir.join("rate.wav")).is_err());
+        let err = Audio::read(&good).unwrap().resampled(1 << 31).unwrap_err();
+        assert!(err.to_string().contains("2147483648 Hz"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -329,16 +329,69 @@ impl TableReader {
     }
 }
 
-/// Reads a 2-D float `.npy` (f32 or f64) as f64.
+/// Reads a 2-D float `.npy` (f32 or f64) as f64. The header is checked against the file's
+/// size before anything is allocated from it: a shape that claims more (or fewer) values
+/// than the file holds is named as such.
 fn read_npy(path: &Path) -> Result<ndarray::Array2<f64>> {
     use ndarray_npy::ReadNpyExt;
+    use ndarray_npy::npy::header::Header;
+    use std::io::{Read, Seek};
     let bad = |reason: String| Error::Invalid(format!("{}: {reason}", path.display()));
-    let open = || File::open(path).map_err(|e| Error::io(path, e));
-    match ndarray::Array2::<f64>::read_npy(open()?) {
-        Ok(a) => Ok(a),
-        Err(_) => ndarray::Array2::<f32>::read_npy(open()?)
-            .map(|a| a.mapv(|v| v as f64))
-            .map_err(|e| bad(format!("expected a 2-D float32 or float64 array ({e})"))),
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    // Magic (6 bytes), version (2), header length (2 bytes in version 1, 4 after).
+    let mut start = [0u8; 12];
+    file.read_exact(&mut start)
+        .map_err(|_| bad("not an .npy file (too short)".into()))?;
+    let header_len = match start[6] {
+        1 => u64::from(u16::from_le_bytes([start[8], start[9]])),
+        _ => u64::from(u32::from_le_bytes([
+            start[8], start[9], start[10], start[11],
+        ])),
+    };
+    if &start[..6] != b"\x93NUMPY" || header_len > file_len.min(1 << 20) {
+        return Err(bad(
+            "not an .npy file (bad magic string or header length)".into()
+        ));
+    }
+    file.rewind().map_err(|e| Error::io(path, e))?;
+    let header =
+        Header::from_reader(&mut file).map_err(|e| bad(format!("not an .npy file ({e})")))?;
+    let data_start = file.stream_position().map_err(|e| Error::io(path, e))?;
+    let dtype = header.type_descriptor.to_string();
+    let width = match dtype.trim_matches(['\'', '"']) {
+        "<f8" => 8u64,
+        "<f4" => 4,
+        _ => {
+            return Err(bad(format!(
+                "expected a 2-D float32 or float64 array (little-endian), not dtype {dtype}"
+            )));
+        }
+    };
+    let [rows, cols] = header.shape[..] else {
+        return Err(bad(format!(
+            "expected a 2-D array, not shape {:?}",
+            header.shape
+        )));
+    };
+    let needed = (rows as u64)
+        .checked_mul(cols as u64)
+        .and_then(|n| n.checked_mul(width));
+    let held = file_len - data_start;
+    if needed != Some(held) {
+        return Err(bad(format!(
+            "the header says {rows} x {cols} values of {width} bytes, but the file holds \
+             {held} bytes of data (truncated or damaged)"
+        )));
+    }
+    file.rewind().map_err(|e| Error::io(path, e))?;
+    let read = |e: ndarray_npy::ReadNpyError| bad(format!("cannot read the array ({e})"));
+    if width == 8 {
+        ndarray::Array2::<f64>::read_npy(file).map_err(read)
+    } else {
+        ndarray::Array2::<f32>::read_npy(file)
+            .map(|a| a.mapv(f64::from))
+            .map_err(read)
     }
 }
 
@@ -1103,6 +1156,50 @@ mod tests {
             err.contains("missing columns the model was trained on: d, e"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn npy_headers_that_lie_about_shape_or_type_are_named_before_allocating() {
+        let good = temp("good.npy");
+        ndarray_npy::write_npy(
+            &good,
+            &ndarray::array![[1.0f32, 2.0], [3.0, 4.0], [5.0, 6.0]],
+        )
+        .unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        assert_eq!(TableReader::open(&good).unwrap().header().len(), 2);
+        // The header dictionary, spaces-padded: swap a field keeping the file's length.
+        let edit = |from: &str, to: &str| {
+            let at = bytes
+                .windows(from.len())
+                .position(|w| w == from.as_bytes())
+                .unwrap();
+            let mut out = bytes[..at].to_vec();
+            out.extend_from_slice(to.as_bytes());
+            let rest = &bytes[at + from.len()..];
+            let newline = rest.iter().position(|&b| b == b'\n').unwrap();
+            let trim = to.len().saturating_sub(from.len());
+            out.extend_from_slice(&rest[..newline - trim]);
+            out.extend_from_slice(&rest[newline..]);
+            assert_eq!(out.len(), bytes.len());
+            out
+        };
+        for (name, data, needle) in [
+            (
+                "huge.npy",
+                edit("(3, 2)", "(99999999999, 2)"),
+                "the header says",
+            ),
+            ("short.npy", edit("(3, 2)", "(4, 2)"), "holds 24 bytes"),
+            ("ints.npy", edit("'<f4'", "'<i4'"), "not dtype '<i4'"),
+            ("flat.npy", edit("(3, 2)", "(6,)  "), "not shape [6]"),
+            ("text.npy", b"id,value\n1,2\n".to_vec(), "not an .npy file"),
+        ] {
+            let path = temp(name);
+            std::fs::write(&path, data).unwrap();
+            let err = TableReader::open(&path).err().unwrap().to_string();
+            assert!(err.contains(name) && err.contains(needle), "{err}");
+        }
     }
 
     #[test]

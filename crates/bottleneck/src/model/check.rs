@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::fmt::Display;
 
+use crate::data::audio::SAMPLE_RATES;
 use crate::data::images::ImagePrep;
 use crate::data::scaling::TablePrep;
 use crate::data::spectral::MelSpec;
@@ -34,8 +35,6 @@ pub const MAX_FEATURES: usize = 1 << 20;
 pub const MAX_LAYERS: usize = 32;
 /// Most refinement passes of `impute`.
 pub const MAX_IMPUTE_ITERATIONS: usize = 1000;
-/// Sample rates a model may work at, in Hz.
-pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1000..=384_000;
 /// Longest STFT frame.
 pub const MAX_FFT: usize = 1 << 16;
 /// Most frames stacked into one network input.

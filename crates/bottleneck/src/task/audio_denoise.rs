@@ -321,8 +321,17 @@ impl AudioDenoiseParams {
                 "hidden layer widths must be at least 1".into(),
             ));
         }
-        if self.sample_rate == Some(0) {
-            return Err(Error::param("sample_rate", "must be positive"));
+        if let Some(rate) = self.sample_rate
+            && !crate::data::audio::SAMPLE_RATES.contains(&rate)
+        {
+            return Err(Error::param(
+                "sample_rate",
+                format!(
+                    "{rate} Hz is outside {} to {} Hz",
+                    crate::data::audio::SAMPLE_RATES.start(),
+                    crate::data::audio::SAMPLE_RATES.end()
+                ),
+            ));
         }
         if self.epochs == Some(0) {
             return Err(Error::param("epochs", "must be at least 1"));
