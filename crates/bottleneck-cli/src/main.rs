@@ -46,6 +46,11 @@ struct Cli {
     /// CPU), cpu, or vulkan.
     #[arg(long, global = true, default_value = "auto")]
     device: String,
+    /// Most megapixels one image may have; larger files are refused (skipped with
+    /// --skip-bad) from their header, before decoding. Raise it for very large scans (one
+    /// image takes about 20 bytes a pixel while it is decoded and converted).
+    #[arg(long, global = true, default_value_t = 64.0)]
+    max_megapixels: f64,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +111,10 @@ enum Command {
 
 fn run(cli: Cli) -> Result<()> {
     let bars = Bars::new(cli.quiet);
+    if !(cli.max_megapixels.is_finite() && cli.max_megapixels > 0.0) {
+        anyhow::bail!("--max-megapixels {} must be above 0", cli.max_megapixels);
+    }
+    bottleneck::data::images::set_max_pixels((cli.max_megapixels * 1e6).round() as u64);
     let (device, device_name) = select_device(&cli.device)?;
     if matches!(cli.command, Command::Train(_) | Command::Demo(_)) {
         bars.note(&format!("device: {device_name}"));

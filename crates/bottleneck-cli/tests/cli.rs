@@ -964,3 +964,81 @@ fn no_command_writes_over_its_own_inputs() {
     assert_eq!(std::fs::read(&image).unwrap(), image_bytes, "image intact");
     assert!(!maps.exists());
 }
+
+/// CRC-32 (PNG's chunk checksum), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A small PNG whose header claims `w` x `h` pixels (a decompression bomb as the decoder
+/// would see it: the claim is all that is read before the size is refused).
+fn png_claiming(path: &Path, w: u32, h: u32) {
+    let mut bytes = Vec::new();
+    image::GrayImage::new(1, 1)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    // Signature (8), IHDR length (4) and type (4), then width and height.
+    bytes[16..20].copy_from_slice(&w.to_be_bytes());
+    bytes[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn oversized_and_unreadable_images_are_refused_or_skipped_from_the_first_file_on() {
+    let (data, model) = trained();
+    let dir = scratch("probe");
+    let good = dir.join("good");
+    std::fs::create_dir_all(&good).unwrap();
+    // The first file in order is unreadable, the second claims 400 megapixels.
+    std::fs::write(good.join("000.png"), b"junk").unwrap();
+    png_claiming(&good.join("001.png"), 20_000, 20_000);
+    for i in 0..12 {
+        std::fs::copy(
+            data.join(format!("train/good/{i:03}.png")),
+            good.join(format!("{:03}.png", i + 2)),
+        )
+        .unwrap();
+    }
+    let m = dir.join("m.safetensors");
+    let (g, ms) = (good.to_str().unwrap(), m.to_str().unwrap());
+    let o = run(&[&["train", g, "-o", ms, "--quiet"][..], &SMALL].concat());
+    assert_one_line_error(&o, "000.png");
+    let o = run(&[&["train", g, "-o", ms, "--skip-bad"][..], &SMALL].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("000.png") && stderr.contains("001.png"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("400.0 megapixels"), "{stderr}");
+
+    let csv = dir.join("scores.csv");
+    let args = [
+        "score",
+        model.to_str().unwrap(),
+        g,
+        "-o",
+        csv.to_str().unwrap(),
+    ];
+    let o = run(&[&args[..], &["--quiet"]].concat());
+    assert!(!o.status.success());
+    let o = run(&[&args[..], &["--skip-bad", "--max-megapixels", "1"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(read_csv(&csv).len(), 1 + 12);
+}

@@ -2,6 +2,7 @@
 //! files, and the fixed preprocessing (channels, square resize) stored in the model file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::{DynamicImage, imageops::FilterType};
 use rayon::prelude::*;
@@ -71,16 +72,102 @@ pub fn training_folder(data: &Path) -> PathBuf {
     }
 }
 
-/// Decodes one image file; the error names the file.
+/// Most pixels of one image decoded from a file unless raised with [`set_max_pixels`]: 64
+/// megapixels (8000 x 8000), about 1 GB at the peak of decoding and converting one image.
+/// Checked in the file's header before decoding, since a small compressed file can decode
+/// to gigabytes (a 380 KB PNG of 400 megapixels took 2 GB).
+pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
+
+static MAX_PIXELS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PIXELS);
+
+/// Sets the most pixels one image may have for this process (see [`DEFAULT_MAX_PIXELS`]).
+pub fn set_max_pixels(pixels: u64) {
+    MAX_PIXELS.store(pixels.max(1), Ordering::Relaxed);
+}
+
+/// The most pixels one image may have.
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS.load(Ordering::Relaxed)
+}
+
+/// Bytes one pixel can take at the peak of decoding and converting (the decoded image and
+/// its float copy, four channels).
+pub const PEAK_BYTES_PER_PIXEL: u64 = 20;
+
+/// Width and height of the image at `path` from its header, without decoding. Fails naming
+/// the file when it is not an image or has more pixels than [`max_pixels`].
+pub fn dimensions(path: &Path) -> Result<(u32, u32)> {
+    let bad = |message: String| Error::Image {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (w, h) = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .into_dimensions()
+        .map_err(|e| bad(e.to_string()))?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > max_pixels() {
+        return Err(bad(format!(
+            "{w}x{h} is {:.1} megapixels, above the limit of {:.1} megapixels per image \
+             (max_pixels)",
+            pixels as f64 / 1e6,
+            max_pixels() as f64 / 1e6
+        )));
+    }
+    Ok((w, h))
+}
+
+/// Decodes the image at `path`, after checking its size in the header ([`dimensions`]).
+/// Fails naming the file when it cannot be read or decoded, or is too large.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = image::ImageReader::open(path)
+    dimensions(path)?;
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    // The header checked above could still differ from what the decoder finds (a
+    // multi-frame TIFF): the decoder holds to the same bound.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels().saturating_mul(8));
+    reader.limits(limits);
     reader.decode().map_err(|e| Error::Image {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// `paths` cut into batches of at most `max_images` whose images together stay under
+/// `budget` bytes at the peak of decoding ([`PEAK_BYTES_PER_PIXEL`], sizes from the headers;
+/// a file whose header cannot be read counts as nothing and fails when decoded). A batch
+/// holds at least one image. Returns the start of each batch and its end.
+pub fn batches_by_bytes(
+    paths: &[PathBuf],
+    max_images: usize,
+    budget: u64,
+) -> Vec<std::ops::Range<usize>> {
+    let sizes: Vec<u64> = paths
+        .par_iter()
+        .map(|p| {
+            image::image_dimensions(p)
+                .map(|(w, h)| u64::from(w) * u64::from(h) * PEAK_BYTES_PER_PIXEL)
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > start && (i - start == max_images || bytes + size > budget) {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < paths.len() {
+        out.push(start..paths.len());
+    }
+    out
 }
 
 /// How images become network inputs: channel count and the side of the square they are
@@ -136,14 +223,29 @@ impl ImagePrep {
 }
 
 /// Channels to use for a set of images: 3 when any of the first few is in colour, else 1.
-/// Grayscale stays one channel (tools that force three channels triple the work).
-pub fn detect_channels(paths: &[PathBuf]) -> Result<usize> {
-    for path in paths.iter().take(16) {
-        if decode(path)?.color().has_color() {
-            return Ok(3);
+/// Grayscale stays one channel (tools that force three channels triple the work). With
+/// `skip_bad`, files that cannot be decoded are passed over here as they are when the set
+/// is read; otherwise the first one is the error.
+pub fn detect_channels(paths: &[PathBuf], skip_bad: bool) -> Result<usize> {
+    let mut looked = 0;
+    let mut first_error = None;
+    for path in paths {
+        match decode(path) {
+            Ok(img) if img.color().has_color() => return Ok(3),
+            Ok(_) => looked += 1,
+            Err(e) if skip_bad => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+        if looked == 16 {
+            break;
         }
     }
-    Ok(1)
+    match first_error {
+        Some(e) if looked == 0 => Err(e),
+        _ => Ok(1),
+    }
 }
 
 /// Channels to use for images in memory, by the rule of [`detect_channels`].
@@ -155,13 +257,20 @@ pub fn channels_of(images: &[DynamicImage]) -> usize {
     }
 }
 
-/// Side of the first image's longer edge, used to pick a default input size.
-pub fn native_size(path: &Path) -> Result<usize> {
-    let (w, h) = image::image_dimensions(path).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok(w.max(h) as usize)
+/// Side of the first image's longer edge, used to pick a default input size; with
+/// `skip_bad`, of the first image whose header can be read.
+pub fn native_size(paths: &[PathBuf], skip_bad: bool) -> Result<usize> {
+    let mut first_error = None;
+    for path in paths {
+        match dimensions(path) {
+            Ok((w, h)) => return Ok(w.max(h) as usize),
+            Err(e) if skip_bad => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_error.unwrap_or_else(|| Error::Invalid("no images".into())))
 }
 
 /// Training images kept in memory when they fit under a budget, or decoded batch by batch
@@ -312,6 +421,24 @@ mod tests {
     use crate::testing::scratch;
 
     #[test]
+    fn batches_are_bounded_by_decoded_bytes_not_only_by_count() {
+        let dir = crate::testing::scratch("batches");
+        let mut paths = Vec::new();
+        for (i, side) in [10u32, 10, 100, 10, 10, 10].iter().enumerate() {
+            let p = dir.join(format!("{i}.png"));
+            image::GrayImage::new(*side, *side).save(&p).unwrap();
+            paths.push(p);
+        }
+        let small = 100 * PEAK_BYTES_PER_PIXEL;
+        // Room for three small images: the large one comes alone.
+        let b = batches_by_bytes(&paths, 32, 3 * small);
+        assert_eq!(b, vec![0..2, 2..3, 3..6]);
+        // The count still caps a batch.
+        assert_eq!(batches_by_bytes(&paths, 4, u64::MAX), vec![0..4, 4..6]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn sixteen_bit_gray_is_scaled_to_unit_range_and_stays_one_channel() {
         let d = scratch("images-gray16");
         let img = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(8, 8, |x, _| {
@@ -320,7 +447,7 @@ mod tests {
         let p = d.join("a.png");
         img.save(&p).unwrap();
         let paths = find_images(&d).unwrap();
-        assert_eq!(detect_channels(&paths).unwrap(), 1);
+        assert_eq!(detect_channels(&paths, false).unwrap(), 1);
         let prep = ImagePrep {
             channels: 1,
             image_size: 8,

@@ -148,7 +148,7 @@ impl Denoiser {
         let started = std::time::Instant::now();
         params.check()?;
         let mut paths = find_images(clean)?;
-        let channels = detect_channels(&paths)?;
+        let channels = detect_channels(&paths, params.skip_bad)?;
         // Probe the spec's arguments before reading anything.
         DenoiseSpec::new(channels, params.width, params.levels, params.patch)?;
         let per_image = |p: &Path| -> Result<usize> {

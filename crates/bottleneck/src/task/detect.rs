@@ -9,8 +9,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::images::{
-    ImagePrep, ImageSet, channels_of, decode, detect_channels, find_images, native_size,
-    training_folder,
+    ImagePrep, ImageSet, batches_by_bytes, channels_of, decode, detect_channels, find_images,
+    native_size, training_folder,
 };
 use crate::data::mvtec::test_images;
 use crate::error::{Error, Result};
@@ -119,6 +119,9 @@ impl DetectParams {
 const TARGET_STEPS: usize = 2000;
 /// Images per forward pass when scoring.
 const SCORE_BATCH: usize = 32;
+/// Bytes the decoded images of one scoring batch may take at their peak: large images
+/// come in smaller batches (down to one), so memory is bounded by bytes, not image count.
+const BATCH_BYTES: u64 = 1 << 30;
 
 /// A trained detector: the network and its model-file metadata.
 pub struct Detector {
@@ -179,9 +182,9 @@ impl Detector {
         let paths = find_images(&folder)?;
         let image_size = match params.image_size {
             Some(s) => s,
-            None => default_image_size(native_size(&paths[0])?),
+            None => default_image_size(native_size(&paths, params.skip_bad)?),
         };
-        let channels = detect_channels(&paths)?;
+        let channels = detect_channels(&paths, params.skip_bad)?;
         let prep = ImagePrep {
             channels,
             image_size,
@@ -561,12 +564,13 @@ impl Detector {
     ) -> Result<usize> {
         let mut skipped = 0;
         progress.stage(stage, paths.len() as u64);
-        for (b, chunk) in paths.chunks(SCORE_BATCH).enumerate() {
+        for batch in batches_by_bytes(paths, SCORE_BATCH, BATCH_BYTES) {
+            let chunk = &paths[batch.clone()];
             let decoded: Vec<Result<DynamicImage>> = chunk.par_iter().map(|p| decode(p)).collect();
             let mut ok = Vec::with_capacity(chunk.len());
             for (i, r) in decoded.into_iter().enumerate() {
                 match r {
-                    Ok(img) => ok.push((b * SCORE_BATCH + i, img)),
+                    Ok(img) => ok.push((batch.start + i, img)),
                     Err(e) if skip_bad => {
                         progress.warn(&format!("skipped: {e}"));
                         skipped += 1;
