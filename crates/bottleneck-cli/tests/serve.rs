@@ -933,3 +933,111 @@ fn page_scores_a_typed_row_and_an_uploaded_csv_in_chromium() {
     assert_eq!(typed, want[0], "the typed row is the CSV's first row");
     assert_eq!(uploaded, want);
 }
+
+/// Status, `access-control-allow-origin` and body of one request with extra headers.
+fn call_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Option<String>, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let mut response = agent
+        .run(request.body(body.to_vec()).unwrap())
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let origin = response
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, origin, text)
+}
+
+#[test]
+fn service_limits_rows_checks_its_token_and_headers_and_says_when_ready() {
+    let model = table_model();
+    let dir = scratch("serve-limits");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+    let server = Server::start(
+        model,
+        &[
+            "--max-rows",
+            "5",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--cors-origin",
+            "https://app.example.com",
+        ],
+    );
+    let auth = ("authorization", "Bearer s3cret-token-0123456789");
+    let csv = ("content-type", "text/csv");
+    let rows = |n: usize, header: &str| {
+        let mut text = format!("{header}\n");
+        for (row, _) in sensor_rows(n, false, 7) {
+            let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            text.push_str(&cells.join(","));
+            text.push('\n');
+        }
+        text.into_bytes()
+    };
+    let good = rows(5, &SENSORS.join(","));
+    // Probes need no token; everything else does.
+    for path in ["/healthz", "/readyz"] {
+        let (status, _, body) = call_with("GET", &server.url(path), &[], b"");
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let ready = json_of(&call_with("GET", &server.url("/readyz"), &[], b"").2);
+    assert_eq!(ready["served"], "table-detector");
+    let score = server.url("/v1/score");
+    let wrong = ("authorization", "Bearer s3cret-token-0123456780");
+    for headers in [vec![csv], vec![csv, wrong]] {
+        let (status, _, body) = call_with("POST", &score, &headers, &good);
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, _, body) = call_with("GET", &server.url("/v1/model"), &[], b"");
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = call_with("POST", &score, &[csv, auth], &good);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["items"].as_array().unwrap().len(), 5);
+    // One row too many, and a header naming a column twice: refused, and the service
+    // goes on answering.
+    let (status, _, body) = call_with("POST", &score, &[csv, auth], &rows(6, &SENSORS.join(",")));
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("more than 5 rows"), "{body}");
+    let twice = format!("{},{}", SENSORS[..SENSORS.len() - 1].join(","), SENSORS[0]);
+    let (status, _, body) = call_with("POST", &score, &[csv, auth], &rows(2, &twice));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("appears twice"), "{body}");
+    let (status, _, _) = call_with("POST", &score, &[csv, auth], &good);
+    assert_eq!(status, 200);
+    // A browser page from the named origin may call it; another origin is not named.
+    let preflight = |origin: &str| {
+        call_with(
+            "OPTIONS",
+            &score,
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                ),
+            ],
+            b"",
+        )
+    };
+    let (_, allowed, _) = preflight("https://app.example.com");
+    assert_eq!(allowed.as_deref(), Some("https://app.example.com"));
+    let (_, allowed, _) = preflight("https://evil.example.com");
+    assert_eq!(allowed, None);
+}

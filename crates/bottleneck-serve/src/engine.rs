@@ -55,6 +55,15 @@ impl Served {
         }
     }
 
+    /// The name `GET /v1/model` and `/readyz` give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ImageDetector => "image-detector",
+            Self::TableDetector => "table-detector",
+            Self::ImageDenoiser => "image-denoiser",
+        }
+    }
+
     /// The endpoints this model answers, for error messages and the page.
     pub fn endpoints(self) -> &'static str {
         match self {
@@ -120,6 +129,47 @@ impl Model {
                 Model::Denoise(Box::new(Denoiser::from_bytes(path, bytes, device)?))
             }
         })
+    }
+
+    /// Runs the model once on a plain input of its kind (a mid-gray image, a row at the
+    /// training centre): a model that loads but cannot answer fails here, before the
+    /// service says it is ready, rather than on every request.
+    fn self_check(&self) -> std::result::Result<(), String> {
+        use bottleneck::{AnomalyDetector, Transformer};
+        let gray = |side: usize| {
+            DynamicImage::ImageLuma8(image::GrayImage::from_pixel(
+                side as u32,
+                side as u32,
+                image::Luma([128]),
+            ))
+        };
+        let run = || -> bottleneck::Result<bool> {
+            Ok(match self {
+                Model::Images(d) => d.score(&[gray(d.meta().prep.image_size)])?[0]
+                    .p_value
+                    .is_finite(),
+                Model::Table(t) => {
+                    let prep = &t.meta().prep;
+                    let row = bottleneck::ndarray::Array2::from_shape_vec(
+                        (1, prep.center.len()),
+                        prep.center.clone(),
+                    )
+                    .map_err(|e| bottleneck::Error::Invalid(e.to_string()))?;
+                    let table = bottleneck::Table::new(prep.features.clone(), row)?;
+                    t.score(&table)?[0].p_value.is_finite()
+                }
+                Model::Denoise(d) => {
+                    let side = 2 * d.meta().spec.patch;
+                    d.transform(&[gray(side)])?[0].width() as usize == side
+                }
+            })
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(run)) {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err("it gave no usable answer on a test input".into()),
+            Ok(Err(e)) => Err(format!("it fails on a test input: {e}")),
+            Err(_) => Err("it crashed on a test input".into()),
+        }
     }
 
     /// What `GET /v1/model` shows: the metadata without the long per-pixel and per-sample
@@ -194,6 +244,12 @@ impl Pool {
         // One load up front, so a bad file fails before any thread starts and the
         // description comes from the file being served.
         let first = Model::load(served, path, bytes.clone(), device)?;
+        first
+            .self_check()
+            .map_err(|reason| bottleneck::Error::ModelFile {
+                path: path.to_path_buf(),
+                reason: format!("cannot be served: {reason}"),
+            })?;
         let info = first.describe(path);
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));

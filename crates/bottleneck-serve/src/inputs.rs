@@ -82,17 +82,18 @@ pub async fn body(req: Request) -> Result<Bytes, ApiError> {
 }
 
 /// Table rows as sent: JSON or CSV text, parsed on a worker (a large JSON body takes a
-/// while to parse and must not hold up the async threads).
+/// while to parse and must not hold up the async threads), with the most rows accepted.
 #[derive(Debug, Clone)]
-pub enum RowsBody {
-    Json(Bytes),
-    Csv(Bytes),
+pub struct RowsBody {
+    bytes: Bytes,
+    csv: bool,
+    max_rows: usize,
 }
 
 /// Reads a rows request: CSV when the content type says so (`text/csv`), or when it does not
 /// say JSON and the body does not start like JSON (curl's default form type, say); JSON
-/// otherwise.
-pub async fn rows(req: Request) -> Result<RowsBody, ApiError> {
+/// otherwise. More than `max_rows` rows are refused (413) when parsed.
+pub async fn rows(req: Request, max_rows: usize) -> Result<RowsBody, ApiError> {
     let kind = content_type(&req);
     let bytes = body(req).await?;
     let starts_like_json = bytes
@@ -103,11 +104,17 @@ pub async fn rows(req: Request) -> Result<RowsBody, ApiError> {
         kind.as_str(),
         "text/csv" | "application/csv" | "text/tab-separated-values"
     ) || (!kind.contains("json") && !starts_like_json);
-    Ok(if csv {
-        RowsBody::Csv(bytes)
-    } else {
-        RowsBody::Json(bytes)
+    Ok(RowsBody {
+        bytes,
+        csv,
+        max_rows,
     })
+}
+
+fn too_many_rows(max: usize) -> ApiError {
+    ApiError::too_large(format!(
+        "more than {max} rows in one request; send them in several (the service's --max-rows)"
+    ))
 }
 
 impl RowsBody {
@@ -120,20 +127,19 @@ impl RowsBody {
         features: &[String],
         id_column: Option<&str>,
     ) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
-        match self {
-            RowsBody::Csv(bytes) => csv_cells(&bytes, id_column),
-            RowsBody::Json(bytes) => {
-                let value = serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-                json_cells(value, features, id_column)
-            }
+        if self.csv {
+            return csv_cells(&self.bytes, id_column, self.max_rows);
         }
+        let value = serde_json::from_slice(&self.bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        json_cells(value, features, id_column, self.max_rows)
     }
 }
 
 fn csv_cells(
     bytes: &[u8],
     id_column: Option<&str>,
+    max_rows: usize,
 ) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
     let delimiter = if bytes
         .split(|&b| b == b'\n')
@@ -153,10 +159,14 @@ fn csv_cells(
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
+    bottleneck::data::table::check_header(&header).map_err(ApiError::unprocessable)?;
     // The id is kept as written ("007" stays "007").
     let id = id_column.and_then(|name| header.iter().position(|h| h == name));
     let mut cells = Vec::new();
     for (i, record) in reader.records().enumerate() {
+        if i == max_rows {
+            return Err(too_many_rows(max_rows));
+        }
         let record = record
             .map_err(|e| ApiError::bad_request(format!("malformed CSV row {}: {e}", i + 1)))?;
         cells.extend(record.iter().enumerate().map(|(j, text)| {
@@ -178,6 +188,7 @@ fn json_cells(
     value: Value,
     features: &[String],
     id_column: Option<&str>,
+    max_rows: usize,
 ) -> Result<(Vec<String>, Vec<Cell>, bool), ApiError> {
     let rows = match value {
         Value::Object(mut o) if o.get("rows").is_some_and(Value::is_array) => {
@@ -197,6 +208,9 @@ fn json_cells(
     };
     if rows.is_empty() {
         return Err(ApiError::bad_request("no rows in the request".into()));
+    }
+    if rows.len() > max_rows {
+        return Err(too_many_rows(max_rows));
     }
     let by_position = rows[0].is_array();
     let mut header: Vec<String> = features.to_vec();
@@ -301,12 +315,13 @@ mod tests {
             json!({"rows": [{"a": 1, "b": null, "c": 9}]}),
             &feats(),
             None,
+            100,
         )
         .unwrap();
         assert_eq!(h, feats());
         assert_eq!(c, vec![Cell::Number(1.0), Cell::Missing]);
         assert!(!pos);
-        let (_, c, pos) = json_cells(json!([[1, "2.5"], [3, "NA"]]), &feats(), None).unwrap();
+        let (_, c, pos) = json_cells(json!([[1, "2.5"], [3, "NA"]]), &feats(), None, 100).unwrap();
         assert!(pos);
         assert_eq!(
             c,
@@ -317,37 +332,42 @@ mod tests {
                 Cell::Missing
             ]
         );
-        let (h, c, _) =
-            json_cells(json!({"a": 1, "b": 2, "id": "007"}), &feats(), Some("id")).unwrap();
-        assert_eq!(h.last().map(String::as_str), Some("id"));
+        let (h, c, _) = json_cells(
+            json!({"a": 1, "b": 2, "id": "007"}),
+            &feats(),
+            Some("id"),
+            100,
+        )
+        .unwrap();
+        assert_eq!(h.last().map(String::as_str), Some("id"), 100);
         assert_eq!(c[2], Cell::Text("007".into()));
         let (_, c, _) =
-            json_cells(json!({"a": 1, "b": 2, "id": 12}), &feats(), Some("id")).unwrap();
+            json_cells(json!({"a": 1, "b": 2, "id": 12}), &feats(), Some("id"), 100).unwrap();
         assert_eq!(c[2], Cell::Text("12".into()));
     }
 
     #[test]
     fn json_rows_with_wrong_columns_name_row_and_feature() {
-        let e = json_cells(json!([{"a": 1, "b": 2}, {"a": 1}]), &feats(), None).unwrap_err();
+        let e = json_cells(json!([{"a": 1, "b": 2}, {"a": 1}]), &feats(), None, 100).unwrap_err();
         assert_eq!(e.status.as_u16(), 422);
         assert!(
             e.message.contains("row 2: missing feature b"),
             "{}",
             e.message
         );
-        let e = json_cells(json!([[1, 2, 3]]), &feats(), None).unwrap_err();
+        let e = json_cells(json!([[1, 2, 3]]), &feats(), None, 100).unwrap_err();
         assert!(e.message.contains("row 1: 3 values"), "{}", e.message);
-        let e = json_cells(json!([{"a": true, "b": 1}]), &feats(), None).unwrap_err();
+        let e = json_cells(json!([{"a": true, "b": 1}]), &feats(), None, 100).unwrap_err();
         assert!(e.message.contains("column 'a': a boolean"), "{}", e.message);
-        let e = json_cells(json!("text"), &feats(), None).unwrap_err();
+        let e = json_cells(json!("text"), &feats(), None, 100).unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
-        let e = json_cells(json!([[1, 2], {"a": 1, "b": 2}]), &feats(), None).unwrap_err();
+        let e = json_cells(json!([[1, 2], {"a": 1, "b": 2}]), &feats(), None, 100).unwrap_err();
         assert!(e.message.contains("row 2 is an object"), "{}", e.message);
     }
 
     #[test]
     fn csv_rows_keep_names_and_gaps() {
-        let (h, c, pos) = csv_cells(b"b,a\n1,\n2,3\n", None).unwrap();
+        let (h, c, pos) = csv_cells(b"b,a\n1,\n2,3\n", None, 100).unwrap();
         assert_eq!(h, vec!["b".to_string(), "a".to_string()]);
         assert!(!pos);
         assert_eq!(
@@ -359,11 +379,19 @@ mod tests {
                 Cell::Number(3.0)
             ]
         );
-        let (h, _, _) = csv_cells(b"a\tb\n1\t2\n", None).unwrap();
+        let (h, _, _) = csv_cells(b"a\tb\n1\t2\n", None, 100).unwrap();
         assert_eq!(h.len(), 2);
-        assert!(csv_cells(b"a,b\n", None).is_err());
-        assert!(csv_cells(b"a,b\n1,2,3\n", None).is_err());
-        let (_, c, _) = csv_cells(b"id,a\n007,1\n", Some("id")).unwrap();
+        assert!(csv_cells(b"a,b\n", None, 100).is_err());
+        assert!(csv_cells(b"a,b\n1,2,3\n", None, 100).is_err());
+        let e = csv_cells(b"a,b\n1,2\n3,4\n5,6\n", None, 2).unwrap_err();
+        assert_eq!(e.status.as_u16(), 413);
+        assert!(e.message.contains("more than 2 rows"), "{}", e.message);
+        let e = json_cells(json!([[1, 2], [3, 4], [5, 6]]), &feats(), None, 2).unwrap_err();
+        assert_eq!(e.status.as_u16(), 413);
+        let e = csv_cells(b"a,b,a\n1,2,3\n", None, 100).unwrap_err();
+        assert_eq!(e.status.as_u16(), 422);
+        assert!(e.message.contains("'a' appears twice"), "{}", e.message);
+        let (_, c, _) = csv_cells(b"id,a\n007,1\n", Some("id"), 100).unwrap();
         assert_eq!(c[0], Cell::Text("007".into()));
     }
 }

@@ -29,6 +29,18 @@ pub struct ServeArgs {
     /// Longest time in seconds a request may take, upload included (504 above).
     #[arg(long, default_value_t = ServeConfig::default().timeout.as_secs_f64())]
     timeout: f64,
+    /// Most table rows in one request (413 above).
+    #[arg(long, default_value_t = ServeConfig::default().max_rows)]
+    max_rows: usize,
+    /// File holding a bearer token that every request but /healthz and /readyz must carry
+    /// (`Authorization: Bearer TOKEN`). Use it, and TLS in front, when binding beyond
+    /// localhost.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// An origin (`https://app.example.com`) whose pages may call the service from a
+    /// browser; repeat for more. None by default.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
 }
 
 pub fn run(args: ServeArgs, device: &Device, _bars: &Bars) -> Result<()> {
@@ -39,7 +51,28 @@ pub fn run(args: ServeArgs, device: &Device, _bars: &Bars) -> Result<()> {
         queue,
         max_body_mb,
         timeout,
+        max_rows,
+        token_file,
+        cors_origins,
     } = args;
+    if max_rows == 0 {
+        anyhow::bail!("--max-rows must be at least 1");
+    }
+    let token = match token_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("--token-file {}", path.display()))?;
+            let token = text.trim().to_string();
+            if token.len() < 16 || token.chars().any(char::is_whitespace) {
+                anyhow::bail!(
+                    "--token-file {}: the token must be one word of at least 16 characters",
+                    path.display()
+                );
+            }
+            Some(token)
+        }
+    };
     let timeout = std::time::Duration::try_from_secs_f64(timeout)
         .ok()
         .filter(|t| !t.is_zero())
@@ -59,6 +92,9 @@ pub fn run(args: ServeArgs, device: &Device, _bars: &Bars) -> Result<()> {
         queue,
         max_body,
         timeout,
+        max_rows,
+        token,
+        cors_origins,
     };
     let workers = config.workers;
     // Serving prints its address and notices whatever --quiet says: it is the only

@@ -158,6 +158,18 @@ pub fn note_text_cells(chunk: &RawChunk, text: &mut TextCells) {
     }
 }
 
+/// What is wrong with a table's header row, if anything: a name that appears twice (its
+/// cells could not be told apart). The one rule for files and for rows sent to the service.
+pub fn check_header(header: &[String]) -> std::result::Result<(), String> {
+    let mut seen = HashSet::new();
+    for h in header {
+        if !seen.insert(h) {
+            return Err(format!("column '{h}' appears twice in the header"));
+        }
+    }
+    Ok(())
+}
+
 impl TableReader {
     /// Opens the table at `path` and reads its header. Fails when the file is missing, is
     /// not a table, or its header cannot be read.
@@ -207,12 +219,7 @@ impl TableReader {
                 (header, Source::Npy { data, next: 0 })
             }
         };
-        let mut seen = std::collections::HashSet::new();
-        for h in &header {
-            if !seen.insert(h) {
-                return Err(bad(format!("column '{h}' appears twice in the header")));
-            }
-        }
+        check_header(&header).map_err(bad)?;
         Ok(Self {
             path: path.to_path_buf(),
             format,
