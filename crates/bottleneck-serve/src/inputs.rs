@@ -339,7 +339,7 @@ mod tests {
             100,
         )
         .unwrap();
-        assert_eq!(h.last().map(String::as_str), Some("id"), 100);
+        assert_eq!(h.last().map(String::as_str), Some("id"));
         assert_eq!(c[2], Cell::Text("007".into()));
         let (_, c, _) =
             json_cells(json!({"a": 1, "b": 2, "id": 12}), &feats(), Some("id"), 100).unwrap();
