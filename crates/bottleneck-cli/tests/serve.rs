@@ -1041,3 +1041,95 @@ fn service_limits_rows_checks_its_token_and_headers_and_says_when_ready() {
     let (_, allowed, _) = preflight("https://evil.example.com");
     assert_eq!(allowed, None);
 }
+
+/// Opens a connection that sends a request announcing `length` body bytes, then trickles
+/// one byte every `every` until it is answered or closed; returns what it read.
+fn trickle(addr: &str, length: usize, every: Duration) -> std::thread::JoinHandle<String> {
+    use std::io::{Read, Write};
+    let addr = addr.to_string();
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(every)).unwrap();
+        let head = format!(
+            "POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-type: text/csv\r\ncontent-length: \
+             {length}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..length {
+            if s.write_all(b"a").is_err() {
+                break;
+            }
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+}
+
+#[test]
+fn slow_and_idle_connections_do_not_keep_real_clients_out() {
+    let model = table_model();
+    let server = Server::start(model, &["--min-upload-rate", "2000", "--timeout", "3"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut csv = format!("{}\n", SENSORS.join(","));
+    for (row, _) in sensor_rows(20, false, 5) {
+        let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        csv.push_str(&format!("{}\n", cells.join(",")));
+    }
+    let score = server.url("/v1/score");
+    let quiet = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(call("POST", &score, "text/csv", csv.as_bytes()).0, 200);
+    }
+    let quiet = quiet.elapsed();
+    // 100 clients trickling a body at 4 bytes a second, 300 that connect and say nothing.
+    let slow: Vec<_> = (0..100)
+        .map(|_| trickle(&addr, 10_000, Duration::from_millis(250)))
+        .collect();
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = Instant::now();
+    for _ in 0..20 {
+        let (status, _, body) = call("POST", &score, "text/csv", csv.as_bytes());
+        assert_eq!(status, 200, "{body}");
+    }
+    let busy = busy.elapsed();
+    assert!(
+        busy < quiet * 3 + Duration::from_millis(500),
+        "real clients slowed from {quiet:?} to {busy:?}"
+    );
+    // The slow uploads are cut with 408 once they fall behind the rate.
+    for t in slow {
+        let answer = t.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    drop(idle);
+
+    // Beyond --max-connections a new connection is closed at once.
+    let capped = Server::start(model, &["--max-connections", "5"]);
+    let addr = capped.base.trim_start_matches("http://").to_string();
+    let held: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut extra, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the cap is closed");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(call("GET", &capped.url("/healthz"), "", b"").0, 200);
+}

@@ -57,6 +57,15 @@ pub struct ServeConfig {
     pub token: Option<String>,
     /// Origins whose pages may call the service from a browser (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// Most connections open at once; beyond it new ones are closed at once (shed). `None`:
+    /// as many as the open-file limit allows less a reserve, at most 10,000.
+    pub max_connections: Option<usize>,
+    /// Slowest upload accepted, in bytes per second after the first two seconds: a body
+    /// that arrives slower is cut with 408 instead of holding memory and a place.
+    pub min_upload_rate: u64,
+    /// Bytes of request bodies held at once, being read or waiting for a worker; beyond it
+    /// a new upload is 503. At least `max_body`.
+    pub upload_budget: usize,
 }
 
 impl Default for ServeConfig {
@@ -70,6 +79,9 @@ impl Default for ServeConfig {
             max_rows: DEFAULT_MAX_ROWS,
             token: None,
             cors_origins: Vec::new(),
+            max_connections: None,
+            min_upload_rate: 16 << 10,
+            upload_budget: 256 << 20,
         }
     }
 }
@@ -98,6 +110,10 @@ struct AppState {
     slots: Arc<tokio::sync::Semaphore>,
     max_body: usize,
     max_rows: usize,
+    /// Kibibytes of request bodies that may be held at once (see
+    /// [`ServeConfig::upload_budget`]).
+    uploads: Arc<tokio::sync::Semaphore>,
+    min_upload_rate: u64,
 }
 
 /// Loads `model` and serves it until SIGTERM or Ctrl-C. `on_ready` is called with the
@@ -131,9 +147,17 @@ pub fn serve(
             )),
             max_body: config.max_body,
             max_rows: config.max_rows.max(1),
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                config.upload_budget.max(config.max_body).div_ceil(1024),
+            )),
+            min_upload_rate: config.min_upload_rate,
         },
         config,
     )?;
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(connection_limit)
+        .max(1);
     // After the signal, requests in flight get their own time limit and a little more to
     // finish; a connection that never completes a request cannot hold the exit back.
     let grace = config.timeout + Duration::from_secs(5);
@@ -153,7 +177,7 @@ pub fn serve(
             source,
         })?;
         on_ready(addr, pool.served());
-        accept_until_signal(listener, app, header_timeout, &drained).await;
+        accept_until_signal(listener, app, header_timeout, max_connections, &drained).await;
         log(&format!(
             "shutting down: no new connections; finishing the requests in flight (at most \
              {} s; a second signal stops at once)",
@@ -178,18 +202,40 @@ pub fn serve(
     Ok(())
 }
 
+/// Connections the service keeps open by default: the open-file limit (raised to its
+/// hard limit first) less a reserve for the model, logs and the listener, at most 10,000.
+fn connection_limit() -> usize {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            };
+            return (soft.saturating_sub(128) as usize).clamp(16, 10_000);
+        }
+    }
+    1000
+}
+
 /// Accepts connections and serves each on its own task (HTTP/1.1; headers within
-/// `header_timeout`) until SIGTERM or Ctrl-C. Every connection is watched by `drained`, which
+/// `header_timeout`) until SIGTERM or Ctrl-C; beyond `max_connections` open at once a new
+/// connection is closed at once, so idle or slow clients cannot use up the open-file limit
+/// and stop the service from answering. Every connection is watched by `drained`, which
 /// lets the requests in flight finish when shutdown begins.
 async fn accept_until_signal(
     listener: tokio::net::TcpListener,
     app: Router,
     header_timeout: Duration,
+    max_connections: usize,
     drained: &hyper_util::server::graceful::GracefulShutdown,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
@@ -201,6 +247,10 @@ async fn accept_until_signal(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                let Ok(place) = Arc::clone(&open).try_acquire_owned() else {
+                    drop(stream);
+                    continue;
+                };
                 // Answers are small and written at once: no reason to hold them back.
                 let _ = stream.set_nodelay(true);
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
@@ -208,6 +258,7 @@ async fn accept_until_signal(
                 let conn = drained.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(place);
                 });
             }
         }
@@ -471,8 +522,9 @@ async fn ask_detector(
     if served == Served::ImageDenoiser {
         return Err(ApiError::wrong_model(served));
     }
+    let (req, _held) = receive(state, req).await?;
     let Some(_slot) = take_slot(state) else {
-        return Err(refuse_busy(req, state.max_body).await);
+        return Err(busy());
     };
     let task = match (served, want) {
         (Served::TableDetector, Want::Scores) => {
@@ -523,8 +575,9 @@ async fn denoise(State(state): State<AppState>, req: Request) -> Result<Response
     if state.pool.served() != Served::ImageDenoiser {
         return Err(ApiError::wrong_model(state.pool.served()));
     }
+    let (req, _held) = receive(&state, req).await?;
     let Some(_slot) = take_slot(&state) else {
-        return Err(refuse_busy(req, state.max_body).await);
+        return Err(busy());
     };
     let mut uploads = inputs::uploads(req, None).await?;
     if uploads.len() != 1 {
@@ -542,20 +595,68 @@ fn take_slot(state: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
     Arc::clone(&state.slots).try_acquire_owned().ok()
 }
 
-/// The 503 for a request that found no free place. Its body is read and thrown away piece
-/// by piece (up to `max` bytes) first: memory stays flat, and the client, which is still
-/// sending, reads the answer instead of a broken connection.
-async fn refuse_busy(req: Request, max: usize) -> ApiError {
+/// Reads the whole body of `req` before the request takes a place among those worked on
+/// or waiting, so a slow client holds no place: the body must keep up
+/// [`ServeConfig::min_upload_rate`] after two seconds (408 otherwise), stay within the size
+/// limit (413) and fit in the upload budget, which holds every body until its answer
+/// (503 when it is used up). Returns the request with its body in memory and the budget
+/// it holds.
+async fn receive(
+    state: &AppState,
+    req: Request,
+) -> Result<(Request, tokio::sync::OwnedSemaphorePermit), ApiError> {
     use http_body_util::BodyExt;
-    let mut body = req.into_body();
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map_or(0, |d| d.len());
-        if seen > max {
-            break;
+    let (parts, mut body) = req.into_parts();
+    let started = Instant::now();
+    let grace = Duration::from_secs(2);
+    let rate = state.min_upload_rate.max(1) as f64;
+    let mut held = Arc::clone(&state.uploads)
+        .try_acquire_owned()
+        .map_err(|_| busy())?;
+    let mut bytes = Vec::new();
+    loop {
+        // The time by which one more byte must have arrived at the slowest rate accepted.
+        let due = grace + Duration::from_secs_f64((bytes.len() + 1) as f64 / rate);
+        let wait = due.saturating_sub(started.elapsed());
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the upload is too slow: {} bytes in {:.1} s, at least {} bytes/s \
+                         accepted",
+                        bytes.len(),
+                        started.elapsed().as_secs_f64(),
+                        state.min_upload_rate
+                    ),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!("cannot read the body: {e}")));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > state.max_body {
+            return Err(ApiError::too_large(format!(
+                "the body is over {} bytes, the most accepted",
+                state.max_body
+            )));
+        }
+        bytes.extend_from_slice(&data);
+        let kib = bytes.len().div_ceil(1024) as u32;
+        if kib > held.num_permits() as u32 {
+            let more = Arc::clone(&state.uploads)
+                .try_acquire_many_owned(kib - held.num_permits() as u32)
+                .map_err(|_| busy())?;
+            held.merge(more);
         }
     }
-    busy()
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    Ok((req, held))
 }
 
 fn busy() -> ApiError {

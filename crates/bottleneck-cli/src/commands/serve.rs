@@ -41,6 +41,18 @@ pub struct ServeArgs {
     /// browser; repeat for more. None by default.
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
+    /// Most connections open at once; beyond it new ones are closed at once [default: the
+    /// open-file limit less a reserve, at most 10,000].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Slowest upload accepted in bytes per second after the first two seconds (408
+    /// below): slow clients cannot hold the service's memory or its places.
+    #[arg(long, default_value_t = ServeConfig::default().min_upload_rate)]
+    min_upload_rate: u64,
+    /// MiB of request bodies held at once, being read or waiting for a worker (503
+    /// beyond; at least --max-body-mb).
+    #[arg(long, default_value_t = ServeConfig::default().upload_budget >> 20)]
+    upload_budget_mb: usize,
 }
 
 pub fn run(args: ServeArgs, device: &Device, _bars: &Bars) -> Result<()> {
@@ -54,7 +66,13 @@ pub fn run(args: ServeArgs, device: &Device, _bars: &Bars) -> Result<()> {
         max_rows,
         token_file,
         cors_origins,
+        max_connections,
+        min_upload_rate,
+        upload_budget_mb,
     } = args;
+    if max_connections == Some(0) {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
     if max_rows == 0 {
         anyhow::bail!("--max-rows must be at least 1");
     }
@@ -95,6 +113,9 @@ pub fn run(args: ServeArgs, device: &Device, _bars: &Bars) -> Result<()> {
         max_rows,
         token,
         cors_origins,
+        max_connections,
+        min_upload_rate,
+        upload_budget: upload_budget_mb.saturating_mul(1 << 20).max(max_body),
     };
     let workers = config.workers;
     // Serving prints its address and notices whatever --quiet says: it is the only
