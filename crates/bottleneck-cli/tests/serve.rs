@@ -669,6 +669,38 @@ fn denoise_service_returns_the_image_in_its_own_format() {
         415,
         "not an image",
     );
+    // Denoising has its own pixel bound, below scoring's.
+    assert_error(
+        call(
+            "POST",
+            &server.url("/v1/denoise"),
+            "image/png",
+            &big_png(4000),
+        ),
+        413,
+        "16.0 megapixels",
+    );
+
+    // Work whose client has had its 504 stops between tiles: the one worker is free for the
+    // next request long before the large image would have been done.
+    // (Denoising this image takes 2.6 s on 2 cores; stopped, the two answers take a
+    // fraction of that.)
+    let one = Server::start(&model, &["--workers", "1", "--timeout", "1"]);
+    let started = Instant::now();
+    let (status, _, body) = call("POST", &one.url("/v1/denoise"), "image/png", &big_png(3400));
+    assert_eq!(status, 504, "{body}");
+    let small = std::fs::read(data.join("train/good/000.png")).unwrap();
+    let response = agent
+        .post(one.url("/v1/denoise"))
+        .header("content-type", "image/png")
+        .send(&small[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "the worker stayed busy for {:?}",
+        started.elapsed()
+    );
 }
 
 /// Starts chromedriver on a free port; `None` with the reason when it is not installed.

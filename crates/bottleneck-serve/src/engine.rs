@@ -430,8 +430,9 @@ fn answer_batch(model: &Model, tasks: Vec<Task>, gone: &dyn Fn(usize) -> bool) -
             .collect(),
         Model::Denoise(denoiser) => tasks
             .into_iter()
-            .map(|t| match t {
-                Task::Denoise(upload) => denoise(denoiser, upload),
+            .enumerate()
+            .map(|(i, t)| match t {
+                Task::Denoise(upload) => denoise(denoiser, upload, &|| gone(i)),
                 _ => Err(ApiError::wrong_model(Served::ImageDenoiser)),
             })
             .collect(),
@@ -443,11 +444,17 @@ pub const MAX_SIDE: u32 = 16_384;
 /// Most pixels of one image (24 megapixels, a 6000x4000 photograph), checked in the file's
 /// header before decoding: a small compressed file can decode to gigabytes.
 pub const MAX_PIXELS: u64 = 24_000_000;
+/// Most pixels of one image to denoise (12 megapixels, a 4000x3000 photograph): denoising
+/// costs far more per pixel than scoring, which resizes to the model's input first.
+pub const MAX_DENOISE_PIXELS: u64 = 12_000_000;
 /// Most pixels of the images of one request with heatmaps, which are kept until drawn.
 pub const MAX_MAP_PIXELS: u64 = 64_000_000;
 
 /// Decodes an upload, refusing what is not an image or is too large to decode.
-fn decode_upload(upload: &Upload) -> Result<(DynamicImage, ImageFormat), ApiError> {
+fn decode_upload(
+    upload: &Upload,
+    max_pixels: u64,
+) -> Result<(DynamicImage, ImageFormat), ApiError> {
     let reader = image::ImageReader::new(Cursor::new(&upload.bytes[..]))
         .with_guessed_format()
         .map_err(|e| ApiError::bad_request(format!("{}: {e}", upload.name)))?;
@@ -479,12 +486,12 @@ fn decode_upload(upload: &Upload) -> Result<(DynamicImage, ImageFormat), ApiErro
             upload.name
         )));
     }
-    if pixels > MAX_PIXELS {
+    if pixels > max_pixels {
         return Err(ApiError::too_large(format!(
             "{}: {w}x{h} is {:.1} megapixels, at most {} accepted; send a smaller image",
             upload.name,
             pixels as f64 / 1e6,
-            MAX_PIXELS / 1_000_000
+            max_pixels / 1_000_000
         )));
     }
     let mut reader = reader;
@@ -506,7 +513,7 @@ fn prepare(
     let mut kept = Vec::new();
     let mut pixels = 0u64;
     for upload in uploads {
-        let (img, _) = decode_upload(upload)?;
+        let (img, _) = decode_upload(upload, MAX_PIXELS)?;
         inputs.extend(prep.tensorize(&img));
         if keep {
             pixels += u64::from(img.width()) * u64::from(img.height());
@@ -668,10 +675,17 @@ fn encode_rows(table: &TableModel, body: RowsBody) -> Reply {
     Ok(Answer::Json(json!({ "latent": latent, "items": items })))
 }
 
-fn denoise(denoiser: &Denoiser, upload: Upload) -> Reply {
-    let (img, format) = decode_upload(&upload)?;
+fn denoise(denoiser: &Denoiser, upload: Upload, gone: &dyn Fn() -> bool) -> Reply {
+    let (img, format) = decode_upload(&upload, MAX_DENOISE_PIXELS)?;
     let planes = Planes::from_image(&img);
-    let clean = planes.to_image(&denoiser.denoise_planes(&planes));
+    // Stopped between tiles once the client has its answer (a 504) or has left.
+    let Some(values) = denoiser.denoise_planes_until(&planes, gone) else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "stopped: the client had already gone".into(),
+        ));
+    };
+    let clean = planes.to_image(&values);
     // Formats the image crate reads but cannot write in this pixel layout come back as PNG.
     let (bytes, format) = match encode_image(&clean, format) {
         Ok(bytes) => (bytes, format),

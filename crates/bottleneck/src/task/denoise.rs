@@ -424,18 +424,30 @@ impl Denoiser {
     /// model cleans each colour channel on its own; a colour model given a gray image cleans
     /// it as gray RGB and averages the result back.
     pub fn denoise_planes(&self, planes: &Planes) -> Vec<f32> {
+        self.denoise_planes_until(planes, &|| false)
+            .expect("never stopped")
+    }
+
+    /// [`Denoiser::denoise_planes`] that asks `stop` between batches of tiles and gives
+    /// `None` as soon as it says so (a client that has gone, a deadline passed), so that
+    /// abandoned work on a large image does not run to its end.
+    pub fn denoise_planes_until(
+        &self,
+        planes: &Planes,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Vec<f32>> {
         let (w, h) = (planes.width, planes.height);
-        match (self.meta.spec.channels, planes.channels) {
-            (1, c) => self.run_tiled(&planes.values, c, 1, w, h),
-            (3, 3) => self.run_tiled(&planes.values, 1, 3, w, h),
+        Some(match (self.meta.spec.channels, planes.channels) {
+            (1, c) => self.run_tiled_until(&planes.values, c, 1, w, h, stop)?,
+            (3, 3) => self.run_tiled_until(&planes.values, 1, 3, w, h, stop)?,
             _ => {
-                let out = self.run_tiled(&planes.with_channels(3), 1, 3, w, h);
+                let out = self.run_tiled_until(&planes.with_channels(3), 1, 3, w, h, stop)?;
                 let n = w * h;
                 (0..n)
                     .map(|i| (out[i] + out[n + i] + out[2 * n + i]) / 3.0)
                     .collect()
             }
-        }
+        })
     }
 
     /// Runs the network over `items` images of `channels` planes each (`w` by `h`,
@@ -450,6 +462,20 @@ impl Denoiser {
         w: usize,
         h: usize,
     ) -> Vec<f32> {
+        self.run_tiled_until(values, items, channels, w, h, &|| false)
+            .expect("never stopped")
+    }
+
+    /// [`Denoiser::run_tiled`], asking `stop` before each batch of tiles.
+    fn run_tiled_until(
+        &self,
+        values: &[f32],
+        items: usize,
+        channels: usize,
+        w: usize,
+        h: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Vec<f32>> {
         let m = self.meta.spec.multiple();
         let o = self.overlap();
         let pw = (w + 2 * o).next_multiple_of(m);
@@ -486,6 +512,9 @@ impl Denoiser {
         }
         let tile_len = channels * tw * th;
         for batch in tiles.chunks(TILE_BATCH) {
+            if stop() {
+                return None;
+            }
             let mut input = vec![0.0f32; batch.len() * tile_len];
             input
                 .par_chunks_mut(tile_len)
@@ -536,7 +565,7 @@ impl Denoiser {
                 }
             }
         }
-        result
+        Some(result)
     }
 
     /// Denoises every image of `input` (a file or a folder searched recursively) into
