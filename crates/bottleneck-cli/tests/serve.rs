@@ -1165,3 +1165,95 @@ fn slow_and_idle_connections_do_not_keep_real_clients_out() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(call("GET", &capped.url("/healthz"), "", b"").0, 200);
 }
+
+#[test]
+fn audio_service_scores_wav_uploads_as_score_does() {
+    use bottleneck::data::machines::{MachineConfig, generate_machine_sounds};
+    let dir = scratch("serve-audio");
+    let root = dir.join("m");
+    let cfg = MachineConfig {
+        seconds: 1.0,
+        train: 30,
+        test_good: 3,
+        test_per_fault: 2,
+        ..MachineConfig::default()
+    };
+    generate_machine_sounds(&root, &cfg).unwrap();
+    let model = dir.join("audio.safetensors");
+    let m = model.to_str().unwrap();
+    run_ok(&[
+        "train",
+        root.to_str().unwrap(),
+        "-o",
+        m,
+        "-q",
+        "--n-mels",
+        "32",
+        "--hidden",
+        "32",
+        "--latent",
+        "4",
+        "--epochs",
+        "5",
+    ]);
+    let good = root.join("test/good");
+    let csv = dir.join("scores.csv");
+    run_ok(&[
+        "score",
+        m,
+        good.to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+        "-q",
+    ]);
+    let expected = common::read_csv(&csv);
+    let server = Server::start(&model, &[]);
+    let ready = json_of(&call("GET", &server.url("/readyz"), "", b"").2);
+    assert_eq!(ready["served"], "audio-detector");
+    let first = std::fs::read(good.join("0000.wav")).unwrap();
+    let (status, _, body) = call("POST", &server.url("/v1/score"), "audio/wav", &first);
+    assert_eq!(status, 200, "{body}");
+    let v = json_of(&body);
+    let row = expected
+        .iter()
+        .find(|r| r[0].ends_with("0000.wav"))
+        .unwrap();
+    let served = v["items"][0]["score"].as_f64().unwrap();
+    let scored: f64 = row[1].parse().unwrap();
+    assert!(
+        (served - scored).abs() <= 1e-5 * scored.abs().max(1e-3),
+        "{served} vs {scored}"
+    );
+    assert_eq!(
+        v["items"][0]["is_anomaly"].as_bool().unwrap(),
+        row[3] == "1"
+    );
+    // Several files in one form; a file that is not WAV is named; no codes from audio.
+    let second = std::fs::read(good.join("0001.wav")).unwrap();
+    let (ct, form) = multipart(&[
+        ("a.wav", "audio/wav", &first),
+        ("b.wav", "audio/wav", &second),
+    ]);
+    let (status, _, body) = call("POST", &server.url("/v1/score"), &ct, &form);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["items"].as_array().unwrap().len(), 2);
+    assert_error(
+        call(
+            "POST",
+            &server.url("/v1/score?name=x.wav"),
+            "audio/wav",
+            b"RIFFnope",
+        ),
+        422,
+        "x.wav",
+    );
+    assert_error(
+        call("POST", &server.url("/v1/encode"), "audio/wav", &first),
+        404,
+        "audio anomaly detector",
+    );
+    assert_eq!(
+        call("POST", &server.url("/v1/score"), "audio/wav", &first).0,
+        200
+    );
+}

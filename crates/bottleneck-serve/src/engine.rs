@@ -16,6 +16,7 @@ use bottleneck::data::table::{Cell, Rows};
 use bottleneck::model::file::ModelKind;
 use bottleneck::task::denoise::Denoiser;
 use bottleneck::task::detect::Detector;
+use bottleneck::task::sound::AudioDetector;
 use bottleneck::task::table::TableModel;
 use burn::prelude::Device;
 use image::{DynamicImage, ImageFormat};
@@ -37,6 +38,7 @@ pub enum Served {
     ImageDetector,
     TableDetector,
     ImageDenoiser,
+    AudioDetector,
 }
 
 impl Served {
@@ -46,12 +48,11 @@ impl Served {
             ModelKind::ImageDetector => Ok(Self::ImageDetector),
             ModelKind::TableDetector => Ok(Self::TableDetector),
             ModelKind::ImageDenoiser => Ok(Self::ImageDenoiser),
-            k @ (ModelKind::AudioDetector | ModelKind::AudioDenoiser) => {
-                Err(bottleneck::Error::ModelFile {
-                    path: path.to_path_buf(),
-                    reason: format!("{k}, which the service cannot serve"),
-                })
-            }
+            ModelKind::AudioDetector => Ok(Self::AudioDetector),
+            k @ ModelKind::AudioDenoiser => Err(bottleneck::Error::ModelFile {
+                path: path.to_path_buf(),
+                reason: format!("{k}, which the service cannot serve"),
+            }),
         }
     }
 
@@ -61,6 +62,7 @@ impl Served {
             Self::ImageDetector => "image-detector",
             Self::TableDetector => "table-detector",
             Self::ImageDenoiser => "image-denoiser",
+            Self::AudioDetector => "audio-detector",
         }
     }
 
@@ -69,6 +71,7 @@ impl Served {
         match self {
             Self::ImageDetector | Self::TableDetector => "/v1/score and /v1/encode",
             Self::ImageDenoiser => "/v1/denoise",
+            Self::AudioDetector => "/v1/score (WAV recordings)",
         }
     }
 }
@@ -88,6 +91,7 @@ pub enum Task {
     ScoreRows(RowsBody),
     EncodeRows(RowsBody),
     Denoise(Upload),
+    ScoreAudio(Vec<Upload>),
 }
 
 /// A finished request: JSON, or an image in the given format.
@@ -109,6 +113,7 @@ enum Model {
     Images(Box<Detector>),
     Table(Box<TableModel>),
     Denoise(Box<Denoiser>),
+    Audio(Box<AudioDetector>),
 }
 
 impl Model {
@@ -127,6 +132,9 @@ impl Model {
             }
             Served::ImageDenoiser => {
                 Model::Denoise(Box::new(Denoiser::from_bytes(path, bytes, device)?))
+            }
+            Served::AudioDetector => {
+                Model::Audio(Box::new(AudioDetector::from_bytes(path, bytes, device)?))
             }
         })
     }
@@ -162,6 +170,18 @@ impl Model {
                     let side = 2 * d.meta().spec.patch;
                     d.transform(&[gray(side)])?[0].width() as usize == side
                 }
+                Model::Audio(a) => {
+                    // Five seconds of a quiet tone at the model's rate: scored, or unscored
+                    // with a reason (too short for a long context), never a failure.
+                    let rate = a.meta().features.mel.sample_rate;
+                    let tone = (0..5 * rate as usize)
+                        .map(|i| 0.1 * (i as f32 * 0.05).sin())
+                        .collect();
+                    let clip = bottleneck::data::audio::Audio::from_samples(tone, 1, rate)?;
+                    let scored = a.score_audio(Path::new("self-check.wav"), &clip)?;
+                    scored.result.as_ref().is_ok_and(|s| s.p_value.is_finite())
+                        || scored.result.is_err()
+                }
             })
         };
         match std::panic::catch_unwind(AssertUnwindSafe(run)) {
@@ -179,6 +199,7 @@ impl Model {
             Model::Images(d) => serde_json::to_value(d.meta()),
             Model::Table(t) => serde_json::to_value(t.meta()),
             Model::Denoise(d) => serde_json::to_value(d.meta()),
+            Model::Audio(a) => serde_json::to_value(a.meta()),
         }
         .unwrap_or(Value::Null);
         if let Some(scoring) = meta.get_mut("scoring").and_then(Value::as_object_mut) {
@@ -366,7 +387,9 @@ fn batchable(task: &Task) -> bool {
 
 fn uploads_in(task: &Task) -> usize {
     match task {
-        Task::ScoreImages { uploads, .. } | Task::EncodeImages(uploads) => uploads.len(),
+        Task::ScoreImages { uploads, .. }
+        | Task::EncodeImages(uploads)
+        | Task::ScoreAudio(uploads) => uploads.len(),
         _ => 1,
     }
 }
@@ -426,6 +449,13 @@ fn answer_batch(model: &Model, tasks: Vec<Task>, gone: &dyn Fn(usize) -> bool) -
                 Task::ScoreRows(body) => score_rows(table, body),
                 Task::EncodeRows(body) => encode_rows(table, body),
                 _ => Err(ApiError::wrong_model(Served::TableDetector)),
+            })
+            .collect(),
+        Model::Audio(detector) => tasks
+            .into_iter()
+            .map(|t| match t {
+                Task::ScoreAudio(uploads) => score_audio(detector, uploads),
+                _ => Err(ApiError::wrong_model(Served::AudioDetector)),
             })
             .collect(),
         Model::Denoise(denoiser) => tasks
@@ -695,6 +725,39 @@ fn denoise(denoiser: &Denoiser, upload: Upload, gone: &dyn Fn() -> bool) -> Repl
         ),
     };
     Ok(Answer::Image { bytes, format })
+}
+
+/// Scores WAV uploads: each a verdict, or no score and the reason (silent, too short); a
+/// file that is not a readable WAV is a 422 naming it. Decoded audio is bounded by the body
+/// limit (a sample takes at least one byte of the body).
+fn score_audio(detector: &AudioDetector, uploads: Vec<Upload>) -> Reply {
+    let cal = &detector.meta().calibration;
+    let mut items = Vec::with_capacity(uploads.len());
+    for upload in uploads {
+        let name = Path::new(&upload.name);
+        let audio = bottleneck::data::audio::Audio::from_wav_bytes(&upload.bytes, name)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        let scored = detector
+            .score_audio(name, &audio)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        items.push(match scored.result {
+            Ok(s) => json!({
+                "name": upload.name,
+                "score": s.score,
+                "p_value": s.p_value,
+                "is_anomaly": s.is_anomaly,
+            }),
+            Err(why) => json!({
+                "name": upload.name,
+                "score": null,
+                "note": why.to_string(),
+            }),
+        });
+    }
+    Ok(Answer::Json(json!({
+        "threshold": cal.threshold,
+        "items": items,
+    })))
 }
 
 #[cfg(test)]

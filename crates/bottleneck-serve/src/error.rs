@@ -64,6 +64,7 @@ impl ApiError {
             Served::ImageDetector => "an image anomaly detector",
             Served::TableDetector => "a table anomaly detector",
             Served::ImageDenoiser => "an image denoiser",
+            Served::AudioDetector => "an audio anomaly detector",
         };
         Self::new(
             StatusCode::NOT_FOUND,

@@ -533,6 +533,10 @@ async fn ask_detector(
         (Served::TableDetector, Want::Codes) => {
             Task::EncodeRows(inputs::rows(req, state.max_rows).await?)
         }
+        (Served::AudioDetector, Want::Scores) => {
+            Task::ScoreAudio(inputs::uploads(req, q.name).await?)
+        }
+        (Served::AudioDetector, Want::Codes) => return Err(ApiError::wrong_model(served)),
         (_, Want::Scores) => Task::ScoreImages {
             uploads: inputs::uploads(req, q.name).await?,
             map: q.map,

@@ -132,8 +132,19 @@ impl Audio {
     pub fn read(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let file_bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let reader =
-            hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| bad(path, e))?;
+        Self::read_from(std::io::BufReader::new(file), file_bytes, path)
+    }
+
+    /// Reads a WAV file held in memory (an upload), named `name` in errors, with the same
+    /// checks as [`Audio::read`].
+    pub fn from_wav_bytes(bytes: &[u8], name: &Path) -> Result<Self> {
+        Self::read_from(std::io::Cursor::new(bytes), bytes.len() as u64, name)
+    }
+
+    /// Reads WAV data of `total` bytes from `source`, named `path` in errors.
+    fn read_from(source: impl std::io::Read, total: u64, path: &Path) -> Result<Self> {
+        let file_bytes = total;
+        let reader = hound::WavReader::new(source).map_err(|e| bad(path, e))?;
         let spec = reader.spec();
         check_spec(&spec).map_err(|e| bad(path, e))?;
         // Sized from the header only once the file is known to hold that much: a header
