@@ -98,7 +98,18 @@ pub enum Task {
 #[derive(Debug)]
 pub enum Answer {
     Json(Value),
-    Image { bytes: Vec<u8>, format: ImageFormat },
+    /// JSON already written, with how many items it scored and flagged: answers of many
+    /// rows are serialised straight from their records, as a tree of JSON values takes
+    /// about 25 times the text's size.
+    Written {
+        json: Vec<u8>,
+        scored: usize,
+        flagged: usize,
+    },
+    Image {
+        bytes: Vec<u8>,
+        format: ImageFormat,
+    },
 }
 
 type Reply = Result<Answer, ApiError>;
@@ -663,46 +674,98 @@ fn rows_of(table: &TableModel, body: RowsBody) -> Result<Rows, ApiError> {
         .map_err(|e| ApiError::unprocessable(e.to_string()))
 }
 
+/// One scored row of an answer.
+#[derive(serde::Serialize)]
+struct RowVerdict<'a> {
+    id: &'a str,
+    score: f32,
+    p_value: f64,
+    is_anomaly: bool,
+    explain: Vec<Share<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Share<'a> {
+    feature: &'a str,
+    share: f32,
+}
+
+#[derive(serde::Serialize)]
+struct Items<T> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latent: Option<usize>,
+    items: Vec<T>,
+}
+
+fn written<T: serde::Serialize>(items: &Items<T>, scored: usize, flagged: usize) -> Reply {
+    let json = serde_json::to_vec(items).map_err(|_| ApiError::internal())?;
+    Ok(Answer::Written {
+        json,
+        scored,
+        flagged,
+    })
+}
+
 fn score_rows(table: &TableModel, body: RowsBody) -> Reply {
     let rows = rows_of(table, body)?;
     let features = &table.meta().prep.features;
-    let items: Vec<Value> = table
-        .score_rows(&rows)
-        .into_iter()
+    let scored = table.score_rows(&rows);
+    let items: Vec<RowVerdict<'_>> = scored
+        .iter()
         .map(|row| {
             let mut order: Vec<usize> = (0..row.shares.len()).collect();
             order.sort_by(|&a, &b| row.shares[b].total_cmp(&row.shares[a]));
-            let explain: Vec<Value> = order
-                .iter()
-                .take(EXPLAIN)
-                .map(|&j| json!({ "feature": features[j], "share": row.shares[j] }))
-                .collect();
-            json!({
-                "id": row.id,
-                "score": row.score,
-                "p_value": row.p_value,
-                "is_anomaly": row.is_anomaly,
-                "explain": explain,
-            })
+            RowVerdict {
+                id: &row.id,
+                score: row.score,
+                p_value: row.p_value,
+                is_anomaly: row.is_anomaly,
+                explain: order
+                    .iter()
+                    .take(EXPLAIN)
+                    .map(|&j| Share {
+                        feature: &features[j],
+                        share: row.shares[j],
+                    })
+                    .collect(),
+            }
         })
         .collect();
-    Ok(Answer::Json(json!({
-        "threshold": table.meta().calibration.threshold,
-        "items": items,
-    })))
+    let flagged = items.iter().filter(|i| i.is_anomaly).count();
+    let n = items.len();
+    let answer = Items {
+        threshold: Some(table.meta().calibration.threshold),
+        latent: None,
+        items,
+    };
+    written(&answer, n, flagged)
+}
+
+/// One row's code in an answer.
+#[derive(serde::Serialize)]
+struct RowCode<'a> {
+    id: &'a str,
+    code: &'a [f32],
 }
 
 fn encode_rows(table: &TableModel, body: RowsBody) -> Reply {
     let rows = rows_of(table, body)?;
     let latent = table.meta().spec.latent;
     let codes = table.encode_rows(&rows);
-    let items: Vec<Value> = rows
+    let items: Vec<RowCode<'_>> = rows
         .ids
         .iter()
         .zip(codes.chunks(latent))
-        .map(|(id, code)| json!({ "id": id, "code": code }))
+        .map(|(id, code)| RowCode { id, code })
         .collect();
-    Ok(Answer::Json(json!({ "latent": latent, "items": items })))
+    let answer = Items {
+        threshold: None,
+        latent: Some(latent),
+        items,
+    };
+    written(&answer, 0, 0)
 }
 
 fn denoise(denoiser: &Denoiser, upload: Upload, gone: &dyn Fn() -> bool) -> Reply {
@@ -796,7 +859,7 @@ mod tests {
             .map(
                 |mut rx| match rx.try_recv().expect("every job is answered") {
                     Ok(Answer::Json(v)) => Ok(v["name"].as_str().unwrap_or("").to_string()),
-                    Ok(Answer::Image { .. }) => Ok(String::new()),
+                    Ok(Answer::Image { .. } | Answer::Written { .. }) => Ok(String::new()),
                     Err(e) => Err(e.status.as_u16()),
                 },
             )

@@ -117,6 +117,17 @@ fn too_many_rows(max: usize) -> ApiError {
     ))
 }
 
+/// Cells one request may hold per row it may hold: wide tables get fewer rows, so that the
+/// memory of a request is bounded by cells, whatever the width.
+pub const CELLS_PER_ROW: usize = 40;
+
+fn too_many_cells(max: usize) -> ApiError {
+    ApiError::too_large(format!(
+        "more than {max} cells in one request ({CELLS_PER_ROW} per row of --max-rows); send \
+         fewer rows at a time"
+    ))
+}
+
 impl RowsBody {
     /// The rows as a header and row-major cells, and whether the columns are unnamed (taken
     /// in the model's order). JSON may be `{"rows": [...]}`, a list of rows, or one row;
@@ -169,6 +180,9 @@ fn csv_cells(
         }
         let record = record
             .map_err(|e| ApiError::bad_request(format!("malformed CSV row {}: {e}", i + 1)))?;
+        if cells.len() + record.len() > max_rows.saturating_mul(CELLS_PER_ROW) {
+            return Err(too_many_cells(max_rows.saturating_mul(CELLS_PER_ROW)));
+        }
         cells.extend(record.iter().enumerate().map(|(j, text)| {
             if Some(j) == id {
                 Cell::Text(text.into())
@@ -217,6 +231,9 @@ fn json_cells(
     let id = id_column.filter(|id| rows[0].get(id).is_some());
     if let Some(id) = id {
         header.push(id.to_string());
+    }
+    if rows.len().saturating_mul(header.len()) > max_rows.saturating_mul(CELLS_PER_ROW) {
+        return Err(too_many_cells(max_rows.saturating_mul(CELLS_PER_ROW)));
     }
     let mut cells = Vec::with_capacity(rows.len() * header.len());
     for (i, row) in rows.iter().enumerate() {
@@ -388,6 +405,10 @@ mod tests {
         assert!(e.message.contains("more than 2 rows"), "{}", e.message);
         let e = json_cells(json!([[1, 2], [3, 4], [5, 6]]), &feats(), None, 2).unwrap_err();
         assert_eq!(e.status.as_u16(), 413);
+        let names: Vec<String> = (0..41).map(|j| format!("c{j}")).collect();
+        let wide = format!("{}\n{}\n", names.join(","), vec!["1"; 41].join(","));
+        let e = csv_cells(wide.as_bytes(), None, 1).unwrap_err();
+        assert!(e.message.contains("more than 40 cells"), "{}", e.message);
         let e = csv_cells(b"a,b,a\n1,2,3\n", None, 100).unwrap_err();
         assert_eq!(e.status.as_u16(), 422);
         assert!(e.message.contains("'a' appears twice"), "{}", e.message);
