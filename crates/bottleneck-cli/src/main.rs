@@ -94,10 +94,10 @@ enum Command {
     /// prints a JSON object of metrics (audio models: AUROC and pAUC up to a false-positive
     /// rate of 0.1, overall and per fault folder).
     Eval(EvalArgs),
-    /// Serve a model over HTTP: POST /v1/score (images, or JSON/CSV rows), /v1/encode,
-    /// /v1/denoise (denoising models); GET /healthz, /v1/model, /metrics (Prometheus), and
-    /// a page at / to try images or rows in a browser. Stops on SIGTERM or Ctrl-C after the
-    /// requests in flight are answered.
+    /// Serve a model over HTTP: POST /v1/score (images, JSON/CSV rows, or WAV recordings),
+    /// /v1/encode, /v1/denoise (denoising models: an image or a WAV); GET /healthz, /readyz,
+    /// /v1/model, /metrics (Prometheus), and a page at / to try images or rows in a
+    /// browser. Stops on SIGTERM or Ctrl-C after the requests in flight are answered.
     Serve(ServeArgs),
     /// Write synthetic circuit boards (good and defective, with masks) in the MVTec layout.
     Boards(BoardsArgs),

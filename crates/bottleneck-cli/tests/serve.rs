@@ -1256,4 +1256,56 @@ fn audio_service_scores_wav_uploads_as_score_does() {
         call("POST", &server.url("/v1/score"), "audio/wav", &first).0,
         200
     );
+    // An audio denoiser answers a WAV with the WAV `denoise` writes, byte for byte.
+    let denoiser = dir.join("audio-denoiser.safetensors");
+    let d = denoiser.to_str().unwrap();
+    run_ok(&[
+        "train",
+        root.join("train/good").to_str().unwrap(),
+        "--task",
+        "denoise",
+        "--noise",
+        "white:0.03",
+        "--n-fft",
+        "256",
+        "--hop",
+        "64",
+        "--hidden",
+        "32",
+        "--latent",
+        "16",
+        "--epochs",
+        "3",
+        "-o",
+        d,
+        "-q",
+    ]);
+    let cleaned = dir.join("cleaned.wav");
+    run_ok(&[
+        "denoise",
+        d,
+        good.join("0000.wav").to_str().unwrap(),
+        "-o",
+        cleaned.to_str().unwrap(),
+        "-q",
+    ]);
+    let server = Server::start(&denoiser, &[]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(server.url("/v1/denoise"))
+        .header("content-type", "audio/wav")
+        .send(&first[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers().get("content-type").unwrap(), "audio/wav");
+    let body = response.body_mut().read_to_vec().unwrap();
+    assert_eq!(body, std::fs::read(&cleaned).unwrap());
+    assert_error(
+        call("POST", &server.url("/v1/score"), "audio/wav", &first),
+        404,
+        "audio denoiser",
+    );
 }

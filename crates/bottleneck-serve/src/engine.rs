@@ -14,6 +14,7 @@ use base64::Engine as _;
 use bottleneck::data::planes::{Planes, encode_image};
 use bottleneck::data::table::{Cell, Rows};
 use bottleneck::model::file::ModelKind;
+use bottleneck::task::audio_denoise::AudioDenoiser;
 use bottleneck::task::denoise::Denoiser;
 use bottleneck::task::detect::Detector;
 use bottleneck::task::sound::AudioDetector;
@@ -39,6 +40,7 @@ pub enum Served {
     TableDetector,
     ImageDenoiser,
     AudioDetector,
+    AudioDenoiser,
 }
 
 impl Served {
@@ -49,10 +51,7 @@ impl Served {
             ModelKind::TableDetector => Ok(Self::TableDetector),
             ModelKind::ImageDenoiser => Ok(Self::ImageDenoiser),
             ModelKind::AudioDetector => Ok(Self::AudioDetector),
-            k @ ModelKind::AudioDenoiser => Err(bottleneck::Error::ModelFile {
-                path: path.to_path_buf(),
-                reason: format!("{k}, which the service cannot serve"),
-            }),
+            ModelKind::AudioDenoiser => Ok(Self::AudioDenoiser),
         }
     }
 
@@ -63,6 +62,7 @@ impl Served {
             Self::TableDetector => "table-detector",
             Self::ImageDenoiser => "image-denoiser",
             Self::AudioDetector => "audio-detector",
+            Self::AudioDenoiser => "audio-denoiser",
         }
     }
 
@@ -72,6 +72,7 @@ impl Served {
             Self::ImageDetector | Self::TableDetector => "/v1/score and /v1/encode",
             Self::ImageDenoiser => "/v1/denoise",
             Self::AudioDetector => "/v1/score (WAV recordings)",
+            Self::AudioDenoiser => "/v1/denoise (a WAV recording)",
         }
     }
 }
@@ -92,6 +93,7 @@ pub enum Task {
     EncodeRows(RowsBody),
     Denoise(Upload),
     ScoreAudio(Vec<Upload>),
+    DenoiseAudio(Upload),
 }
 
 /// A finished request: JSON, or an image in the given format.
@@ -110,6 +112,8 @@ pub enum Answer {
         bytes: Vec<u8>,
         format: ImageFormat,
     },
+    /// A WAV file.
+    Wav(Vec<u8>),
 }
 
 type Reply = Result<Answer, ApiError>;
@@ -125,6 +129,7 @@ enum Model {
     Table(Box<TableModel>),
     Denoise(Box<Denoiser>),
     Audio(Box<AudioDetector>),
+    AudioDenoise(Box<AudioDenoiser>),
 }
 
 impl Model {
@@ -146,6 +151,9 @@ impl Model {
             }
             Served::AudioDetector => {
                 Model::Audio(Box::new(AudioDetector::from_bytes(path, bytes, device)?))
+            }
+            Served::AudioDenoiser => {
+                Model::AudioDenoise(Box::new(AudioDenoiser::from_bytes(path, bytes, device)?))
             }
         })
     }
@@ -193,6 +201,15 @@ impl Model {
                     scored.result.as_ref().is_ok_and(|s| s.p_value.is_finite())
                         || scored.result.is_err()
                 }
+                Model::AudioDenoise(d) => {
+                    let rate = d.meta().features.sample_rate;
+                    let tone: Vec<f32> = (0..rate as usize)
+                        .map(|i| 0.1 * (i as f32 * 0.05).sin())
+                        .collect();
+                    let n = tone.len();
+                    let clip = bottleneck::data::audio::Audio::from_samples(tone, 1, rate)?;
+                    d.denoise_audio(&clip)?.samples.len() == n
+                }
             })
         };
         match std::panic::catch_unwind(AssertUnwindSafe(run)) {
@@ -211,6 +228,7 @@ impl Model {
             Model::Table(t) => serde_json::to_value(t.meta()),
             Model::Denoise(d) => serde_json::to_value(d.meta()),
             Model::Audio(a) => serde_json::to_value(a.meta()),
+            Model::AudioDenoise(d) => serde_json::to_value(d.meta()),
         }
         .unwrap_or(Value::Null);
         if let Some(scoring) = meta.get_mut("scoring").and_then(Value::as_object_mut) {
@@ -467,6 +485,13 @@ fn answer_batch(model: &Model, tasks: Vec<Task>, gone: &dyn Fn(usize) -> bool) -
             .map(|t| match t {
                 Task::ScoreAudio(uploads) => score_audio(detector, uploads),
                 _ => Err(ApiError::wrong_model(Served::AudioDetector)),
+            })
+            .collect(),
+        Model::AudioDenoise(denoiser) => tasks
+            .into_iter()
+            .map(|t| match t {
+                Task::DenoiseAudio(upload) => denoise_audio(denoiser, upload),
+                _ => Err(ApiError::wrong_model(Served::AudioDenoiser)),
             })
             .collect(),
         Model::Denoise(denoiser) => tasks
@@ -790,6 +815,19 @@ fn denoise(denoiser: &Denoiser, upload: Upload, gone: &dyn Fn() -> bool) -> Repl
     Ok(Answer::Image { bytes, format })
 }
 
+/// Denoises a WAV upload into a WAV file of the same format, rate, channels and length.
+fn denoise_audio(denoiser: &AudioDenoiser, upload: Upload) -> Reply {
+    let name = Path::new(&upload.name);
+    let audio = bottleneck::data::audio::Audio::from_wav_bytes(&upload.bytes, name)
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let clean = denoiser
+        .denoise_audio(&audio)
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    Ok(Answer::Wav(
+        clean.to_wav_bytes().map_err(|_| ApiError::internal())?,
+    ))
+}
+
 /// Scores WAV uploads: each a verdict, or no score and the reason (silent, too short); a
 /// file that is not a readable WAV is a 422 naming it. Decoded audio is bounded by the body
 /// limit (a sample takes at least one byte of the body).
@@ -859,7 +897,9 @@ mod tests {
             .map(
                 |mut rx| match rx.try_recv().expect("every job is answered") {
                     Ok(Answer::Json(v)) => Ok(v["name"].as_str().unwrap_or("").to_string()),
-                    Ok(Answer::Image { .. } | Answer::Written { .. }) => Ok(String::new()),
+                    Ok(Answer::Image { .. } | Answer::Written { .. } | Answer::Wav(_)) => {
+                        Ok(String::new())
+                    }
                     Err(e) => Err(e.status.as_u16()),
                 },
             )

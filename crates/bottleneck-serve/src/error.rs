@@ -65,6 +65,7 @@ impl ApiError {
             Served::TableDetector => "a table anomaly detector",
             Served::ImageDenoiser => "an image denoiser",
             Served::AudioDetector => "an audio anomaly detector",
+            Served::AudioDenoiser => "an audio denoiser",
         };
         Self::new(
             StatusCode::NOT_FOUND,

@@ -3,7 +3,9 @@
 //! - `POST /v1/score`: images (raw body or multipart files) for image detectors, rows (JSON
 //!   or CSV) for table detectors; `{threshold, items: [{score, p_value, is_anomaly, ...}]}`,
 //!   with each image's heatmap as a base64 PNG under `map_png` when asked (`?map=true`).
-//! - `POST /v1/encode`: bottleneck codes; `POST /v1/denoise`: the cleaned image, same format.
+//!   WAV recordings for audio detectors.
+//! - `POST /v1/encode`: bottleneck codes; `POST /v1/denoise`: the cleaned image or WAV
+//!   recording, same format.
 //! - `GET /healthz` (liveness), `GET /readyz` (readiness: the model ran on a test input at
 //!   start-up), `GET /v1/model`, `GET /metrics` (Prometheus text), `GET /` (the page).
 //!
@@ -476,8 +478,8 @@ async fn not_found(req: Request) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {} {} (GET /, /healthz, /metrics, /v1/model; POST /v1/score, \
-             /v1/encode, /v1/denoise)",
+            "no such endpoint: {} {} (GET /, /healthz, /readyz, /metrics, /v1/model; POST \
+             /v1/score, /v1/encode, /v1/denoise)",
             req.method(),
             req.uri().path()
         ),
@@ -520,7 +522,7 @@ async fn ask_detector(
 ) -> Result<Answer, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let served = state.pool.served();
-    if served == Served::ImageDenoiser {
+    if matches!(served, Served::ImageDenoiser | Served::AudioDenoiser) {
         return Err(ApiError::wrong_model(served));
     }
     let (req, _held) = receive(state, req).await?;
@@ -584,8 +586,9 @@ async fn encode(
 }
 
 async fn denoise(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    if state.pool.served() != Served::ImageDenoiser {
-        return Err(ApiError::wrong_model(state.pool.served()));
+    let served = state.pool.served();
+    if !matches!(served, Served::ImageDenoiser | Served::AudioDenoiser) {
+        return Err(ApiError::wrong_model(served));
     }
     let (req, _held) = receive(&state, req).await?;
     let Some(_slot) = take_slot(&state) else {
@@ -599,7 +602,12 @@ async fn denoise(State(state): State<AppState>, req: Request) -> Result<Response
         )));
     }
     let upload = uploads.remove(0);
-    Ok(respond(run(&state, Task::Denoise(upload)).await?))
+    let task = if served == Served::AudioDenoiser {
+        Task::DenoiseAudio(upload)
+    } else {
+        Task::Denoise(upload)
+    };
+    Ok(respond(run(&state, task).await?))
 }
 
 /// A place among the requests being worked on or waiting, if one is free.
@@ -693,6 +701,7 @@ async fn run(state: &AppState, task: Task) -> Result<Answer, ApiError> {
 fn respond(answer: Answer) -> Response {
     match answer {
         Answer::Json(v) => axum::Json(v).into_response(),
+        Answer::Wav(bytes) => ([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response(),
         Answer::Written { json, .. } => {
             ([(header::CONTENT_TYPE, "application/json")], json).into_response()
         }

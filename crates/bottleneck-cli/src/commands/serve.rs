@@ -11,7 +11,7 @@ use crate::progress::Bars;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Model file written by `train` (images, table or denoiser).
+    /// Model file written by `train` (images, table, audio, or a denoiser of either).
     model: PathBuf,
     /// Address to listen on (port 0 picks a free port, printed at start).
     #[arg(long, default_value_t = ServeConfig::default().addr)]

@@ -326,24 +326,41 @@ impl Audio {
     /// atomically; samples outside [-1, 1] are clipped when the format is integer.
     pub fn write(&self, path: &Path) -> Result<()> {
         crate::io::write_atomic(path, |tmp| {
-            let mut w = hound::WavWriter::create(tmp, self.spec).map_err(|e| bad(tmp, e))?;
-            match self.spec.sample_format {
-                hound::SampleFormat::Float => {
-                    for &s in &self.samples {
-                        w.write_sample(s).map_err(|e| bad(tmp, e))?;
-                    }
-                }
-                hound::SampleFormat::Int => {
-                    let bits = self.spec.bits_per_sample;
-                    let full = (1i64 << (bits - 1)) as f64;
-                    for &s in &self.samples {
-                        let v = (s as f64 * full).round().clamp(-full, full - 1.0) as i32;
-                        w.write_sample(v).map_err(|e| bad(tmp, e))?;
-                    }
+            let w = hound::WavWriter::create(tmp, self.spec).map_err(|e| bad(tmp, e))?;
+            self.write_samples(w, tmp)
+        })
+    }
+
+    /// The recording as the bytes of a WAV file in its own format (for an answer).
+    pub fn to_wav_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let label = Path::new("answer.wav");
+        let w = hound::WavWriter::new(&mut out, self.spec).map_err(|e| bad(label, e))?;
+        self.write_samples(w, label)?;
+        Ok(out.into_inner())
+    }
+
+    fn write_samples<W: std::io::Write + std::io::Seek>(
+        &self,
+        mut w: hound::WavWriter<W>,
+        label: &Path,
+    ) -> Result<()> {
+        match self.spec.sample_format {
+            hound::SampleFormat::Float => {
+                for &s in &self.samples {
+                    w.write_sample(s).map_err(|e| bad(label, e))?;
                 }
             }
-            w.finalize().map_err(|e| bad(tmp, e))
-        })
+            hound::SampleFormat::Int => {
+                let bits = self.spec.bits_per_sample;
+                let full = (1i64 << (bits - 1)) as f64;
+                for &s in &self.samples {
+                    let v = (s as f64 * full).round().clamp(-full, full - 1.0) as i32;
+                    w.write_sample(v).map_err(|e| bad(label, e))?;
+                }
+            }
+        }
+        w.finalize().map_err(|e| bad(label, e))
     }
 }
 
