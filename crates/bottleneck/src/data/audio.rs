@@ -106,6 +106,21 @@ fn most_common(rates: impl IntoIterator<Item = u32>) -> Option<u32> {
 /// took 8.6 GB).
 pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1..=768_000;
 
+/// Fails, naming the `sample_rate` param, on a rate outside [`SAMPLE_RATES`].
+pub fn check_sample_rate(rate: u32) -> Result<()> {
+    if SAMPLE_RATES.contains(&rate) {
+        return Ok(());
+    }
+    Err(Error::param(
+        "sample_rate",
+        format!(
+            "{rate} Hz is outside {} to {} Hz",
+            SAMPLE_RATES.start(),
+            SAMPLE_RATES.end()
+        ),
+    ))
+}
+
 /// What in a WAV header's format cannot be read.
 fn check_spec(spec: &hound::WavSpec) -> std::result::Result<(), String> {
     if spec.channels == 0 {

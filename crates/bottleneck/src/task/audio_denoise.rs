@@ -321,17 +321,8 @@ impl AudioDenoiseParams {
                 "hidden layer widths must be at least 1".into(),
             ));
         }
-        if let Some(rate) = self.sample_rate
-            && !crate::data::audio::SAMPLE_RATES.contains(&rate)
-        {
-            return Err(Error::param(
-                "sample_rate",
-                format!(
-                    "{rate} Hz is outside {} to {} Hz",
-                    crate::data::audio::SAMPLE_RATES.start(),
-                    crate::data::audio::SAMPLE_RATES.end()
-                ),
-            ));
+        if let Some(rate) = self.sample_rate {
+            crate::data::audio::check_sample_rate(rate)?;
         }
         if self.epochs == Some(0) {
             return Err(Error::param("epochs", "must be at least 1"));

@@ -108,17 +108,8 @@ impl AudioParams {
         if self.hidden.contains(&0) {
             return Err(Error::param("hidden", "layer widths must be at least 1"));
         }
-        if let Some(rate) = self.sample_rate
-            && !crate::data::audio::SAMPLE_RATES.contains(&rate)
-        {
-            return Err(Error::param(
-                "sample_rate",
-                format!(
-                    "{rate} Hz is outside {} to {} Hz",
-                    crate::data::audio::SAMPLE_RATES.start(),
-                    crate::data::audio::SAMPLE_RATES.end()
-                ),
-            ));
+        if let Some(rate) = self.sample_rate {
+            crate::data::audio::check_sample_rate(rate)?;
         }
         // The same bounds a model file is held to.
         check_stft(self.n_fft, self.hop, self.context).map_err(Error::Invalid)?;
