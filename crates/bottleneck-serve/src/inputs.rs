@@ -141,10 +141,37 @@ impl RowsBody {
         if self.csv {
             return csv_cells(&self.bytes, id_column, self.max_rows);
         }
+        // A tree of JSON values takes ~20 times its text: count the values first (commas
+        // outside strings) and refuse a body of more cells than the limits allow before
+        // parsing it.
+        let max_cells = self.max_rows.saturating_mul(CELLS_PER_ROW);
+        if json_commas(&self.bytes) > max_cells.saturating_add(self.max_rows) {
+            return Err(too_many_cells(max_cells));
+        }
         let value = serde_json::from_slice(&self.bytes)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
         json_cells(value, features, id_column, self.max_rows)
     }
+}
+
+/// Commas of JSON text outside strings: one less than the values and rows it lists.
+fn json_commas(bytes: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b',' {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn csv_cells(
@@ -405,6 +432,7 @@ mod tests {
         assert!(e.message.contains("more than 2 rows"), "{}", e.message);
         let e = json_cells(json!([[1, 2], [3, 4], [5, 6]]), &feats(), None, 2).unwrap_err();
         assert_eq!(e.status.as_u16(), 413);
+        assert_eq!(json_commas(br#"[{"a,b": "x\",y", "c": [1, 2]}]"#), 2);
         let names: Vec<String> = (0..41).map(|j| format!("c{j}")).collect();
         let wide = format!("{}\n{}\n", names.join(","), vec!["1"; 41].join(","));
         let e = csv_cells(wide.as_bytes(), None, 1).unwrap_err();
