@@ -125,9 +125,17 @@ fn resolved(path: &Path) -> PathBuf {
     }
 }
 
+/// Whether a command reading a folder would read `path` as data (an image, a table, a
+/// recording); a model file kept beside the data is not.
+fn is_data_file(path: &Path) -> bool {
+    crate::data::images::is_image_file(path)
+        || crate::data::table::is_table_path(path)
+        || crate::data::audio::is_audio_file(path)
+}
+
 /// Fails, naming both, when an output would write over one of the command's inputs: the
-/// same file (also through a link or another spelling of the path), a file already inside
-/// an input folder, or an output folder that overlaps an input folder (its files would
+/// same file (also through a link or another spelling of the path), a data file already
+/// inside an input folder, or an output folder that overlaps an input folder (its files would
 /// replace or mix with the inputs). Two outputs at one path are refused too. Inputs that
 /// do not exist are left to the command to report.
 pub fn refuse_overwrite(inputs: &[&Path], outputs: &[Output<'_>]) -> Result<()> {
@@ -157,7 +165,7 @@ pub fn refuse_overwrite(inputs: &[&Path], outputs: &[Output<'_>]) -> Result<()> 
             let input_is_dir = input.is_dir();
             let clash = match (folder, input_is_dir) {
                 (false, false) => at == *input,
-                (false, true) => at.starts_with(input) && at.exists(),
+                (false, true) => at.starts_with(input) && at.is_file() && is_data_file(&at),
                 (true, false) => input.starts_with(&at),
                 (true, true) => at.starts_with(input) || input.starts_with(&at),
             };
@@ -230,6 +238,9 @@ mod tests {
         let e = err(&[&data], &[Output::File(&image)]);
         assert!(e.contains("a file in the input folder"), "{e}");
         refuse_overwrite(&[&data], &[Output::File(&data.join("new.safetensors"))]).unwrap();
+        // A model kept beside the data may be written again.
+        std::fs::write(data.join("old.safetensors"), b"model").unwrap();
+        refuse_overwrite(&[&data], &[Output::File(&data.join("old.safetensors"))]).unwrap();
         // Heatmaps into the data folder or above it; beside it is fine.
         assert!(err(&[&data], &[Output::Folder(&data.join("maps"))]).contains("overlaps"));
         assert!(err(&[&image], &[Output::Folder(&data)]).contains("overlaps"));
