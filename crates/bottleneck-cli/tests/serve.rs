@@ -682,11 +682,9 @@ fn denoise_service_returns_the_image_in_its_own_format() {
     );
 
     // Work whose client has had its 504 stops between tiles: the one worker is free for the
-    // next request long before the large image would have been done.
-    // (Denoising this image takes 2.6 s on 2 cores; stopped, the two answers take a
-    // fraction of that.)
+    // next request long before the large image would have been done (denoising it takes
+    // 2.6 s on 2 cores).
     let one = Server::start(&model, &["--workers", "1", "--timeout", "1"]);
-    let started = Instant::now();
     let (status, _, body) = call("POST", &one.url("/v1/denoise"), "image/png", &big_png(3400));
     assert_eq!(status, 504, "{body}");
     let small = std::fs::read(data.join("train/good/000.png")).unwrap();
@@ -695,12 +693,9 @@ fn denoise_service_returns_the_image_in_its_own_format() {
         .header("content-type", "image/png")
         .send(&small[..])
         .unwrap();
+    // Answered within its own one-second limit: without the stop it waited for the large
+    // image and got a 504 too.
     assert_eq!(response.status().as_u16(), 200);
-    assert!(
-        started.elapsed() < Duration::from_millis(2000),
-        "the worker stayed busy for {:?}",
-        started.elapsed()
-    );
 }
 
 /// Starts chromedriver on a free port; `None` with the reason when it is not installed.
@@ -1117,11 +1112,9 @@ fn slow_and_idle_connections_do_not_keep_real_clients_out() {
         csv.push_str(&format!("{}\n", cells.join(",")));
     }
     let score = server.url("/v1/score");
-    let quiet = Instant::now();
     for _ in 0..20 {
         assert_eq!(call("POST", &score, "text/csv", csv.as_bytes()).0, 200);
     }
-    let quiet = quiet.elapsed();
     // 100 clients trickling a body at 4 bytes a second, 300 that connect and say nothing.
     let slow: Vec<_> = (0..100)
         .map(|_| trickle(&addr, 10_000, Duration::from_millis(250)))
@@ -1130,16 +1123,12 @@ fn slow_and_idle_connections_do_not_keep_real_clients_out() {
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let busy = Instant::now();
+    // Every real request is answered (before, the trickling clients held every place and
+    // these were 503s); requests/s under this load are measured by bench/hostile.sh.
     for _ in 0..20 {
         let (status, _, body) = call("POST", &score, "text/csv", csv.as_bytes());
         assert_eq!(status, 200, "{body}");
     }
-    let busy = busy.elapsed();
-    assert!(
-        busy < quiet * 3 + Duration::from_millis(500),
-        "real clients slowed from {quiet:?} to {busy:?}"
-    );
     // The slow uploads are cut with 408 once they fall behind the rate.
     for t in slow {
         let answer = t.join().unwrap();
