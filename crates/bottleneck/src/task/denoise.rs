@@ -949,6 +949,20 @@ mod tests {
         let d = d.with_tile(128);
         assert_eq!(d.tile, 128);
         let tiled = d.run_tiled(&noisy, 1, 1, w, h);
+        // Asked between batches of tiles, a stop ends the work at once: after the first
+        // batch here, with several to go.
+        let asked = std::cell::Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 1
+        };
+        assert!(d.run_tiled_until(&noisy, 1, 1, w, h, &stop).is_none());
+        assert_eq!(asked.get(), 2, "stopped before the second batch");
+        let never = || false;
+        assert_eq!(
+            d.run_tiled_until(&noisy, 1, 1, w, h, &never),
+            Some(tiled.clone())
+        );
         let worst = whole
             .iter()
             .zip(&tiled)
