@@ -479,12 +479,21 @@ pub(crate) fn seal(
 ) -> std::result::Result<Vec<u8>, safetensors::SafeTensorError> {
     let st = safetensors::SafeTensors::deserialize(bytes)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes)?;
-    let mut metadata = header.metadata().clone().unwrap_or_default();
+    let metadata = header.metadata().clone().unwrap_or_default();
+    seal_tensors(st.tensors(), metadata, meta_key)
+}
+
+/// The safetensors file of `tensors` and `metadata` with the checksum of the metadata under
+/// `meta_key` and the tensors added under [`CHECKSUM_KEY`], serialised once.
+fn seal_tensors(
+    tensors: Vec<(String, safetensors::tensor::TensorView<'_>)>,
+    mut metadata: std::collections::HashMap<String, String>,
+    meta_key: &str,
+) -> std::result::Result<Vec<u8>, safetensors::SafeTensorError> {
     metadata.remove(CHECKSUM_KEY);
-    let tensors = st.tensors();
-    // The layout the final file will have (serialising is deterministic in the tensors).
-    let unsealed = safetensors::serialize(tensors.clone(), Some(metadata.clone()))?;
-    let sum = checksum(&unsealed, meta_key)?.expect("metadata to seal");
+    let json = metadata.get(meta_key).map_or("", String::as_str);
+    let views = tensors.iter().map(|(name, v)| (name.as_str(), v));
+    let sum = checksum(json, views);
     metadata.insert(CHECKSUM_KEY.to_string(), sum);
     safetensors::serialize(tensors, Some(metadata))
 }
@@ -497,14 +506,20 @@ pub(crate) fn verify(bytes: &[u8], meta_key: &str) -> std::result::Result<(), St
     let Some(stored) = header.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) else {
         return Ok(());
     };
-    let actual = checksum(bytes, meta_key).map_err(|e| format!("not a safetensors file ({e})"))?;
-    if actual.as_deref() == Some(stored.as_str()) {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("not a safetensors file ({e})"))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(meta_key))
+        .map_or("", String::as_str);
+    let actual = checksum(json, st.iter());
+    if actual == *stored {
         return Ok(());
     }
     Err(format!(
-        "checksum mismatch (stored {stored}, contents give {}): the file was damaged or \
-         edited after it was written; restore it or make it again",
-        actual.unwrap_or_default()
+        "checksum mismatch (stored {stored}, contents give {actual}): the file was damaged \
+         or edited after it was written; restore it or make it again"
     ))
 }
 
@@ -528,36 +543,24 @@ pub fn rewrite_metadata(
         serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
     edit(&mut value);
     metadata.insert(META_KEY.to_string(), value.to_string());
-    let unsealed =
-        safetensors::serialize(st.tensors(), Some(metadata)).map_err(|e| bad(e.to_string()))?;
-    seal(&unsealed, META_KEY).map_err(|e| bad(e.to_string()))
+    seal_tensors(st.tensors(), metadata, META_KEY).map_err(|e| bad(e.to_string()))
 }
 
-/// The checksum of a safetensors file's metadata under `meta_key`, tensor layout and
-/// tensors (CRC-32, hex), or `None` when it has no such metadata.
-fn checksum(
-    bytes: &[u8],
-    meta_key: &str,
-) -> std::result::Result<Option<String>, safetensors::SafeTensorError> {
-    let (n, header) = safetensors::SafeTensors::read_metadata(bytes)?;
-    let Some(json) = header.metadata().as_ref().and_then(|m| m.get(meta_key)) else {
-        return Ok(None);
-    };
+/// The checksum (CRC-32, hex) of metadata JSON `json` and `tensors`: each one's name,
+/// dtype, shape and data, in name order, whatever their layout in the file.
+fn checksum<'a, V: safetensors::View + 'a>(
+    json: &str,
+    tensors: impl Iterator<Item = (&'a str, V)>,
+) -> String {
     let mut crc = crc32fast::Hasher::new();
     crc.update(json.as_bytes());
-    let mut names: Vec<_> = header.tensors().into_iter().collect();
-    names.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, info) in names {
-        crc.update(
-            format!(
-                "\n{name}:{:?}:{:?}:{:?}",
-                info.dtype, info.shape, info.data_offsets
-            )
-            .as_bytes(),
-        );
+    let mut tensors: Vec<_> = tensors.collect();
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, view) in tensors {
+        crc.update(format!("\n{name}:{:?}:{:?}\n", view.dtype(), view.shape()).as_bytes());
+        crc.update(&view.data());
     }
-    crc.update(&bytes[8 + n..]);
-    Ok(Some(format!("{:08x}", crc.finalize())))
+    format!("{:08x}", crc.finalize())
 }
 
 /// Reads the metadata of an image model file at `path`; other models are refused by name.
