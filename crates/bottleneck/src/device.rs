@@ -55,13 +55,10 @@ fn probe_vulkan() -> Result<Device> {
     use burn::prelude::Tensor;
     let device = Device::vulkan(Default::default());
     let probe = device.clone();
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let works = std::panic::catch_unwind(move || {
+    let works = crate::error::catch_quietly(move || {
         let _ = Tensor::<1>::zeros([1], &probe).into_data();
     })
     .is_ok();
-    std::panic::set_hook(hook);
     if works {
         Ok(device)
     } else {

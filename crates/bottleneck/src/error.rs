@@ -70,3 +70,15 @@ impl Error {
 
 /// Result with the library's error type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Runs `f`, turning a panic inside it into `Err` without the panic message on stderr: for
+/// dependencies that panic on bad input or missing hardware (hnsw_rs on a damaged graph,
+/// the Vulkan backend without an adapter), whose panics become our errors. The panic hook
+/// is process-wide, so other threads' panic messages are muted meanwhile too.
+pub(crate) fn catch_quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    outcome
+}

@@ -407,13 +407,10 @@ impl Catalogue {
                 };
                 // hnsw_rs panics on some damaged dumps (and searches of a damaged graph)
                 // instead of failing: a damaged part of the file is an error, not a crash.
-                let hook = std::panic::take_hook();
-                std::panic::set_hook(Box::new(|_| {}));
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let outcome = crate::error::catch_quietly(move || {
                     let hnsw = io.load_hnsw::<f32, DistL2>().map_err(|e| e.to_string())?;
                     Ok(f(Some(&hnsw)))
-                }));
-                std::panic::set_hook(hook);
+                });
                 match outcome {
                     Ok(Ok(out)) => Ok(out),
                     Ok(Err(why)) => Err(damaged(why)),
