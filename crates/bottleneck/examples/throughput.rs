@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let y = model.forward(x.clone());
                 sum += error_maps(x, y, Loss::Mse)
                     .iter()
-                    .map(|m| m[0])
+                    .map(|m| m[0] as f32)
                     .sum::<f32>();
             }
             Ok(sum)

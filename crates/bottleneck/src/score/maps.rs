@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use image::{DynamicImage, ImageBuffer, Luma, RgbImage, imageops::FilterType};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -70,15 +71,86 @@ pub fn pixel_loss(input: Tensor<4>, recon: Tensor<4>, loss: Loss) -> Tensor<4> {
     }
 }
 
-/// Per-pixel error maps averaged over channels, one `size * size` map per image.
-pub fn error_maps(input: Tensor<4>, recon: Tensor<4>, loss: Loss) -> Vec<Vec<f32>> {
-    let [b, _, h, w] = input.dims();
+/// Per-pixel error maps averaged over channels, one `size * size` map per image, in
+/// float64: scoring smooths and standardises them before rounding to float32, because the
+/// per-pixel spread they are divided by is small and would magnify float32 rounding (see
+/// [`ssim_error_plane`]), so that the ONNX export can give the same numbers.
+pub fn error_maps(input: Tensor<4>, recon: Tensor<4>, loss: Loss) -> Vec<Vec<f64>> {
+    let [b, c, h, w] = input.dims();
+    if loss == Loss::Ssim {
+        let values = |t: Tensor<4>| -> Vec<f32> { t.into_data().try_into_vec().expect("f32") };
+        let (x, y) = (values(input), values(recon));
+        let plane = h * w;
+        return (0..b)
+            .into_par_iter()
+            .map(|i| {
+                let mut sum = vec![0f64; plane];
+                for ch in 0..c {
+                    let at = (i * c + ch) * plane..(i * c + ch + 1) * plane;
+                    let e = ssim_error_plane(&x[at.clone()], &y[at], h, w);
+                    sum.iter_mut().zip(e).for_each(|(s, v)| *s += v);
+                }
+                sum.into_iter().map(|s| s / c as f64).collect()
+            })
+            .collect();
+    }
     let maps = pixel_loss(input, recon, loss).mean_dim(1);
     let flat: Vec<f32> = maps
         .into_data()
         .try_into_vec::<f32>()
         .expect("maps are f32");
-    flat.chunks(h * w).take(b).map(|c| c.to_vec()).collect()
+    flat.chunks(h * w)
+        .take(b)
+        .map(|c| c.iter().map(|&v| v as f64).collect())
+        .collect()
+}
+
+/// Mean over the SSIM window around each pixel of an `h x w` plane, the window clipped at
+/// the borders (rows first, then columns, as [`ssim_map`]).
+fn box_mean(v: &[f64], h: usize, w: usize) -> Vec<f64> {
+    let r = SSIM_WINDOW / 2;
+    let pass = |src: &[f64], along_rows: bool| {
+        let mut out = vec![0f64; src.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let (i, n) = if along_rows { (x, w) } else { (y, h) };
+                let (lo, hi) = (i.saturating_sub(r), (i + r + 1).min(n));
+                let at = |j: usize| if along_rows { y * w + j } else { j * w + x };
+                let sum: f64 = (lo..hi).map(|j| src[at(j)]).sum();
+                out[y * w + x] = sum / (hi - lo) as f64;
+            }
+        }
+        out
+    };
+    pass(&pass(v, true), false)
+}
+
+/// 1 - local SSIM of one plane against its reconstruction, in float64. Scoring computes it
+/// in float64 because the local variances (`E[x^2] - E[x]^2`) cancel: in float32 the
+/// map of a flat region moves by 1e-4 with the order of the sums, which per-pixel
+/// standardisation magnifies, so two correct implementations (this one and the ONNX
+/// export) would disagree. Training keeps the float32 [`ssim_map`].
+pub fn ssim_error_plane(x: &[f32], y: &[f32], h: usize, w: usize) -> Vec<f64> {
+    let (c1, c2) = (0.01f64 * 0.01, 0.03f64 * 0.03);
+    let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let y: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+    let product =
+        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(p, q)| p * q).collect() };
+    let (mx, my) = (box_mean(&x, h, w), box_mean(&y, h, w));
+    let (exx, eyy) = (
+        box_mean(&product(&x, &x), h, w),
+        box_mean(&product(&y, &y), h, w),
+    );
+    let exy = box_mean(&product(&x, &y), h, w);
+    (0..h * w)
+        .map(|i| {
+            let (a, b) = (mx[i], my[i]);
+            let (sxx, syy, sxy) = (exx[i] - a * a, eyy[i] - b * b, exy[i] - a * b);
+            let num = (2.0 * a * b + c1) * (2.0 * sxy + c2);
+            let den = (a * a + b * b + c1) * (sxx + syy + c2);
+            1.0 - num / den
+        })
+        .collect()
 }
 
 /// A normalised 1-D Gaussian kernel of radius ceil(3 sigma).
@@ -92,30 +164,39 @@ pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
 }
 
 /// Gaussian smoothing of a `w x h` map (separable, edges clamped). `sigma <= 0` copies.
-pub fn smooth(map: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
+/// Float32 for images, float64 for anomaly maps.
+pub fn smooth<T: Sample>(map: &[T], w: usize, h: usize, sigma: f32) -> Vec<T> {
     if sigma <= 0.0 {
         return map.to_vec();
     }
-    let k = gaussian_kernel(sigma);
+    let k: Vec<T> = gaussian_kernel(sigma).into_iter().map(T::from).collect();
     let rows = blur_pass(map, w, h, &k, true);
     blur_pass(&rows, w, h, &k, false)
 }
 
+/// The element types [`smooth`] works in.
+pub trait Sample:
+    Copy + Default + From<f32> + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
+{
+}
+impl Sample for f32 {}
+impl Sample for f64 {}
+
 /// One 1-D pass of a separable blur along rows (`along_rows`) or columns, edges clamped.
-fn blur_pass(src: &[f32], w: usize, h: usize, k: &[f32], along_rows: bool) -> Vec<f32> {
+fn blur_pass<T: Sample>(src: &[T], w: usize, h: usize, k: &[T], along_rows: bool) -> Vec<T> {
     let r = (k.len() / 2) as isize;
-    let mut out = vec![0.0f32; src.len()];
+    let mut out = vec![T::default(); src.len()];
     for y in 0..h {
         for x in 0..w {
-            let mut acc = 0.0;
-            for (i, kv) in k.iter().enumerate() {
+            let mut acc = T::default();
+            for (i, &kv) in k.iter().enumerate() {
                 let o = i as isize - r;
                 let at = if along_rows {
                     y * w + (x as isize + o).clamp(0, w as isize - 1) as usize
                 } else {
                     (y as isize + o).clamp(0, h as isize - 1) as usize * w + x
                 };
-                acc += kv * src[at];
+                acc = acc + kv * src[at];
             }
             out[y * w + x] = acc;
         }

@@ -127,7 +127,7 @@ const BATCH_BYTES: u64 = 1 << 30;
 pub struct Detector {
     model: ConvAutoencoder,
     /// Training codes `[n, latent]` when the score has a nearest-neighbour part.
-    codes: Option<Tensor<2>>,
+    pub(crate) codes: Option<Tensor<2>>,
     meta: ModelMeta,
     device: Device,
 }
@@ -346,8 +346,8 @@ impl Detector {
         for chunk in indices.chunks(SCORE_BATCH) {
             for map in self.smoothed_maps(set.batch(chunk)?, chunk.len()).0 {
                 for (i, &v) in map.iter().enumerate() {
-                    sum[i] += v as f64;
-                    sum_sq[i] += (v as f64) * (v as f64);
+                    sum[i] += v;
+                    sum_sq[i] += v * v;
                 }
             }
             progress.advance(chunk.len() as u64);
@@ -417,22 +417,33 @@ impl Detector {
     }
 
     /// Mean distance from each code in `queries` to its `k` nearest training codes; with
-    /// `exclude_from = Some(i)`, query j is training code i + j and skips itself.
+    /// `exclude_from = Some(i)`, query j is training code i + j and skips itself. Distances
+    /// are summed differences, not `|q|^2 + |c|^2 - 2 q.c`: near neighbours are close
+    /// relative to the codes' size, and that expansion loses them to cancellation in
+    /// float32 (the distance moved by 1e-5, a tenth of its spread, with the order of sums).
     fn knn_distances(&self, queries: Tensor<2>, k: usize, exclude_from: Option<usize>) -> Vec<f32> {
         let codes = self.codes.as_ref().expect("knn needs training codes");
-        let n = codes.dims()[0];
-        let qq = queries.clone().powf_scalar(2.0).sum_dim(1);
-        let cc = codes.clone().powf_scalar(2.0).sum_dim(1).transpose();
-        let d2 = qq + cc - queries.matmul(codes.clone().transpose()) * 2.0;
-        let d2: Vec<f32> = d2.into_data().try_into_vec().expect("f32 distances");
-        d2.chunks(n)
+        let [n, latent] = codes.dims();
+        let codes: Vec<f32> = codes.clone().into_data().try_into_vec().expect("f32 codes");
+        let queries: Vec<f32> = queries.into_data().try_into_vec().expect("f32 codes");
+        queries
+            .par_chunks(latent)
             .enumerate()
-            .map(|(j, row)| {
-                let mut row: Vec<f32> = row.iter().map(|v| v.max(0.0).sqrt()).collect();
+            .map(|(j, q)| {
+                let mut row: Vec<f32> = codes
+                    .chunks(latent)
+                    .map(|c| {
+                        q.iter()
+                            .zip(c)
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum::<f32>()
+                            .sqrt()
+                    })
+                    .collect();
                 if let Some(i) = exclude_from {
                     row[i + j] = f32::INFINITY;
                 }
-                let k = k.min(row.len() - 1).max(1);
+                let k = k.min(n - 1).max(1);
                 row.select_nth_unstable_by(k - 1, f32::total_cmp);
                 row[..k].iter().sum::<f32>() / k as f32
             })
@@ -479,9 +490,9 @@ impl Detector {
         &self.model
     }
 
-    /// Smoothed error maps and bottleneck codes of `n` prepared inputs (channel-major,
-    /// concatenated).
-    fn smoothed_maps(&self, inputs: Vec<f32>, n: usize) -> (Vec<Vec<f32>>, Tensor<2>) {
+    /// Smoothed error maps (float64) and bottleneck codes of `n` prepared inputs
+    /// (channel-major, concatenated).
+    fn smoothed_maps(&self, inputs: Vec<f32>, n: usize) -> (Vec<Vec<f64>>, Tensor<2>) {
         let s = self.meta.prep.image_size;
         let x = Tensor::<4>::from_data(
             TensorData::new(inputs, [n, self.meta.prep.channels, s, s]),
@@ -506,13 +517,17 @@ impl Detector {
         let sc = &self.meta.scoring;
         if !sc.pixel_mean.is_empty() {
             for map in &mut smoothed {
-                for ((v, m), sd) in map.iter_mut().zip(&sc.pixel_mean).zip(&sc.pixel_std) {
-                    *v = (*v - m) / sd;
+                for ((v, &m), &sd) in map.iter_mut().zip(&sc.pixel_mean).zip(&sc.pixel_std) {
+                    *v = (*v - m as f64) / sd as f64;
                 }
             }
         }
-        let scores = smoothed.iter().map(|m| sc.reduction.apply(m)).collect();
-        (scores, smoothed, z)
+        let maps: Vec<Vec<f32>> = smoothed
+            .into_iter()
+            .map(|m| m.into_iter().map(|v| v as f32).collect())
+            .collect();
+        let scores = maps.iter().map(|m| sc.reduction.apply(m)).collect();
+        (scores, maps, z)
     }
 
     /// Scores and anomaly maps (smoothed, standardised when the model has pixel
