@@ -15,6 +15,7 @@ use crate::commands::demo::DemoArgs;
 use crate::commands::denoise::DenoiseArgs;
 use crate::commands::encode::EncodeArgs;
 use crate::commands::eval::EvalArgs;
+use crate::commands::export::ExportArgs;
 use crate::commands::impute::ImputeArgs;
 use crate::commands::index::IndexArgs;
 use crate::commands::machines::MachinesArgs;
@@ -90,6 +91,12 @@ enum Command {
     /// Fill the missing cells (empty, NA, NaN, null) of a table with a table model; every
     /// other cell, the column order and the id column are kept as they were.
     Impute(ImputeArgs),
+    /// Write a model as an ONNX graph (opset 17) that computes what `score`, `encode` and
+    /// `denoise` compute, preprocessing, maps, calibration and verdicts included: image and
+    /// table detectors (score, p_value, is_anomaly, map or errors, code), audio detectors
+    /// (from |STFT|^2), image denoisers (one pass over the image) and audio denoisers (the
+    /// spectral gain). The model's metadata goes into the graph's metadata_props.
+    Export(ExportArgs),
     /// Evaluate on an MVTec-layout root (test/good, test/<defect>, ground_truth/):
     /// prints a JSON object of metrics (audio models: AUROC and pAUC up to a false-positive
     /// rate of 0.1, overall and per fault folder).
@@ -129,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(args) => commands::search::run(args, &device, &bars),
         Command::Impute(args) => commands::impute::run(args, &device, &bars),
         Command::Eval(args) => commands::eval::run(args, &device, &bars),
+        Command::Export(args) => commands::export::run(args, &device, &bars),
         Command::Serve(args) => commands::serve::run(args, &device, &bars),
         Command::Boards(args) => commands::boards::run(args, &device, &bars),
         Command::Machines(args) => commands::machines::run(args, &device, &bars),

@@ -43,6 +43,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod io;
 pub mod metrics;
 pub mod model;

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod denoise;
 pub mod encode;
 pub mod eval;
+pub mod export;
 pub mod impute;
 pub mod index;
 pub mod machines;

@@ -12,12 +12,12 @@ use super::spec::ConvSpec;
 /// A convolutional autoencoder; its shape is fully described by a [`ConvSpec`].
 #[derive(Module, Debug)]
 pub struct ConvAutoencoder {
-    encoder: Vec<Conv2d>,
-    to_latent: Linear,
-    from_latent: Linear,
-    decoder: Vec<ConvTranspose2d>,
-    output: Conv2d,
-    activation: LeakyRelu,
+    pub(crate) encoder: Vec<Conv2d>,
+    pub(crate) to_latent: Linear,
+    pub(crate) from_latent: Linear,
+    pub(crate) decoder: Vec<ConvTranspose2d>,
+    pub(crate) output: Conv2d,
+    pub(crate) activation: LeakyRelu,
 }
 
 impl ConvAutoencoder {

@@ -70,9 +70,9 @@ impl DenoiseSpec {
 
 /// Two 3x3 convolutions at one resolution.
 #[derive(Module, Debug)]
-struct Block {
-    first: Conv2d,
-    second: Conv2d,
+pub(crate) struct Block {
+    pub(crate) first: Conv2d,
+    pub(crate) second: Conv2d,
 }
 
 impl Block {
@@ -99,12 +99,12 @@ impl Block {
 pub struct DenoiseNet {
     /// Full resolution first, then one block per level (the first convolution of each
     /// halves the grid).
-    down: Vec<Block>,
+    pub(crate) down: Vec<Block>,
     /// From the deepest level up: a 2x2 transposed convolution, then a 3x3 convolution
     /// after adding the skip from the level above.
-    up: Vec<ConvTranspose2d>,
-    merge: Vec<Conv2d>,
-    output: Conv2d,
+    pub(crate) up: Vec<ConvTranspose2d>,
+    pub(crate) merge: Vec<Conv2d>,
+    pub(crate) output: Conv2d,
 }
 
 impl DenoiseNet {

@@ -73,13 +73,13 @@ impl DenseSpec {
 /// A dense autoencoder; its shape is fully described by a [`DenseSpec`].
 #[derive(Module, Debug)]
 pub struct DenseAutoencoder {
-    encoder: Vec<Linear>,
-    encoder_norm: Vec<BatchNorm>,
-    to_latent: Linear,
-    to_log_var: Option<Linear>,
-    decoder: Vec<Linear>,
-    decoder_norm: Vec<BatchNorm>,
-    output: Linear,
+    pub(crate) encoder: Vec<Linear>,
+    pub(crate) encoder_norm: Vec<BatchNorm>,
+    pub(crate) to_latent: Linear,
+    pub(crate) to_log_var: Option<Linear>,
+    pub(crate) decoder: Vec<Linear>,
+    pub(crate) decoder_norm: Vec<BatchNorm>,
+    pub(crate) output: Linear,
 }
 
 /// What the encoder gives: the code (the mean for a VAE) and, for a VAE, its log-variance.
@@ -89,7 +89,7 @@ pub struct Encoded {
 }
 
 /// Slope of the activation below zero.
-const NEGATIVE_SLOPE: f64 = 0.1;
+pub(crate) const NEGATIVE_SLOPE: f64 = 0.1;
 
 /// Leaky ReLU written as `slope * x + (1 - slope) * relu(x)`: the same function as burn's
 /// `LeakyRelu`, whose select-based kernel took 28% of a small network's training time

@@ -135,12 +135,12 @@ pub const CROP_SECONDS: f64 = 1.0;
 const TARGET_STEPS: usize = 3000;
 const MAX_EPOCHS: usize = 200;
 /// Added to the power before its logarithm.
-const POWER_FLOOR: f32 = 1e-10;
+pub(crate) const POWER_FLOOR: f32 = 1e-10;
 const CHUNK_INPUTS: usize = 2048;
 
 /// A trained audio denoiser.
 pub struct AudioDenoiser {
-    model: DenseAutoencoder,
+    pub(crate) model: DenseAutoencoder,
     meta: AudioDenoiseMeta,
     stft: Stft,
     device: Device,

@@ -125,7 +125,7 @@ struct Sample {
 
 /// A trained denoiser.
 pub struct Denoiser {
-    net: DenoiseNet,
+    pub(crate) net: DenoiseNet,
     meta: DenoiseMeta,
     device: Device,
     /// Side of the tiles the image is cut into.
@@ -413,7 +413,7 @@ impl Denoiser {
     }
 
     /// Pixels by which tiles overlap (and by which the image is mirrored at its borders).
-    fn overlap(&self) -> usize {
+    pub(crate) fn overlap(&self) -> usize {
         self.meta
             .spec
             .context()

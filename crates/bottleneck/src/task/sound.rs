@@ -194,7 +194,7 @@ pub struct ClipScore {
 
 /// A trained audio anomaly detector.
 pub struct AudioDetector {
-    model: DenseAutoencoder,
+    pub(crate) model: DenseAutoencoder,
     meta: AudioMeta,
     logmel: LogMel,
     device: Device,

@@ -168,7 +168,7 @@ pub struct ScoredChunk<'a> {
 
 /// A trained table model.
 pub struct TableModel {
-    model: DenseAutoencoder,
+    pub(crate) model: DenseAutoencoder,
     meta: TableMeta,
     device: Device,
 }

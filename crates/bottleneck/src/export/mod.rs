@@ -1,0 +1,427 @@
+//! Export to ONNX: one graph per model that computes what `score`, `encode` and `denoise`
+//! compute, from the input the user has, so that the same numbers come out of ONNX Runtime,
+//! TensorRT or Triton.
+//!
+//! | kind | input | outputs |
+//! |---|---|---|
+//! | image detector | `image` `[batch, channels, size, size]` in [0, 1] | `score`, `p_value`, `is_anomaly`, `map` `[batch, size, size]`, `code` |
+//! | table detector | `rows` `[batch, features]` raw, NaN missing | `score`, `p_value`, `is_anomaly`, `errors` `[batch, features]`, `code` |
+//! | audio detector | `power` `[frames, n_fft / 2 + 1]`, one recording | `score`, `p_value`, `is_anomaly`, `map` `[frames, n_mels]` |
+//! | image denoiser | `image` `[batch, channels, height, width]` in [0, 1] | `denoised` |
+//! | audio denoiser | `power` `[frames, n_fft / 2 + 1]`, one channel | `gain` `[frames, n_fft / 2 + 1]` |
+//!
+//! What stays outside the graph: decoding and resizing images (bilinear to the model's
+//! size), decoding, mixing and resampling audio and its short-time Fourier transform (the
+//! graph takes `|STFT|^2`; the README gives the exact transform), and, for the audio
+//! denoiser, multiplying the spectrum by the gain and the inverse transform. The model's
+//! metadata (spec, preprocessing, calibration) travels in `metadata_props` under
+//! `bottleneck`; the threshold also under `threshold`.
+
+mod graph;
+mod layers;
+mod proto;
+mod scoring;
+
+use std::path::Path;
+
+use prost::Message;
+
+pub use graph::OPSET;
+use graph::{Dim, Elem, Graph};
+use scoring::{calibrate, error_map, knn, overlap_average, reduce, smooth, standardize, windows};
+
+use crate::data::spectral::{LOG_EPS, mel_filterbank};
+use crate::error::Result;
+use crate::score::Calibration;
+use crate::task::audio_denoise::POWER_FLOOR;
+use crate::task::{AudioDenoiser, AudioDetector, Denoiser, Detector, Model, TableModel};
+
+const BATCH: Dim = Dim::Free("batch");
+const FRAMES: Dim = Dim::Free("frames");
+
+/// An exported model: the serialised `ModelProto` and what goes in and comes out.
+pub struct Onnx {
+    pub bytes: Vec<u8>,
+    /// `name [dims]` of each input and output (free dimensions by name).
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+/// The ONNX model of `model`.
+pub fn to_onnx(model: &Model) -> Result<Onnx> {
+    let (graph, name, doc) = match model {
+        Model::ImageDetector(m) => (image_detector(m), "image_detector", IMAGE_DOC),
+        Model::TableDetector(m) => (table_detector(m), "table_detector", TABLE_DOC),
+        Model::AudioDetector(m) => (audio_detector(m), "audio_detector", AUDIO_DOC),
+        Model::ImageDenoiser(m) => (image_denoiser(m), "image_denoiser", DENOISE_DOC),
+        Model::AudioDenoiser(m) => (audio_denoiser(m), "audio_denoiser", AUDIO_DENOISE_DOC),
+    };
+    let mut metadata = vec![
+        ("bottleneck".to_string(), model.meta_json().to_string()),
+        ("kind".to_string(), name.to_string()),
+    ];
+    if let Some(cal) = calibration(model) {
+        metadata.push(("threshold".into(), cal.threshold.to_string()));
+        metadata.push(("effective_fpr".into(), cal.effective_fpr.to_string()));
+    }
+    let (inputs, outputs) = graph.signature();
+    Ok(Onnx {
+        bytes: graph.into_model(name, doc, metadata).encode_to_vec(),
+        inputs,
+        outputs,
+    })
+}
+
+/// Writes the ONNX model of `model` to `path`, atomically, and returns it.
+pub fn export(model: &Model, path: &Path) -> Result<Onnx> {
+    let onnx = to_onnx(model)?;
+    crate::io::write_atomic(path, |tmp| {
+        std::fs::write(tmp, &onnx.bytes).map_err(|e| crate::error::Error::io(tmp, e))
+    })?;
+    Ok(onnx)
+}
+
+fn calibration(model: &Model) -> Option<&Calibration> {
+    match model {
+        Model::ImageDetector(m) => Some(&m.meta().calibration),
+        Model::TableDetector(m) => Some(&m.meta().calibration),
+        Model::AudioDetector(m) => Some(&m.meta().calibration),
+        Model::ImageDenoiser(_) | Model::AudioDenoiser(_) => None,
+    }
+}
+
+/// The detector outputs every detector graph has.
+fn verdict_outputs(g: &mut Graph, score: &str, cal: &Calibration, batch: Dim) {
+    let (p, anomaly) = calibrate(g, score, cal);
+    g.output(
+        score,
+        "score",
+        Elem::F32,
+        &[batch],
+        "anomaly score, higher is stranger",
+    );
+    g.output(
+        &p,
+        "p_value",
+        Elem::F64,
+        &[batch],
+        "conformal p-value against the calibration scores",
+    );
+    g.output(
+        &anomaly,
+        "is_anomaly",
+        Elem::Bool,
+        &[batch],
+        "score above the calibrated threshold (or not a number)",
+    );
+}
+
+const IMAGE_DOC: &str = "bottleneck image anomaly detector. Input `image`: float32 \
+[batch, channels, size, size], pixel values in [0, 1], resized (bilinear) to the model's size \
+outside the graph. Outputs: score, p_value, is_anomaly, map (the anomaly map at the model's \
+size), code (the bottleneck code).";
+
+fn image_detector(d: &Detector) -> Graph {
+    let meta = d.meta();
+    let (c, s) = (meta.prep.channels, meta.prep.image_size);
+    let mut g = Graph::new();
+    let x = g.input(
+        "image",
+        Elem::F32,
+        &[BATCH, Dim::Fixed(c), Dim::Fixed(s), Dim::Fixed(s)],
+        "pixels in [0, 1] at the model's size, channel-major",
+    );
+    let (code, recon) = layers::conv_autoencoder(&mut g, &x, d.model());
+    let sc = &meta.scoring;
+    let raw = error_map(&mut g, &x, &recon, sc.loss, s);
+    let mut map = smooth(&mut g, &raw, sc.smoothing_sigma, s);
+    if !sc.pixel_mean.is_empty() {
+        let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+        let mean = g.f64s("pixel_mean", &[1, 1, s, s], &wide(&sc.pixel_mean));
+        let std = g.f64s("pixel_std", &[1, 1, s, s], &wide(&sc.pixel_std));
+        let centred = g.bin("Sub", &map, &mean);
+        map = g.bin("Div", &centred, &std);
+    }
+    let map = g.cast(&map, Elem::F32);
+    let flat = g.reshape(&map, &[-1, (s * s) as i64]);
+    let map_score = reduce(&mut g, &flat, sc.reduction, Some(s * s));
+    let score = match (&sc.knn, &d.codes) {
+        (Some(k), Some(codes)) => {
+            let dist = knn(&mut g, &code, codes, k.k);
+            let zm = standardize(&mut g, &map_score, k.map_center, k.map_spread);
+            let zk = standardize(&mut g, &dist, k.knn_center, k.knn_spread);
+            g.bin("Max", &zm, &zk)
+        }
+        _ => map_score,
+    };
+    verdict_outputs(&mut g, &score, &meta.calibration, BATCH);
+    let map = g.reshape(&map, &[-1, s as i64, s as i64]);
+    g.output(
+        &map,
+        "map",
+        Elem::F32,
+        &[BATCH, Dim::Fixed(s), Dim::Fixed(s)],
+        "anomaly map at the model's size (smoothed, standardised per pixel when the model is)",
+    );
+    g.output(
+        &code,
+        "code",
+        Elem::F32,
+        &[BATCH, Dim::Fixed(meta.spec.latent)],
+        "bottleneck code",
+    );
+    g
+}
+
+const TABLE_DOC: &str = "bottleneck table anomaly detector. Input `rows`: float32 \
+[batch, features], raw values in the model's column order (metadata `bottleneck`, \
+prep.features), NaN for a missing cell. Outputs: score, p_value, is_anomaly, errors (each \
+feature's squared error in standardised units, 0 where missing), code.";
+
+fn table_detector(t: &TableModel) -> Graph {
+    let meta = t.meta();
+    let f = meta.spec.features;
+    let mut g = Graph::new();
+    let x = g.input(
+        "rows",
+        Elem::F32,
+        &[BATCH, Dim::Fixed(f)],
+        "raw feature values in the model's column order, NaN where missing",
+    );
+    let center = g.f32s("center", &[1, f], &meta.prep.center);
+    let scale = g.f32s("scale", &[1, f], &meta.prep.scale);
+    let shifted = g.bin("Sub", &x, &center);
+    let z = g.bin("Div", &shifted, &scale);
+    let missing = g.op("IsNaN", &[&x], vec![]);
+    let zero = g.scalar(0.0);
+    let shown = g.op("Where", &[&missing, &zero, &z], vec![]);
+    let observed = g.op("Not", &[&missing], vec![]);
+    let mask = g.cast(&observed, Elem::F32);
+    let input = if meta.spec.mask_input {
+        g.op(
+            "Concat",
+            &[&shown, &mask],
+            vec![("axis", graph::Attr::Int(1))],
+        )
+    } else {
+        shown
+    };
+    let out = layers::dense_autoencoder(&mut g, &input, &t.model);
+    let diff = g.bin("Sub", &z, &out.recon);
+    let sq = g.bin("Mul", &diff, &diff);
+    let errors = g.op("Where", &[&missing, &zero, &sq], vec![]);
+    let total = g.reduce_sum(&errors, &[1], false);
+    let count = g.reduce_sum(&mask, &[1], false);
+    let count = g.bin_scalar("Max", &count, 1.0);
+    let mean = g.bin("Div", &total, &count);
+    let score = match (meta.scoring.score, &out.log_var) {
+        (crate::model::file::TableScore::Elbo, Some(lv)) => {
+            let e = g.op("Exp", &[lv], vec![]);
+            let mu2 = g.bin("Mul", &out.code, &out.code);
+            let a = g.bin("Add", &e, &mu2);
+            let b = g.bin("Sub", &a, lv);
+            let c = g.bin_scalar("Sub", &b, 1.0);
+            let s = g.reduce_sum(&c, &[1], false);
+            let kl = g.bin_scalar("Mul", &s, 0.5);
+            let half = g.bin_scalar("Mul", &mean, 0.5);
+            let scaled = g.bin_scalar("Mul", &half, f as f32);
+            g.bin("Add", &scaled, &kl)
+        }
+        _ => mean,
+    };
+    verdict_outputs(&mut g, &score, &meta.calibration, BATCH);
+    g.output(
+        &errors,
+        "errors",
+        Elem::F32,
+        &[BATCH, Dim::Fixed(f)],
+        "each feature's squared reconstruction error (standardised units, 0 where missing)",
+    );
+    g.output(
+        &out.code,
+        "code",
+        Elem::F32,
+        &[BATCH, Dim::Fixed(meta.spec.latent)],
+        "bottleneck code (the mean for a variational model)",
+    );
+    g
+}
+
+const AUDIO_DOC: &str = "bottleneck audio anomaly detector, one recording per run. Input \
+`power`: float32 [frames, n_fft / 2 + 1], |STFT|^2 of the mono signal at the model's rate \
+(periodic Hann window of n_fft points, hop as the metadata says, frames centred on multiples \
+of the hop with the signal zero-padded by n_fft / 2 on both sides; at least `context` \
+frames). Outputs: score, p_value, is_anomaly (each [1]) and map (each log-mel value's \
+reconstruction error, [frames, n_mels]).";
+
+fn audio_detector(a: &AudioDetector) -> Graph {
+    let meta = a.meta();
+    let mel = &meta.features.mel;
+    let (bins, m, c) = (mel.bins(), mel.n_mels, meta.features.context);
+    let mut g = Graph::new();
+    let p = g.input(
+        "power",
+        Elem::F32,
+        &[FRAMES, Dim::Fixed(bins)],
+        "|STFT|^2 of one mono recording at the model's rate",
+    );
+    let filters = mel_filterbank(mel);
+    let mut transposed = vec![0f32; filters.len()];
+    for (band, row) in filters.chunks(bins).enumerate() {
+        for (k, w) in row.iter().enumerate() {
+            transposed[k * m + band] = *w;
+        }
+    }
+    let fb = g.f32s("mel_filters_t", &[bins, m], &transposed);
+    let mel_power = g.bin("MatMul", &p, &fb);
+    let floored = g.bin_scalar("Add", &mel_power, LOG_EPS);
+    let ln = g.op("Log", &[&floored], vec![]);
+    let log10 = g.bin_scalar("Div", &ln, std::f32::consts::LN_10);
+    let db = g.bin_scalar("Mul", &log10, 10.0);
+    let mean = g.f32s("band_mean", &[1, m], &meta.features.band_mean);
+    let std = g.f32s("band_std", &[1, m], &meta.features.band_std);
+    let centred = g.bin("Sub", &db, &mean);
+    let z = g.bin("Div", &centred, &std);
+    let x = windows(&mut g, &z, c);
+    let out = layers::dense_autoencoder(&mut g, &x, &a.model);
+    let diff = g.bin("Sub", &x, &out.recon);
+    let e = g.bin("Mul", &diff, &diff);
+    let input_errors = g.reduce("ReduceMean", &e, &[1], false);
+    let row = g.reshape(&input_errors, &[1, -1]);
+    let reduction = meta.scoring.reduction;
+    let plain = reduce(&mut g, &row, reduction, None);
+    let map = overlap_average(&mut g, &e, c, m);
+    let score = match &meta.scoring.band_normalized {
+        Some(b) => {
+            let band_error = g.f32s("band_error", &[1, m], &b.band_error);
+            let ratio = g.bin("Div", &map, &band_error);
+            let per_frame = g.reduce("ReduceMean", &ratio, &[1], false);
+            let row = g.reshape(&per_frame, &[1, -1]);
+            let normalized = reduce(&mut g, &row, reduction, None);
+            let zp = standardize(&mut g, &plain, b.plain_center, b.plain_spread);
+            let zn = standardize(
+                &mut g,
+                &normalized,
+                b.normalized_center,
+                b.normalized_spread,
+            );
+            g.bin("Max", &zp, &zn)
+        }
+        None => plain,
+    };
+    verdict_outputs(&mut g, &score, &meta.calibration, Dim::Fixed(1));
+    g.output(
+        &map,
+        "map",
+        Elem::F32,
+        &[FRAMES, Dim::Fixed(m)],
+        "reconstruction error of each log-mel value (standardised units)",
+    );
+    g
+}
+
+const DENOISE_DOC: &str = "bottleneck image denoiser. Input `image`: float32 \
+[batch, channels, height, width], pixel values in [0, 1], any size of at least the model's \
+border margin plus one pixel per side (a grayscale model cleans colour images plane by plane: \
+pass each plane as its own image). Output `denoised`, same shape, in [0, 1]: the whole image \
+in one pass (bottleneck denoise cuts large images into blended tiles to bound memory).";
+
+fn image_denoiser(d: &Denoiser) -> Graph {
+    let spec = &d.meta().spec;
+    let (o, m) = (d.overlap() as i64, spec.multiple() as i64);
+    let mut g = Graph::new();
+    let x = g.input(
+        "image",
+        Elem::F32,
+        &[
+            BATCH,
+            Dim::Fixed(spec.channels),
+            Dim::Free("height"),
+            Dim::Free("width"),
+        ],
+        "pixels in [0, 1], channel-major",
+    );
+    // Mirrored by `o` on every side, then on the bottom and right up to a multiple of the
+    // network's stride, as bottleneck denoise pads each image.
+    let hw = g.op(
+        "Shape",
+        &[&x],
+        vec![("start", graph::Attr::Int(2)), ("end", graph::Attr::Int(4))],
+    );
+    let two_o = g.i64s("margin", &[2 * o]);
+    let padded_len = g.bin("Add", &hw, &two_o);
+    let multiple = g.i64s("multiple", &[m]);
+    let rem = g.bin("Mod", &padded_len, &multiple);
+    let short = g.bin("Sub", &multiple, &rem);
+    let extra = g.bin("Mod", &short, &multiple);
+    let margin = g.i64s("margin", &[o]);
+    let end = g.bin("Add", &extra, &margin);
+    let begin = g.i64s("pads_begin", &[0, 0, o, o, 0, 0]);
+    let pads = g.op(
+        "Concat",
+        &[&begin, &end],
+        vec![("axis", graph::Attr::Int(0))],
+    );
+    let padded = g.op(
+        "Pad",
+        &[&x, &pads],
+        vec![("mode", graph::Attr::Str("reflect"))],
+    );
+    let y = layers::denoise_net(&mut g, &padded, &d.net);
+    let starts = g.i64s("starts", &[o, o]);
+    let ends = g.bin("Add", &hw, &margin);
+    let axes = g.i64s("axes", &[2, 3]);
+    let crop = g.op("Slice", &[&y, &starts, &ends, &axes], vec![]);
+    let lo = g.scalar(0.0);
+    let hi = g.scalar(1.0);
+    let clean = g.op("Clip", &[&crop, &lo, &hi], vec![]);
+    g.output(
+        &clean,
+        "denoised",
+        Elem::F32,
+        &[
+            BATCH,
+            Dim::Fixed(spec.channels),
+            Dim::Free("height"),
+            Dim::Free("width"),
+        ],
+        "the denoised image in [0, 1]",
+    );
+    g
+}
+
+const AUDIO_DENOISE_DOC: &str = "bottleneck audio denoiser, one channel per run. Input \
+`power`: float32 [frames, n_fft / 2 + 1], |STFT|^2 of the channel at the model's rate (the \
+transform of the audio detector; a signal shorter than (context - 1) * hop + 1 samples is \
+zero-padded to that first). Output `gain` of the same shape: multiply the complex STFT by it \
+and invert (overlap-add of the windowed inverse FFTs divided by the summed squared window).";
+
+fn audio_denoiser(a: &AudioDenoiser) -> Graph {
+    let f = &a.meta().features;
+    let (bins, c) = (f.n_fft / 2 + 1, f.context);
+    let mut g = Graph::new();
+    let p = g.input(
+        "power",
+        Elem::F32,
+        &[FRAMES, Dim::Fixed(bins)],
+        "|STFT|^2 of one channel at the model's rate",
+    );
+    let floored = g.bin_scalar("Add", &p, POWER_FLOOR);
+    let ln = g.op("Log", &[&floored], vec![]);
+    let mean = g.f32s("bin_mean", &[1, bins], &f.bin_mean);
+    let std = g.f32s("bin_std", &[1, bins], &f.bin_std);
+    let centred = g.bin("Sub", &ln, &mean);
+    let z = g.bin("Div", &centred, &std);
+    let x = windows(&mut g, &z, c);
+    let out = layers::dense_autoencoder(&mut g, &x, &a.model);
+    let masks = g.op("Sigmoid", &[&out.recon], vec![]);
+    let gain = overlap_average(&mut g, &masks, c, bins);
+    g.output(
+        &gain,
+        "gain",
+        Elem::F32,
+        &[FRAMES, Dim::Fixed(bins)],
+        "the gain to multiply each STFT bin by",
+    );
+    g
+}
