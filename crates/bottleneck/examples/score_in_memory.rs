@@ -4,14 +4,14 @@
 //! cargo run --release -p bottleneck --example score_in_memory -- MODEL DATA.npy [REPEATS]
 //!
 //! DATA.npy: float32 rows `(n, features)` for a table model (columns in the model's order),
-//! or uint8 images `(n, h, w)` for an image model. Prints one JSON line with the best time
+//! or uint8 images `(n, h, w)` (grayscale) or `(n, h, w, 3)` (RGB) for an image model. Prints one JSON line with the best time
 //! of REPEATS (default 3) calls of `score` on the whole array.
 
 use std::time::Instant;
 
 use bottleneck::{AnomalyDetector, Device, Model, Table};
-use image::{DynamicImage, GrayImage};
-use ndarray::{Array2, Array3, Axis};
+use image::{DynamicImage, GrayImage, RgbImage};
+use ndarray::{Array2, Array3, Array4, Axis};
 use ndarray_npy::read_npy;
 
 // As in the binary (and the Python module): the CLI's in-process figure.
@@ -40,16 +40,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Model::ImageDetector(d) => {
-            let pixels: Array3<u8> = read_npy(data)?;
-            n = pixels.len_of(Axis(0));
-            let (h, w) = (pixels.shape()[1] as u32, pixels.shape()[2] as u32);
-            let images: Vec<DynamicImage> = pixels
-                .axis_iter(Axis(0))
-                .map(|img| {
-                    let raw = img.iter().copied().collect();
-                    DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, raw).expect("h x w pixels"))
-                })
-                .collect();
+            let images: Vec<DynamicImage> = match read_npy::<_, Array3<u8>>(data) {
+                Ok(pixels) => {
+                    let (h, w) = (pixels.shape()[1] as u32, pixels.shape()[2] as u32);
+                    pixels
+                        .axis_iter(Axis(0))
+                        .map(|img| {
+                            let raw = img.iter().copied().collect();
+                            DynamicImage::ImageLuma8(
+                                GrayImage::from_raw(w, h, raw).expect("h x w pixels"),
+                            )
+                        })
+                        .collect()
+                }
+                Err(_) => {
+                    let pixels: Array4<u8> = read_npy(data)?;
+                    let (h, w) = (pixels.shape()[1] as u32, pixels.shape()[2] as u32);
+                    pixels
+                        .axis_iter(Axis(0))
+                        .map(|img| {
+                            let raw = img.iter().copied().collect();
+                            DynamicImage::ImageRgb8(
+                                RgbImage::from_raw(w, h, raw).expect("h x w x 3 pixels"),
+                            )
+                        })
+                        .collect()
+                }
+            };
+            n = images.len();
             for _ in 0..repeats {
                 let start = Instant::now();
                 std::hint::black_box(d.score(&images)?);

@@ -19,7 +19,7 @@
 
 mod graph;
 mod layers;
-mod proto;
+pub mod proto;
 mod scoring;
 
 use std::path::Path;
@@ -424,4 +424,172 @@ fn audio_denoiser(a: &AudioDenoiser) -> Graph {
         "the gain to multiply each STFT bin by",
     );
     g
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{DynamicImage, GrayImage};
+
+    use super::proto::ModelProto;
+    use super::*;
+    use crate::data::audio::Audio;
+    use crate::data::table::Table;
+    use crate::progress::Silent;
+    use crate::task::{AudioDenoiseParams, AudioParams, DenoiseParams, DetectParams, TableParams};
+    use burn::prelude::Device;
+
+    /// Every node reads values defined before it (graph inputs, initializers, earlier
+    /// outputs), nothing is written twice, and the graph's outputs are `outputs`.
+    fn assert_well_formed(bytes: &[u8], outputs: &[&str]) {
+        let model = ModelProto::decode(bytes).expect("a ModelProto");
+        let graph = model.graph.expect("a graph");
+        let mut defined: std::collections::HashSet<String> = graph
+            .input
+            .iter()
+            .filter_map(|v| v.name.clone())
+            .chain(graph.initializer.iter().filter_map(|t| t.name.clone()))
+            .collect();
+        for node in &graph.node {
+            for input in node.input.iter().filter(|i| !i.is_empty()) {
+                assert!(
+                    defined.contains(input),
+                    "{:?} reads undefined {input}",
+                    node.op_type
+                );
+            }
+            for output in &node.output {
+                assert!(defined.insert(output.clone()), "{output} written twice");
+            }
+        }
+        let names: Vec<&str> = graph
+            .output
+            .iter()
+            .filter_map(|v| v.name.as_deref())
+            .collect();
+        assert_eq!(names, outputs);
+        let meta = model
+            .metadata_props
+            .iter()
+            .find(|p| p.key.as_deref() == Some("bottleneck"))
+            .and_then(|p| p.value.as_deref())
+            .expect("the model's metadata");
+        assert!(serde_json::from_str::<serde_json::Value>(meta).is_ok());
+    }
+
+    fn export(model: Model) -> Vec<u8> {
+        to_onnx(&model).unwrap().bytes
+    }
+
+    #[test]
+    fn every_kind_exports_a_well_formed_graph() {
+        let device = Device::flex();
+        let images: Vec<DynamicImage> = (0..16)
+            .map(|i| {
+                DynamicImage::ImageLuma8(GrayImage::from_fn(16, 16, |x, y| {
+                    image::Luma([((x * 13 + y * 7 + i * 5) % 256) as u8])
+                }))
+            })
+            .collect();
+        let detector = Detector::fit_images(
+            &images,
+            &DetectParams {
+                epochs: Some(1),
+                width: Some(4),
+                knn: 3,
+                ..DetectParams::default()
+            },
+            &device,
+            &Silent,
+        )
+        .unwrap();
+        let detector_outputs = ["score", "p_value", "is_anomaly", "map", "code"];
+        assert_well_formed(
+            &export(Model::ImageDetector(Box::new(detector))),
+            &detector_outputs,
+        );
+        let denoiser = Denoiser::fit_images(
+            &images,
+            None,
+            &DenoiseParams {
+                width: 4,
+                levels: 1,
+                patch: 8,
+                epochs: Some(1),
+                ..DenoiseParams::default()
+            },
+            &device,
+            &Silent,
+        )
+        .unwrap();
+        assert_well_formed(
+            &export(Model::ImageDenoiser(Box::new(denoiser))),
+            &["denoised"],
+        );
+        let values = ndarray::Array2::from_shape_fn((120, 3), |(i, j)| ((i * (j + 3)) % 17) as f32);
+        let table = TableModel::fit_table(
+            &Table::unnamed(values),
+            &TableParams {
+                epochs: Some(1),
+                variational: true,
+                batch_norm: true,
+                score: crate::model::file::TableScore::Elbo,
+                ..TableParams::default()
+            },
+            &device,
+            &Silent,
+        )
+        .unwrap();
+        assert_well_formed(
+            &export(Model::TableDetector(Box::new(table))),
+            &["score", "p_value", "is_anomaly", "errors", "code"],
+        );
+        let clips: Vec<Audio> = (0..6)
+            .map(|k| {
+                let samples = (0..8000)
+                    .map(|i| (i as f32 * (0.05 + 0.001 * k as f32)).sin() * 0.3)
+                    .collect();
+                Audio::from_samples(samples, 1, 8000).unwrap()
+            })
+            .collect();
+        let audio = AudioDetector::fit_clips(
+            &clips,
+            &AudioParams {
+                n_fft: 256,
+                hop: 128,
+                n_mels: 16,
+                hidden: vec![16],
+                latent: 4,
+                epochs: Some(1),
+                calibration_fraction: 0.34,
+                ..AudioParams::default()
+            },
+            &device,
+            &Silent,
+        )
+        .unwrap();
+        assert_well_formed(
+            &export(Model::AudioDetector(Box::new(audio))),
+            &["score", "p_value", "is_anomaly", "map"],
+        );
+        let audio_denoiser = AudioDenoiser::fit_clips(
+            &clips,
+            &AudioDenoiseParams {
+                noise: "white:0.03".parse().unwrap(),
+                n_fft: 128,
+                hop: 32,
+                hidden: vec![16],
+                latent: 8,
+                epochs: Some(1),
+                batch_size: 4,
+                ..AudioDenoiseParams::default()
+            },
+            &device,
+            &Silent,
+        )
+        .unwrap();
+        assert_well_formed(
+            &export(Model::AudioDenoiser(Box::new(audio_denoiser))),
+            &["gain"],
+        );
+    }
 }
