@@ -295,6 +295,11 @@ impl Model {
         self.with(py, |m| m.save(&path))
     }
 
+    /// Writes the model as an ONNX graph (what `bottleneck export` writes), atomically.
+    fn export_onnx(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        self.with(py, |m| bottleneck::export::export(m, &path).map(|_| ()))
+    }
+
     /// Scores, p-values and flags of table rows.
     #[pyo3(signature = (values, columns=None))]
     fn score_table<'py>(

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from scipy.io import wavfile
 
+import bottleneck_ae as bae
 from test_bottleneck_ae import COLUMNS, board, cli, hum, read_scores, sensor_rows, write_csv
 
 
@@ -32,7 +33,13 @@ def run(session, **inputs):
     return dict(zip(names, session.run(None, inputs)))
 
 
+def worst(a, b, scale=1.0):
+    """The largest difference, over `scale` (printed under `pytest -s` for the records)."""
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max() / scale)
+
+
 def assert_verdicts_match(got, scores, p_values, flags):
+    print(f"  score diff / scale {worst(got['score'], scores, max(1.0, float(np.abs(scores).max()))):.1e}")
     # Relative to the scores' scale: most scores are standardised (in units of their spread
     # on the training data), so one near 0 carries the absolute error of its neighbours.
     scale = max(1.0, float(np.abs(scores).max()))
@@ -89,10 +96,11 @@ def test_image_detector_scores_maps_and_codes_match(tmp_path, flags, colour):
     got = run(session, image=np.ascontiguousarray(x))
     assert_verdicts_match(got, scores, p_values, verdicts)
     assert verdicts.any() and not verdicts.all(), "the test set should hold both verdicts"
-    for i in range(6):
-        cli_map = np.load(tmp_path / "maps" / f"{i}_map.npy")
-        np.testing.assert_allclose(got["map"][i], cli_map, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(got["code"], read_codes(tmp_path / "codes.csv"), rtol=1e-5, atol=1e-5)
+    cli_maps = np.stack([np.load(tmp_path / "maps" / f"{i}_map.npy") for i in range(6)])
+    np.testing.assert_allclose(got["map"], cli_maps, rtol=1e-4, atol=1e-4)
+    codes = read_codes(tmp_path / "codes.csv")
+    np.testing.assert_allclose(got["code"], codes, rtol=1e-5, atol=1e-5)
+    print(f"  map diff {worst(got['map'], cli_maps):.1e}, code diff {worst(got['code'], codes):.1e}")
     # The batch dimension is free: one image at a time gives the same numbers.
     one = run(session, image=np.ascontiguousarray(x[3:4]))
     np.testing.assert_allclose(one["score"], got["score"][3:4], rtol=1e-5)
@@ -111,11 +119,16 @@ def test_table_detector_scores_rows_with_gaps_like_the_cli(tmp_path, flags):
     scores, p_values, verdicts, _ = read_scores(tmp_path / "s.csv")
 
     session, meta = export(tmp_path / "t.safetensors", tmp_path, "table")
+    # From Python, the same file as the CLI's, byte for byte.
+    bae.load(tmp_path / "t.safetensors").export_onnx(tmp_path / "py.onnx")
+    assert (tmp_path / "py.onnx").read_bytes() == (tmp_path / "table.onnx").read_bytes()
     assert json.loads(meta["bottleneck"])["prep"]["features"] == COLUMNS
     got = run(session, rows=test)
     assert_verdicts_match(got, scores, p_values, verdicts)
     assert verdicts.any() and not verdicts.all()
-    np.testing.assert_allclose(got["code"], read_codes(tmp_path / "codes.csv"), rtol=1e-5, atol=1e-5)
+    codes = read_codes(tmp_path / "codes.csv")
+    np.testing.assert_allclose(got["code"], codes, rtol=1e-5, atol=1e-5)
+    print(f"  code diff {worst(got['code'], codes):.1e}")
     assert (got["errors"][np.isnan(test)] == 0).all()
 
 
@@ -156,6 +169,8 @@ def test_audio_detector_from_power_spectra(tmp_path):
         cli_map = np.load(tmp_path / "maps" / f"{i}_map.npy").T
         assert got["map"].shape == (power.shape[0], mel["n_mels"]) == cli_map.shape
         np.testing.assert_allclose(got["map"], cli_map, rtol=1e-4, atol=1e-4)
+        margin = np.abs(got["map"] - cli_map) / (1e-4 + 1e-4 * np.abs(cli_map))
+        print(f"  map diff {worst(got['map'], cli_map):.1e} ({margin.max():.2f} of the tolerance)")
     assert verdicts.any() and not verdicts.all()
 
 
@@ -183,6 +198,7 @@ def test_image_denoiser_matches_the_cli_on_whole_images(tmp_path):
         cli_out = np.asarray(Image.open(tmp_path / "clean" / f"{i}.png"), np.float64) / 65535
         assert out.shape == (1, 1) + x.shape
         np.testing.assert_allclose(out[0, 0], cli_out, atol=1e-4)
+        print(f"  denoised diff {worst(out[0, 0], cli_out):.1e}")
         assert np.abs(out[0, 0] - x).mean() > 0.003, "the denoiser should change the image"
 
 
@@ -220,4 +236,5 @@ def test_audio_denoiser_gain_rebuilds_the_cli_output(tmp_path):
     rebuilt = np.where(weight > 1e-8, out / np.where(weight > 1e-8, weight, 1), out)
     rebuilt = rebuilt[n_fft // 2 : n_fft // 2 + len(noisy)]
     np.testing.assert_allclose(rebuilt, cli_out, atol=1e-4)
+    print(f"  signal diff {worst(rebuilt, cli_out):.1e}")
     assert np.abs(rebuilt - noisy).mean() > 1e-3, "the denoiser should change the signal"

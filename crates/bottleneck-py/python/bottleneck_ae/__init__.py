@@ -62,6 +62,12 @@ class _Model(BaseEstimator):
         check_is_fitted(self, "model_")
         self.model_.save(os.fspath(path))
 
+    def export_onnx(self, path):
+        """Writes the model as an ONNX graph that computes what scoring computes (what
+        ``bottleneck export`` writes; see the README's Export section)."""
+        check_is_fitted(self, "model_")
+        self.model_.export_onnx(os.fspath(path))
+
     def __getstate__(self):
         state = self.__dict__.copy()
         model = state.pop("model_", None)
