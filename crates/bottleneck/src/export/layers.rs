@@ -1,6 +1,7 @@
 //! The networks as ONNX nodes: each function mirrors a `forward` in `model/` and reads the
 //! weights from the same module, so the graph computes what scoring computes.
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::prelude::*;
@@ -21,6 +22,24 @@ fn initializer<const D: usize>(g: &mut Graph, hint: &str, t: Tensor<D>) -> Strin
     g.f32s(hint, &dims, &v)
 }
 
+/// The inputs of a weighted node: `x`, the weight and, when the layer has one, the bias.
+fn weighted<const D: usize>(
+    g: &mut Graph,
+    x: &str,
+    hint: &str,
+    weight: Tensor<D>,
+    bias: Option<&Param<Tensor<1>>>,
+) -> Vec<String> {
+    let mut inputs = vec![
+        x.to_string(),
+        initializer(g, &format!("{hint}_weight"), weight),
+    ];
+    if let Some(b) = bias {
+        inputs.push(initializer(g, &format!("{hint}_bias"), b.val()));
+    }
+    inputs
+}
+
 /// A 2-D convolution (ONNX `Conv` has burn's weight layout, `[out, in, kh, kw]`).
 pub fn conv(g: &mut Graph, x: &str, conv: &Conv2d) -> String {
     let (top, left, bottom, right) = match conv.padding {
@@ -28,11 +47,7 @@ pub fn conv(g: &mut Graph, x: &str, conv: &Conv2d) -> String {
         PaddingConfig2d::Valid => (0, 0, 0, 0),
         PaddingConfig2d::Same => unreachable!("bottleneck's networks pad explicitly"),
     };
-    let w = initializer(g, "conv_weight", conv.weight.val());
-    let mut inputs = vec![x.to_string(), w];
-    if let Some(b) = &conv.bias {
-        inputs.push(initializer(g, "conv_bias", b.val()));
-    }
+    let inputs = weighted(g, x, "conv", conv.weight.val(), conv.bias.as_ref());
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let ints = |v: [usize; 2]| Attr::Ints(v.iter().map(|&x| x as i64).collect());
     g.op(
@@ -54,11 +69,7 @@ pub fn conv(g: &mut Graph, x: &str, conv: &Conv2d) -> String {
 /// A transposed 2-D convolution (ONNX `ConvTranspose` has burn's weight layout,
 /// `[in, out / groups, kh, kw]`).
 pub fn conv_transpose(g: &mut Graph, x: &str, deconv: &ConvTranspose2d) -> String {
-    let w = initializer(g, "deconv_weight", deconv.weight.val());
-    let mut inputs = vec![x.to_string(), w];
-    if let Some(b) = &deconv.bias {
-        inputs.push(initializer(g, "deconv_bias", b.val()));
-    }
+    let inputs = weighted(g, x, "deconv", deconv.weight.val(), deconv.bias.as_ref());
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let ints = |v: [usize; 2]| Attr::Ints(v.iter().map(|&x| x as i64).collect());
     let [ph, pw] = deconv.padding;
@@ -81,11 +92,7 @@ pub fn conv_transpose(g: &mut Graph, x: &str, deconv: &ConvTranspose2d) -> Strin
 
 /// A dense layer: `Gemm` with burn's `[in, out]` weight as B.
 pub fn linear(g: &mut Graph, x: &str, layer: &Linear) -> String {
-    let w = initializer(g, "linear_weight", layer.weight.val());
-    let mut inputs = vec![x.to_string(), w];
-    if let Some(b) = &layer.bias {
-        inputs.push(initializer(g, "linear_bias", b.val()));
-    }
+    let inputs = weighted(g, x, "linear", layer.weight.val(), layer.bias.as_ref());
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     g.op("Gemm", &refs, vec![])
 }
