@@ -200,6 +200,12 @@ def test_image_denoiser_matches_the_cli_on_whole_images(tmp_path):
         np.testing.assert_allclose(out[0, 0], cli_out, atol=1e-4)
         print(f"  denoised diff {worst(out[0, 0], cli_out):.1e}")
         assert np.abs(out[0, 0] - x).mean() > 0.003, "the denoiser should change the image"
+    # A grayscale model cleans a colour image plane by plane, in the graph as in the library.
+    rgb = np.stack([inputs[0], inputs[0][::-1], 1 - inputs[0]], axis=-1)
+    (out,) = session.run(None, {"image": np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])})
+    library = bae.load(tmp_path / "d.safetensors").transform(rgb[None])
+    np.testing.assert_allclose(out[0].transpose(1, 2, 0), library[0], atol=1e-4)
+    print(f"  colour denoised diff {worst(out[0].transpose(1, 2, 0), library[0]):.1e}")
 
 
 def test_audio_denoiser_gain_rebuilds_the_cli_output(tmp_path):

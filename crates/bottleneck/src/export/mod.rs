@@ -321,26 +321,43 @@ fn audio_detector(a: &AudioDetector) -> Graph {
 }
 
 const DENOISE_DOC: &str = "bottleneck image denoiser. Input `image`: float32 \
-[batch, channels, height, width], pixel values in [0, 1], any size of at least the model's \
-border margin plus one pixel per side (a grayscale model cleans colour images plane by plane: \
-pass each plane as its own image). Output `denoised`, same shape, in [0, 1]: the whole image \
-in one pass (bottleneck denoise cuts large images into blended tiles to bound memory).";
+[batch, channels, height, width], pixel values in [0, 1], any size large enough for the \
+mirrored border (32 pixels a side with the default two levels); a grayscale model takes any \
+number of channels and cleans each plane on its own. Output `denoised`, same shape, in \
+[0, 1]: the whole image in one pass (bottleneck denoise cuts large images into blended tiles \
+to bound memory).";
 
 fn image_denoiser(d: &Denoiser) -> Graph {
     let spec = &d.meta().spec;
     let (o, m) = (d.overlap() as i64, spec.multiple() as i64);
     let mut g = Graph::new();
+    // A grayscale network cleans any number of planes, each on its own (as `denoise` does
+    // with colour images); a colour network takes three.
+    let channels = if spec.channels == 1 {
+        Dim::Free("channels")
+    } else {
+        Dim::Fixed(spec.channels)
+    };
+    let image_dims = [BATCH, channels, Dim::Free("height"), Dim::Free("width")];
     let x = g.input(
         "image",
         Elem::F32,
-        &[
-            BATCH,
-            Dim::Fixed(spec.channels),
-            Dim::Free("height"),
-            Dim::Free("width"),
-        ],
+        &image_dims,
         "pixels in [0, 1], channel-major",
     );
+    let shape = g.op("Shape", &[&x], vec![]);
+    let planes = if spec.channels == 1 {
+        let hw = g.op(
+            "Shape",
+            &[&x],
+            vec![("start", graph::Attr::Int(2)), ("end", graph::Attr::Int(4))],
+        );
+        let lead = g.i64s("planes", &[-1, 1]);
+        let to = g.op("Concat", &[&lead, &hw], vec![("axis", graph::Attr::Int(0))]);
+        g.op("Reshape", &[&x, &to], vec![])
+    } else {
+        x.clone()
+    };
     // Mirrored by `o` on every side, then on the bottom and right up to a multiple of the
     // network's stride, as bottleneck denoise pads each image.
     let hw = g.op(
@@ -364,7 +381,7 @@ fn image_denoiser(d: &Denoiser) -> Graph {
     );
     let padded = g.op(
         "Pad",
-        &[&x, &pads],
+        &[&planes, &pads],
         vec![("mode", graph::Attr::Str("reflect"))],
     );
     let y = layers::denoise_net(&mut g, &padded, &d.net);
@@ -375,16 +392,12 @@ fn image_denoiser(d: &Denoiser) -> Graph {
     let lo = g.scalar(0.0);
     let hi = g.scalar(1.0);
     let clean = g.op("Clip", &[&crop, &lo, &hi], vec![]);
+    let clean = g.op("Reshape", &[&clean, &shape], vec![]);
     g.output(
         &clean,
         "denoised",
         Elem::F32,
-        &[
-            BATCH,
-            Dim::Fixed(spec.channels),
-            Dim::Free("height"),
-            Dim::Free("width"),
-        ],
+        &image_dims,
         "the denoised image in [0, 1]",
     );
     g
