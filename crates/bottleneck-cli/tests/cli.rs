@@ -95,6 +95,7 @@ fn eval_prints_metrics_json() {
         "f1",
         "false_alarm_rate_good",
         "pixel_auroc",
+        "aupro",
     ] {
         let x = v[key]
             .as_f64()

@@ -182,6 +182,132 @@ pub fn psnr(reference: &[f32], estimate: &[f32]) -> Option<f64> {
     Some(-10.0 * mse.log10())
 }
 
+/// The pixels of one anomaly map for [`aupro`]: the map at the mask's resolution and the
+/// mask's defect regions (8-connected, as MVTec AD's evaluation labels them).
+pub struct ProPixels {
+    /// `(score, weight)` per pixel: weight 0 for a normal pixel, `1 / region size` for a
+    /// defect pixel, so a region's weights sum to 1 whatever its size.
+    pixels: Vec<(f32, f32)>,
+    regions: usize,
+}
+
+impl ProPixels {
+    /// Collects `scores` against `mask` (both `width x height`, row-major; true = defect).
+    /// Returns `None` when their lengths differ.
+    pub fn new(scores: &[f32], mask: &[bool], width: usize) -> Option<Self> {
+        if scores.len() != mask.len() || width == 0 || !mask.len().is_multiple_of(width) {
+            return None;
+        }
+        let (labels, sizes) = label_regions(mask, width);
+        let pixels = scores
+            .iter()
+            .zip(&labels)
+            .map(|(&s, &l)| {
+                (
+                    s,
+                    if l == 0 {
+                        0.0
+                    } else {
+                        1.0 / sizes[l - 1] as f32
+                    },
+                )
+            })
+            .collect();
+        Some(Self {
+            pixels,
+            regions: sizes.len(),
+        })
+    }
+}
+
+/// 8-connected regions of `mask` (`width` wide): a label per pixel (0 outside, 1.. inside)
+/// and each region's size.
+fn label_regions(mask: &[bool], width: usize) -> (Vec<usize>, Vec<usize>) {
+    let height = mask.len() / width;
+    let mut labels = vec![0usize; mask.len()];
+    let mut sizes = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..mask.len() {
+        if !mask[start] || labels[start] != 0 {
+            continue;
+        }
+        sizes.push(0);
+        let label = sizes.len();
+        labels[start] = label;
+        stack.push(start);
+        while let Some(p) = stack.pop() {
+            sizes[label - 1] += 1;
+            let (x, y) = ((p % width) as isize, (p / width) as isize);
+            for dy in -1..=1isize {
+                for dx in -1..=1isize {
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx < 0 || ny < 0 || nx >= width as isize || ny >= height as isize {
+                        continue;
+                    }
+                    let q = ny as usize * width + nx as usize;
+                    if mask[q] && labels[q] == 0 {
+                        labels[q] = label;
+                        stack.push(q);
+                    }
+                }
+            }
+        }
+    }
+    (labels, sizes)
+}
+
+/// Area under the per-region overlap (PRO) curve up to a false-positive rate of `max_fpr`,
+/// divided by `max_fpr`, as MVTec AD defines it (Bergmann et al., IJCV 2021, and its
+/// evaluation code): for every threshold, PRO is the mean over all defect regions of all
+/// images of the share of the region above it, and FPR the share of normal pixels above it;
+/// the curve is integrated by trapezoids and cut at `max_fpr` by interpolation (0.3 is the
+/// usual limit). 1 for a perfect map, about `max_fpr / 2` for a random one. `None` without
+/// defect regions or normal pixels, or with `max_fpr` outside (0, 1].
+pub fn aupro(maps: &[ProPixels], max_fpr: f64) -> Option<f64> {
+    if !(max_fpr > 0.0 && max_fpr <= 1.0) {
+        return None;
+    }
+    let regions: usize = maps.iter().map(|m| m.regions).sum();
+    let mut pixels: Vec<(f32, f32)> = maps.iter().flat_map(|m| m.pixels.iter().copied()).collect();
+    let normal = pixels.iter().filter(|p| p.1 == 0.0).count();
+    if regions == 0 || normal == 0 {
+        return None;
+    }
+    pixels.sort_by(|a, b| b.0.total_cmp(&a.0));
+    // The curve, one point per distinct score, highest first: thresholds at a tie take the
+    // whole tie at once.
+    let mut curve = vec![(0.0f64, 0.0f64)];
+    let (mut fp, mut pro) = (0usize, 0.0f64);
+    let mut i = 0;
+    while i < pixels.len() {
+        let score = pixels[i].0;
+        while i < pixels.len() && pixels[i].0.total_cmp(&score).is_eq() {
+            let weight = pixels[i].1;
+            if weight == 0.0 {
+                fp += 1;
+            } else {
+                pro += weight as f64;
+            }
+            i += 1;
+        }
+        curve.push((fp as f64 / normal as f64, pro / regions as f64));
+    }
+    let mut area = 0.0;
+    for w in curve.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if x0 >= max_fpr {
+            break;
+        }
+        let (x1c, y1c) = if x1 > max_fpr {
+            (max_fpr, y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0))
+        } else {
+            (x1, y1)
+        };
+        area += (x1c - x0) * (y0 + y1c) / 2.0;
+    }
+    Some(area / max_fpr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +416,49 @@ mod tests {
         assert!((psnr(&a, &b).unwrap() - 20.0).abs() < 1e-5);
         assert_eq!(psnr(&a, &a), Some(f64::INFINITY));
         assert_eq!(psnr(&a, &b[..2]), None);
+    }
+    #[test]
+    fn aupro_known_answers() {
+        // One 4x4 image: region A (two pixels, top left) scores 0.9 and 0.8, region B (two
+        // pixels, bottom right) 0.7 and 0.1; one normal pixel 0.75, the other eleven 0.
+        // Curve (FPR, PRO): (0, 0), (0, .25), (0, .5), (1/12, .5), (1/12, .75), (1/12, 1),
+        // (1, 1). Up to 0.3: 1/12 * 0.5 + (0.3 - 1/12) * 1 = 0.258333, / 0.3 = 31/36.
+        let mut scores = [0.0f32; 16];
+        let mut mask = [false; 16];
+        for (i, s) in [(0, 0.9), (1, 0.8), (14, 0.7), (15, 0.1), (5, 0.75)] {
+            scores[i] = s;
+        }
+        for i in [0, 1, 14, 15] {
+            mask[i] = true;
+        }
+        let maps = [ProPixels::new(&scores, &mask, 4).unwrap()];
+        let got = aupro(&maps, 0.3).unwrap();
+        assert!((got - 31.0 / 36.0).abs() < 1e-12, "{got}");
+        // A map equal to the mask is perfect; the diagonal 8-neighbours join one region.
+        let diagonal: Vec<bool> = (0..16).map(|i| i % 5 == 0).collect();
+        let exact: Vec<f32> = diagonal.iter().map(|&d| d as u8 as f32).collect();
+        let one = ProPixels::new(&exact, &diagonal, 4).unwrap();
+        assert_eq!(one.regions, 1);
+        assert_eq!(aupro(&[one], 0.3), Some(1.0));
+        // A constant map is one tie: the curve jumps to (1, 1) and the area up to 0.3 is
+        // the triangle under the diagonal, 0.045, / 0.3 = 0.15.
+        let flat = ProPixels::new(&[0.5; 16], &mask, 4).unwrap();
+        assert!((aupro(&[flat], 0.3).unwrap() - 0.15).abs() < 1e-12);
+        // Regions count equally: a small region missed costs as much as a large one.
+        let mut big = [false; 16];
+        for i in [0, 1, 4, 5, 8, 9] {
+            big[i] = true;
+        }
+        big[15] = true;
+        let small_missed: Vec<f32> = (0..16)
+            .map(|i| if big[i] && i != 15 { 1.0 } else { 0.0 })
+            .collect();
+        let m = ProPixels::new(&small_missed, &big, 4).unwrap();
+        assert_eq!(m.regions, 2);
+        // PRO is 0.5 from FPR 0 until every normal pixel ties with the missed one (six
+        // float32 weights of 1/6 sum to 1 within 1e-7).
+        assert!((aupro(&[m], 0.3).unwrap() - 0.5 - 0.5 * 0.15).abs() < 1e-6);
+        assert!(aupro(&[ProPixels::new(&[0.0; 4], &[false; 4], 2).unwrap()], 0.3).is_none());
+        assert!(ProPixels::new(&[0.0; 4], &[false; 3], 2).is_none());
     }
 }

@@ -81,6 +81,7 @@ pub fn run(args: DemoArgs, device: &Device, bars: &Bars) -> Result<()> {
          {cal} held out for calibration; {n} test boards ({anom} defective).\n\n\
          | metric | value |\n|---|---|\n\
          | image AUROC | {auroc} |\n| image AUPR | {aupr} |\n| pixel AUROC | {pix} |\n\
+         | AUPRO (FPR <= 0.3) | {aupro} |\n\
          | F1 at threshold | {f1:.4} |\n| false-alarm rate on test/good | {far} (target {fpr:.4}) |\n\n\
          Model: `model.safetensors`; scores: `scores.csv`; heatmaps: `maps/`; all metrics: \
          `metrics.json`; charts and the most anomalous boards: `report.html`. Total time \
@@ -93,6 +94,7 @@ pub fn run(args: DemoArgs, device: &Device, bars: &Bars) -> Result<()> {
         auroc = fmt(report.image_auroc),
         aupr = fmt(report.image_aupr),
         pix = fmt(report.pixel_auroc),
+        aupro = fmt(report.aupro),
         f1 = report.f1,
         far = fmt(report.false_alarm_rate_good),
         fpr = report.fpr_target,
@@ -101,9 +103,10 @@ pub fn run(args: DemoArgs, device: &Device, bars: &Bars) -> Result<()> {
     write_bytes_atomic(&out.join("summary.md"), summary.as_bytes())?;
     println!("{json}");
     bars.note(&format!(
-        "image AUROC {}, pixel AUROC {}, F1 {:.3}, false alarms on good {}; {rows} heatmaps in {}; summary in {}; report in {}",
+        "image AUROC {}, pixel AUROC {}, AUPRO {}, F1 {:.3}, false alarms on good {}; {rows} heatmaps in {}; summary in {}; report in {}",
         fmt(report.image_auroc),
         fmt(report.pixel_auroc),
+        fmt(report.aupro),
         report.f1,
         fmt(report.false_alarm_rate_good),
         maps.display(),

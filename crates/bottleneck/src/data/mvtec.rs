@@ -68,15 +68,7 @@ pub fn test_images(root: &Path) -> Result<Vec<TestImage>> {
         };
         for path in images {
             let mask = if anomalous {
-                let stem = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let m = root
-                    .join("ground_truth")
-                    .join(&category)
-                    .join(format!("{stem}_mask.png"));
-                m.is_file().then_some(m)
+                mask_of(root, &category, &path)
             } else {
                 None
             };
@@ -92,6 +84,17 @@ pub fn test_images(root: &Path) -> Result<Vec<TestImage>> {
         return Err(Error::NoImages { path: test });
     }
     Ok(out)
+}
+
+/// The ground-truth mask of the test image `path` in the `category` folder under `root`
+/// (`root/ground_truth/<category>/<stem>_mask.png`), when the file exists.
+pub fn mask_of(root: &Path, category: &str, path: &Path) -> Option<PathBuf> {
+    let stem = path.file_stem()?.to_string_lossy();
+    let m = root
+        .join("ground_truth")
+        .join(category)
+        .join(format!("{stem}_mask.png"));
+    m.is_file().then_some(m)
 }
 
 #[cfg(test)]

@@ -20,15 +20,15 @@ use image::imageops::FilterType;
 use serde::Serialize;
 
 use crate::data::images::find_images;
-use crate::data::mvtec::{is_test_folder, label_in_test_folder};
+use crate::data::mvtec::{is_test_folder, label_in_test_folder, mask_of};
 use crate::data::table::{Cell, is_table_path};
 use crate::error::{Error, Result};
-use crate::metrics;
+use crate::metrics::{self, ProPixels};
 use crate::model::file::TrainingSummary;
 use crate::progress::Progress;
 use crate::score::maps;
 use crate::score::{Calibration, ThresholdRule};
-use crate::task::detect::{Detector, ScoredImage, names_base};
+use crate::task::detect::{AUPRO_MAX_FPR, Detector, ScoredImage, names_base};
 use crate::task::model::Model;
 use crate::task::table::{ScoredChunk, TableModel};
 
@@ -213,6 +213,8 @@ pub struct ImageReport<'a> {
     labelled_by: Option<PathBuf>,
     samples: Samples,
     top: Top<TopImage>,
+    /// Each map against its mask for AUPRO, while every anomalous image has a mask.
+    pro: Option<Vec<ProPixels>>,
 }
 
 /// One of the most anomalous images, ready to show.
@@ -254,6 +256,7 @@ impl<'a> ImageReport<'a> {
             labelled_by: is_test_folder(data).then(|| data.to_path_buf()),
             samples: Samples::new(is_test_folder(data)),
             top: Top::new(options.top),
+            pro: is_test_folder(data).then(Vec::new),
         })
     }
 
@@ -265,6 +268,23 @@ impl<'a> ImageReport<'a> {
             .as_deref()
             .and_then(|test| label_in_test_folder(test, &item.path));
         self.samples.push(item.score, item.is_anomaly, label);
+        if let (Some(test), Some(pro)) = (self.labelled_by.as_deref(), self.pro.as_mut()) {
+            let category = item
+                .path
+                .strip_prefix(test)
+                .ok()
+                .and_then(|rel| rel.components().next())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let root = test.parent().unwrap_or(test);
+            match (label, category) {
+                (Some(false), _) => pro.push(self.detector.pro_pixels(item, None)?),
+                (Some(true), Some(c)) => match mask_of(root, &c, &item.path) {
+                    Some(mask) => pro.push(self.detector.pro_pixels(item, Some(&mask))?),
+                    None => self.pro = None,
+                },
+                _ => self.pro = None,
+            }
+        }
         let (detector, base) = (self.detector, &self.names_base);
         self.top.offer(item.score, || {
             let (image, heatmap, shown) = thumbnails(detector, item)?;
@@ -330,6 +350,13 @@ impl<'a> ImageReport<'a> {
                  score first.</p>\n<div class=\"grid\">\n{top}</div>\n"
             )
         };
+        let localisation = self.pro.map(|pro| {
+            let aupro = metrics::aupro(&pro, AUPRO_MAX_FPR);
+            (
+                "AUPRO (FPR up to 0.3, masks from ground_truth/)",
+                aupro.map_or("n/a (no defect regions)".into(), |v| format!("{v:.4}")),
+            )
+        });
         let page = Page {
             info,
             data: &self.data,
@@ -338,6 +365,7 @@ impl<'a> ImageReport<'a> {
             samples: self.samples,
             skipped,
             top,
+            extra: localisation.into_iter().collect(),
         };
         page.write(out)
     }
@@ -550,6 +578,7 @@ impl<'a> TableReport<'a> {
             samples: self.samples,
             skipped,
             top,
+            extra: Vec::new(),
         };
         page.write(out)
     }
@@ -586,6 +615,8 @@ struct Page<'a> {
     skipped: usize,
     /// The most-anomalous section, ready.
     top: String,
+    /// Rows added to the summary table (name, value as HTML).
+    extra: Vec<(&'static str, String)>,
 }
 
 impl Page<'_> {
@@ -702,6 +733,7 @@ impl Page<'_> {
             summary_rows.push(("AUROC", fmt(auroc)));
             summary_rows.push(("AUPR (average precision)", fmt(aupr)));
         }
+        summary_rows.extend(self.extra.iter().cloned());
 
         let mut body = String::new();
         let _ = writeln!(
@@ -1063,6 +1095,11 @@ mod tests {
         assert_eq!(html.matches("alt=\"heatmap\"").count(), 5);
         assert_eq!(html.matches("data:image/png;base64,").count(), 10);
         assert_self_contained(&html);
+        // Localisation against the masks, as eval measures it.
+        let aupro = detector.evaluate(&boards, &Silent).unwrap().aupro.unwrap();
+        assert!(html.contains(&format!(
+            "<th>AUPRO (FPR up to 0.3, masks from ground_truth/)</th><td>{aupro:.4}</td>"
+        )));
         // The five highest scores, highest first; the sixth is left out.
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
@@ -1083,6 +1120,7 @@ mod tests {
         let options = ReportOptions::default();
         let summary = write_report(&model, &flat, &out, &options, false, &device, &Silent).unwrap();
         let html = std::fs::read_to_string(&out).unwrap();
+        assert!(!html.contains("AUPRO"));
         assert_eq!(
             (summary.samples, summary.labelled, summary.auroc),
             (3, false, None)

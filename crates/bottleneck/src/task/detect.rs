@@ -119,6 +119,8 @@ impl DetectParams {
 const TARGET_STEPS: usize = 2000;
 /// Images per forward pass when scoring.
 const SCORE_BATCH: usize = 32;
+/// False-positive rate up to which AUPRO integrates (MVTec AD's 0.3).
+pub const AUPRO_MAX_FPR: f64 = 0.3;
 /// Bytes the decoded images of one scoring batch may take at their peak: large images
 /// come in smaller batches (down to one), so memory is bounded by bytes, not image count.
 const BATCH_BYTES: u64 = 1 << 30;
@@ -724,6 +726,31 @@ impl Detector {
         maps::write_npy(&maps::output_path(dir, rel, "_map.npy"), &full, w, h)
     }
 
+    /// The pixels of `item`'s map, resized to its mask's size (the image's own size for a
+    /// normal image without one), against the mask, for [`metrics::aupro`].
+    pub(crate) fn pro_pixels(
+        &self,
+        item: &ScoredImage,
+        mask: Option<&Path>,
+    ) -> Result<metrics::ProPixels> {
+        let (labels, w, h) = match mask {
+            Some(m) => {
+                let mask = decode(m)?.to_luma32f();
+                let labels = mask.pixels().map(|p| p.0[0] >= 0.5).collect();
+                (labels, mask.width(), mask.height())
+            }
+            None => {
+                let (w, h) = (item.image.width(), item.image.height());
+                (vec![false; w as usize * h as usize], w, h)
+            }
+        };
+        let map = maps::resize_map(&item.map, self.meta.prep.image_size, w, h);
+        Ok(
+            metrics::ProPixels::new(&map, &labels, w as usize)
+                .expect("the map has the mask's size"),
+        )
+    }
+
     /// Scores the labelled test images of the MVTec-layout `root` and measures detection
     /// and, where masks exist, localisation.
     pub fn evaluate(&self, root: &Path, progress: &dyn Progress) -> Result<EvalReport> {
@@ -746,6 +773,7 @@ impl Detector {
             image_size: s,
         };
         let any_mask = tests.iter().any(|t| t.mask.is_some());
+        let mut pro_pixels = Vec::new();
         self.score_paths(&paths, false, progress, |item| {
             let t = &tests[item.index];
             scores[item.index] = item.score;
@@ -761,6 +789,7 @@ impl Detector {
                 };
                 pixel_scores.extend_from_slice(&item.map);
                 pixel_labels.extend(labels);
+                pro_pixels.push(self.pro_pixels(&item, t.mask.as_deref())?);
             }
             Ok(())
         })?;
@@ -815,6 +844,7 @@ impl Detector {
                 None
             },
             pixel_resolution: s,
+            aupro: metrics::aupro(&pro_pixels, AUPRO_MAX_FPR),
             image_auroc_by_reduction: ReductionAurocs {
                 mean: metrics::auroc(&column(0), &labels),
                 max: metrics::auroc(&column(1), &labels),
@@ -895,6 +925,9 @@ pub struct EvalReport {
     /// Pixel AUROC against the ground-truth masks (at the model's input size).
     pub pixel_auroc: Option<f64>,
     pub pixel_resolution: usize,
+    /// Area under the per-region overlap curve up to a false-positive rate of 0.3, divided
+    /// by 0.3 (MVTec AD's AUPRO), with maps resized to the masks' resolution.
+    pub aupro: Option<f64>,
     pub image_auroc_by_reduction: ReductionAurocs,
     /// With a latent nearest-neighbour part: AUROC of each part and of their joins.
     #[serde(skip_serializing_if = "Option::is_none")]
