@@ -67,6 +67,8 @@ def write_images(folder, images):
         ([], False),
         # Squared-error maps, the maximum, no kNN part, no smoothing, colour.
         (["--loss", "mse", "--reduce", "max", "--knn", "0", "--smoothing", "0"], True),
+        # Maps not standardised, the mean of the top 5%.
+        (["--raw-maps", "--reduce", "top5"], False),
     ],
 )
 def test_image_detector_scores_maps_and_codes_match(tmp_path, flags, colour):
@@ -143,13 +145,19 @@ def power_spectrum(x, n_fft, hop):
     return spectrum, window
 
 
-def test_audio_detector_from_power_spectra(tmp_path):
+@pytest.mark.parametrize(
+    "flags",
+    # The default (mean over the inputs, joined with the band-normalised part), and the plain
+    # error's mean of the top 10% of inputs (k known only when the graph runs).
+    [[], ["--raw-maps", "--reduce", "top10"]],
+)
+def test_audio_detector_from_power_spectra(tmp_path, flags):
     rate = 16000
     (tmp_path / "train").mkdir()
     for seed in range(20):
         wavfile.write(tmp_path / "train" / f"{seed:02}.wav", rate, hum(1.0, rate, seed))
     cli("train", tmp_path / "train", "-o", tmp_path / "a.safetensors", "--epochs", "3",
-        "--n-mels", "32")
+        "--n-mels", "32", *flags)
     folder = tmp_path / "wav"
     folder.mkdir()
     clips = [hum(1.0 + 0.25 * i, rate, 100 + i, fault=i % 2 == 1) for i in range(4)]
