@@ -91,22 +91,28 @@ pub fn partial_auroc(scores: &[f32], labels: &[bool], max_fpr: f64) -> Option<f6
         return None;
     }
     let curve = roc_curve(scores, labels)?;
+    let area = area_up_to(&curve, max_fpr);
+    let min_area = 0.5 * max_fpr * max_fpr;
+    Some(0.5 * (1.0 + (area - min_area) / (max_fpr - min_area)))
+}
+
+/// Trapezoid area under a curve of `(x, y)` points in ascending x, from its first point up
+/// to `max_x`, the last segment cut there by linear interpolation.
+fn area_up_to(curve: &[(f64, f64)], max_x: f64) -> f64 {
     let mut area = 0.0;
     for w in curve.windows(2) {
         let ((x0, y0), (x1, y1)) = (w[0], w[1]);
-        if x0 >= max_fpr {
+        if x0 >= max_x {
             break;
         }
-        // Cut the last segment at max_fpr, interpolating the true-positive rate.
-        let (x1c, y1c) = if x1 > max_fpr {
-            (max_fpr, y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0))
+        let (x1c, y1c) = if x1 > max_x {
+            (max_x, y0 + (y1 - y0) * (max_x - x0) / (x1 - x0))
         } else {
             (x1, y1)
         };
         area += (x1c - x0) * (y0 + y1c) / 2.0;
     }
-    let min_area = 0.5 * max_fpr * max_fpr;
-    Some(0.5 * (1.0 + (area - min_area) / (max_fpr - min_area)))
+    area
 }
 
 /// The precision-recall curve of `scores` against `labels`: (recall, precision) at every
@@ -292,20 +298,7 @@ pub fn aupro(maps: &[ProPixels], max_fpr: f64) -> Option<f64> {
         }
         curve.push((fp as f64 / normal as f64, pro / regions as f64));
     }
-    let mut area = 0.0;
-    for w in curve.windows(2) {
-        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
-        if x0 >= max_fpr {
-            break;
-        }
-        let (x1c, y1c) = if x1 > max_fpr {
-            (max_fpr, y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0))
-        } else {
-            (x1, y1)
-        };
-        area += (x1c - x0) * (y0 + y1c) / 2.0;
-    }
-    Some(area / max_fpr)
+    Some(area_up_to(&curve, max_fpr) / max_fpr)
 }
 
 #[cfg(test)]
