@@ -19,7 +19,7 @@ pub struct TestImage {
 }
 
 /// The folder of normal test images; every other category folder holds anomalies.
-const GOOD: &str = "good";
+pub const GOOD: &str = "good";
 
 /// Whether `dir` is laid out like an MVTec test folder: a `good/` subfolder, beside which
 /// every other subfolder is a defect category.
@@ -32,11 +32,17 @@ pub fn is_test_folder(dir: &Path) -> bool {
 /// `Some(true)` in any other category folder, `None` when `path` is not inside a category
 /// folder of `test`.
 pub fn label_in_test_folder(test: &Path, path: &Path) -> Option<bool> {
+    Some(category_in_test_folder(test, path)? != GOOD)
+}
+
+/// The category folder of `test` that `path` lies in (`good` or a defect's name), or `None`
+/// when `path` is not inside one.
+pub fn category_in_test_folder<'p>(test: &Path, path: &'p Path) -> Option<&'p std::ffi::OsStr> {
     let rel = path.strip_prefix(test).ok()?;
     let mut parts = rel.components();
     let category = parts.next()?;
     parts.next()?;
-    Some(category.as_os_str() != GOOD)
+    Some(category.as_os_str())
 }
 
 /// The labelled test images under `root/test`, sorted by category then name.

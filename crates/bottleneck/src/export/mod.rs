@@ -346,12 +346,12 @@ fn image_denoiser(d: &Denoiser) -> Graph {
         "pixels in [0, 1], channel-major",
     );
     let shape = g.op("Shape", &[&x], vec![]);
+    let hw = g.op(
+        "Shape",
+        &[&x],
+        vec![("start", graph::Attr::Int(2)), ("end", graph::Attr::Int(4))],
+    );
     let planes = if spec.channels == 1 {
-        let hw = g.op(
-            "Shape",
-            &[&x],
-            vec![("start", graph::Attr::Int(2)), ("end", graph::Attr::Int(4))],
-        );
         let lead = g.i64s("planes", &[-1, 1]);
         let to = g.op("Concat", &[&lead, &hw], vec![("axis", graph::Attr::Int(0))]);
         g.op("Reshape", &[&x, &to], vec![])
@@ -360,11 +360,6 @@ fn image_denoiser(d: &Denoiser) -> Graph {
     };
     // Mirrored by `o` on every side, then on the bottom and right up to a multiple of the
     // network's stride, as bottleneck denoise pads each image.
-    let hw = g.op(
-        "Shape",
-        &[&x],
-        vec![("start", graph::Attr::Int(2)), ("end", graph::Attr::Int(4))],
-    );
     let two_o = g.i64s("margin", &[2 * o]);
     let padded_len = g.bin("Add", &hw, &two_o);
     let multiple = g.i64s("multiple", &[m]);

@@ -127,11 +127,6 @@ pub fn smooth(g: &mut Graph, map: &str, sigma: f32, size: usize) -> String {
     g.bin("MatMul", &along_columns, &rows)
 }
 
-/// `k` for a top-`fraction` reduction over `len` values, as [`Reduction::apply`] takes it.
-fn top_k(len: usize, fraction: f32) -> usize {
-    ((len as f32 * fraction).ceil() as usize).clamp(1, len)
-}
-
 /// [`Reduction::apply`] along axis 1 of `v` `[rows, len]`: `[rows]`. `len` is the fixed
 /// length, or `None` when it is only known when the graph runs (audio frames).
 pub fn reduce(g: &mut Graph, v: &str, reduction: Reduction, len: Option<usize>) -> String {
@@ -140,7 +135,7 @@ pub fn reduce(g: &mut Graph, v: &str, reduction: Reduction, len: Option<usize>) 
         Reduction::Max => g.reduce("ReduceMax", v, &[1], false),
         Reduction::TopK { fraction } => {
             let k = match len {
-                Some(len) => g.i64s("k", &[top_k(len, fraction) as i64]),
+                Some(len) => g.i64s("k", &[Reduction::top_count(len, fraction) as i64]),
                 None => {
                     let n = g.op(
                         "Shape",

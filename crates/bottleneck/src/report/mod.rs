@@ -19,8 +19,10 @@ use image::DynamicImage;
 use image::imageops::FilterType;
 use serde::Serialize;
 
-use crate::data::images::find_images;
-use crate::data::mvtec::{is_test_folder, label_in_test_folder, mask_of};
+use crate::data::images::{decode, find_images};
+use crate::data::mvtec::{
+    GOOD, category_in_test_folder, is_test_folder, label_in_test_folder, mask_of,
+};
 use crate::data::table::{Cell, is_table_path};
 use crate::error::{Error, Result};
 use crate::metrics::{self, ProPixels};
@@ -269,20 +271,18 @@ impl<'a> ImageReport<'a> {
             .and_then(|test| label_in_test_folder(test, &item.path));
         self.samples.push(item.score, item.is_anomaly, label);
         if let (Some(test), Some(pro)) = (self.labelled_by.as_deref(), self.pro.as_mut()) {
-            let category = item
-                .path
-                .strip_prefix(test)
-                .ok()
-                .and_then(|rel| rel.components().next())
-                .map(|c| c.as_os_str().to_string_lossy().into_owned());
             let root = test.parent().unwrap_or(test);
-            match (label, category) {
-                (Some(false), _) => pro.push(self.detector.pro_pixels(item, None)?),
-                (Some(true), Some(c)) => match mask_of(root, &c, &item.path) {
-                    Some(mask) => pro.push(self.detector.pro_pixels(item, Some(&mask))?),
-                    None => self.pro = None,
-                },
-                _ => self.pro = None,
+            let mask = match category_in_test_folder(test, &item.path) {
+                Some(c) if c == GOOD => Some(None),
+                Some(c) => mask_of(root, &c.to_string_lossy(), &item.path).map(Some),
+                None => None,
+            };
+            match mask {
+                Some(mask) => {
+                    let mask = mask.as_deref().map(decode).transpose()?;
+                    pro.push(self.detector.pro_pixels(item, mask.as_ref()));
+                }
+                None => self.pro = None,
             }
         }
         let (detector, base) = (self.detector, &self.names_base);

@@ -217,13 +217,18 @@ pub enum Reduction {
 }
 
 impl Reduction {
+    /// How many of `len` values a top-`fraction` reduction averages (at least one).
+    pub fn top_count(len: usize, fraction: f32) -> usize {
+        ((len as f32 * fraction).ceil() as usize).clamp(1, len)
+    }
+
     /// The image score of `map`.
     pub fn apply(&self, map: &[f32]) -> f32 {
         match *self {
             Reduction::Mean => map.iter().sum::<f32>() / map.len() as f32,
             Reduction::Max => map.iter().copied().fold(f32::NEG_INFINITY, f32::max),
             Reduction::TopK { fraction } => {
-                let k = ((map.len() as f32 * fraction).ceil() as usize).clamp(1, map.len());
+                let k = Self::top_count(map.len(), fraction);
                 let mut v = map.to_vec();
                 let idx = v.len() - k;
                 v.select_nth_unstable_by(idx, f32::total_cmp);

@@ -726,16 +726,16 @@ impl Detector {
         maps::write_npy(&maps::output_path(dir, rel, "_map.npy"), &full, w, h)
     }
 
-    /// The pixels of `item`'s map, resized to its mask's size (the image's own size for a
-    /// normal image without one), against the mask, for [`metrics::aupro`].
+    /// The pixels of `item`'s map, resized to its decoded `mask`'s size (the image's own
+    /// size for a normal image without one), against the mask, for [`metrics::aupro`].
     pub(crate) fn pro_pixels(
         &self,
         item: &ScoredImage,
-        mask: Option<&Path>,
-    ) -> Result<metrics::ProPixels> {
+        mask: Option<&DynamicImage>,
+    ) -> metrics::ProPixels {
         let (labels, w, h) = match mask {
             Some(m) => {
-                let mask = decode(m)?.to_luma32f();
+                let mask = m.to_luma32f();
                 let labels = mask.pixels().map(|p| p.0[0] >= 0.5).collect();
                 (labels, mask.width(), mask.height())
             }
@@ -745,10 +745,7 @@ impl Detector {
             }
         };
         let map = maps::resize_map(&item.map, self.meta.prep.image_size, w, h);
-        Ok(
-            metrics::ProPixels::new(&map, &labels, w as usize)
-                .expect("the map has the mask's size"),
-        )
+        metrics::ProPixels::new(&map, &labels, w as usize).expect("the map has the mask's size")
     }
 
     /// Scores the labelled test images of the MVTec-layout `root` and measures detection
@@ -783,13 +780,20 @@ impl Detector {
             }
             knn_parts[item.index] = item.knn_parts;
             if any_mask {
-                let labels: Vec<bool> = match &t.mask {
-                    Some(m) => mask_prep.load(m)?.into_iter().map(|v| v >= 0.5).collect(),
+                // Each mask is decoded once: at the model's size for pixel AUROC, at its
+                // own for AUPRO.
+                let mask = t.mask.as_deref().map(decode).transpose()?;
+                let labels: Vec<bool> = match &mask {
+                    Some(m) => mask_prep
+                        .tensorize(m)
+                        .into_iter()
+                        .map(|v| v >= 0.5)
+                        .collect(),
                     None => vec![false; s * s],
                 };
                 pixel_scores.extend_from_slice(&item.map);
                 pixel_labels.extend(labels);
-                pro_pixels.push(self.pro_pixels(&item, t.mask.as_deref())?);
+                pro_pixels.push(self.pro_pixels(&item, mask.as_ref()));
             }
             Ok(())
         })?;
