@@ -1,5 +1,14 @@
 //! Thresholds without labelled anomalies: split-conformal p-values against held-out normal
-//! scores, or PyOD's contamination quantile when the user knows the rate.
+//! scores, cross-conformal p-values against the out-of-fold scores of an ensemble, or
+//! PyOD's contamination quantile when the user knows the rate.
+//!
+//! Cross-conformal (Vovk 2015; for anomaly detection Hennhöfer & Preisach 2024): the normal
+//! samples are cut into K folds and network k is trained without fold k, so every sample
+//! has an out-of-fold score. A new sample x is scored by every network, and its p-value is
+//! `(1 + sum_k #{i in fold k: s_k(i) >= s_k(x)}) / (n + 1)`. Unlike split-conformal, whose
+//! p-values are exactly valid (`P(p <= a) <= a` on normal data), this is valid up to a
+//! factor: `P(p <= a) <= 2a` in the worst case (the jackknife+ / CV+ bound of Barber et
+//! al. 2021), and close to `a` in practice (Vovk 2015; measured in bench/calibration.sh).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +40,10 @@ pub struct Calibration {
     /// The false-alarm bound the threshold really gives: `fpr`, or the smallest p-value
     /// reachable with this many calibration scores when that is larger.
     pub effective_fpr: f64,
+    /// Cross-conformal calibration: the out-of-fold scores of each network of the
+    /// ensemble, each ascending (`scores` holds them all); empty for a single split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folds: Vec<Vec<f32>>,
 }
 
 impl Calibration {
@@ -70,22 +83,108 @@ impl Calibration {
             rule,
             threshold,
             effective_fpr,
+            folds: Vec::new(),
         })
     }
 
-    /// Conformal p-value of `score`: (1 + #calibration scores >= score) / (n + 1).
-    /// A score that is not a number (the input overflowed the network) gets the smallest.
-    pub fn p_value(&self, score: f32) -> f64 {
-        if score.is_nan() {
-            return 1.0 / (self.scores.len() + 1) as f64;
+    /// Cross-conformal calibration on the out-of-fold scores of each network (`folds[k]`:
+    /// the scores of the samples network k was not trained on). The threshold is the one
+    /// the rule gives on all the scores together: the verdict of a sample every network
+    /// scores alike. Fails as [`Calibration::fit`] does, or when a fold is empty.
+    pub fn fit_folds(mut folds: Vec<Vec<f32>>, rule: ThresholdRule) -> Result<Self> {
+        if folds.len() < 2 || folds.iter().any(Vec::is_empty) {
+            return Err(Error::Invalid(
+                "cross-conformal calibration needs at least 2 folds, none empty".into(),
+            ));
         }
-        let below = self.scores.partition_point(|&c| c < score);
-        let at_or_above = self.scores.len() - below;
-        (1 + at_or_above) as f64 / (self.scores.len() + 1) as f64
+        let mut this = Self::fit(folds.concat(), rule)?;
+        for fold in &mut folds {
+            fold.sort_by(f32::total_cmp);
+        }
+        this.folds = folds;
+        Ok(this)
+    }
+
+    /// Number of networks whose scores a sample's p-value needs: K for a cross-conformal
+    /// ensemble, else 1.
+    pub fn members(&self) -> usize {
+        self.folds.len().max(1)
+    }
+
+    /// The most calibration scores at or above a sample's that still flag it: flagged
+    /// <=> `#{c >= s} <= m`. For the conformal rule this is p <= the effective rate; for
+    /// the contamination rule, a score above the quantile.
+    pub(crate) fn flag_count(&self) -> usize {
+        let n = self.scores.len();
+        match self.rule {
+            ThresholdRule::Conformal { .. } => {
+                (((self.effective_fpr * (n as f64 + 1.0)).floor() as usize).saturating_sub(1))
+                    .min(n - 1)
+            }
+            ThresholdRule::Contamination { contamination } => {
+                n - ((1.0 - contamination) * n as f64)
+                    .ceil()
+                    .clamp(1.0, n as f64) as usize
+            }
+        }
+    }
+
+    /// Calibration scores at or above a sample scored `members` (one score per network;
+    /// see [`Calibration::members`]): per fold for an ensemble. `None` when a score is
+    /// not a number.
+    fn at_or_above(&self, members: &[f32]) -> Option<usize> {
+        if members.iter().any(|s| s.is_nan()) {
+            return None;
+        }
+        let count = |scores: &[f32], s: f32| scores.len() - scores.partition_point(|&c| c < s);
+        Some(if self.folds.is_empty() {
+            count(&self.scores, members[0])
+        } else {
+            self.folds
+                .iter()
+                .zip(members)
+                .map(|(fold, &s)| count(fold, s))
+                .sum()
+        })
+    }
+
+    /// Conformal p-value of a sample from each network's score (see
+    /// [`Calibration::members`]): split-conformal for one network, cross-conformal for an
+    /// ensemble. A score that is not a number gets the smallest.
+    pub fn p_value_of(&self, members: &[f32]) -> f64 {
+        let n = self.scores.len() as f64;
+        match self.at_or_above(members) {
+            Some(c) => (1 + c) as f64 / (n + 1.0),
+            None => 1.0 / (n + 1.0),
+        }
+    }
+
+    /// Whether a sample scored `members` by the networks is anomalous: its p-value is at
+    /// most the effective rate (conformal rule) or its scores are in the top
+    /// `contamination` share. A score that is not a number is anomalous.
+    pub fn is_anomaly_of(&self, members: &[f32]) -> bool {
+        self.at_or_above(members)
+            .is_none_or(|c| c <= self.flag_count())
+    }
+
+    /// Conformal p-value of `score` against all the calibration scores:
+    /// (1 + #calibration scores >= score) / (n + 1). A score that is not a number (the
+    /// input overflowed the network) gets the smallest. For an ensemble use
+    /// [`Calibration::p_value_of`].
+    pub fn p_value(&self, score: f32) -> f64 {
+        let n = self.scores.len();
+        match score.is_nan() {
+            true => 1.0 / (n + 1) as f64,
+            false => {
+                let at_or_above = n - self.scores.partition_point(|&c| c < score);
+                (1 + at_or_above) as f64 / (n + 1) as f64
+            }
+        }
     }
 
     /// Whether `score` is above the threshold; a score that is not a number is anomalous
-    /// (nothing normal overflows the network).
+    /// (nothing normal overflows the network). For an ensemble use
+    /// [`Calibration::is_anomaly_of`].
     pub fn is_anomaly(&self, score: f32) -> bool {
         score > self.threshold || score.is_nan()
     }
@@ -178,6 +277,37 @@ impl CalibrationPlan {
         }
     }
 
+    /// Cuts `n` samples (at least `k`) into `k` folds by a shuffle seeded from `seed`, each
+    /// in ascending order, their sizes differing by at most one.
+    pub fn folds(n: usize, k: usize, seed: u64) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xf01d));
+        let mut folds = vec![Vec::with_capacity(n.div_ceil(k.max(1))); k.max(1)];
+        for (rank, &i) in order.iter().enumerate() {
+            folds[rank % k.max(1)].push(i);
+        }
+        for fold in &mut folds {
+            fold.sort_unstable();
+        }
+        folds
+    }
+
+    /// Cross-conformal calibration on the out-of-fold scores of each network; when all
+    /// of them together are too few for the rate asked, says so to `progress`, naming the
+    /// samples as `what`.
+    pub fn calibrate_folds(
+        &self,
+        folds: Vec<Vec<f32>>,
+        what: &str,
+        progress: &dyn Progress,
+    ) -> Result<Calibration> {
+        let calibration = Calibration::fit_folds(folds, self.rule)?;
+        if let Some(w) = calibration.shortfall(what, 1.0) {
+            progress.warn(&w);
+        }
+        Ok(calibration)
+    }
+
     /// A calibration on one score, standing in until the held-out scores are known.
     pub fn placeholder(&self) -> Calibration {
         Calibration::fit(vec![0.0], self.rule).expect("a checked rule calibrates one score")
@@ -230,6 +360,64 @@ mod tests {
         assert!(warning.starts_with("only 3 calibration rows"), "{warning}");
         assert!(warning.contains(">= 660 in all"), "{warning}");
         assert!(c.is_anomaly(3.5) && !c.is_anomaly(3.0));
+    }
+
+    #[test]
+    fn cross_conformal_counts_each_fold_against_its_own_network() {
+        // Fold 0's samples were scored 1, 3, 5 by network 0; fold 1's 2, 4 by network 1.
+        let rule = ThresholdRule::Conformal { fpr: 0.2 };
+        let c = Calibration::fit_folds(vec![vec![5.0, 1.0, 3.0], vec![4.0, 2.0]], rule).unwrap();
+        assert_eq!(c.scores, [1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(c.folds, [vec![1.0, 3.0, 5.0], vec![2.0, 4.0]]);
+        assert_eq!(c.members(), 2);
+        // Network 0 scores the sample 4 (fold 0 has 5 above), network 1 scores it 3 (fold
+        // 1 has 4 above): p = (1 + 1 + 1) / 6. The merged scores would give (1 + 2) / 6
+        // for either score alone: the count is per fold.
+        assert_eq!(c.p_value_of(&[4.0, 3.0]), 0.5);
+        assert_eq!(c.p_value_of(&[4.0, 4.0]), 0.5);
+        assert_eq!(c.p_value_of(&[3.0, 4.0]), 4.0 / 6.0);
+        // p <= 0.2 <=> no calibration score at or above (m = floor(0.2 * 6) - 1 = 0).
+        assert_eq!(c.effective_fpr, 0.2);
+        assert!(c.is_anomaly_of(&[6.0, 5.0]) && c.p_value_of(&[6.0, 5.0]) == 1.0 / 6.0);
+        assert!(!c.is_anomaly_of(&[6.0, 4.0]));
+        // Networks that agree give the verdict of the merged threshold.
+        assert_eq!(c.threshold, 5.0);
+        for s in [4.5f32, 5.0, 5.5] {
+            assert_eq!(c.is_anomaly_of(&[s, s]), c.is_anomaly(s), "score {s}");
+        }
+        // A network that overflows makes the sample anomalous, with the smallest p-value.
+        assert!(c.is_anomaly_of(&[0.0, f32::NAN]));
+        assert_eq!(c.p_value_of(&[0.0, f32::NAN]), 1.0 / 6.0);
+        // The contamination rule flags the top share the same way.
+        let q = Calibration::fit_folds(
+            vec![
+                (1..=50).map(|v| v as f32).collect(),
+                (51..=100).map(|v| v as f32).collect(),
+            ],
+            ThresholdRule::Contamination { contamination: 0.1 },
+        )
+        .unwrap();
+        assert_eq!(q.threshold, 90.0);
+        assert!(q.is_anomaly_of(&[51.0, 100.5]) && !q.is_anomaly_of(&[50.5, 89.5]));
+        for s in [89.5f32, 90.0, 90.5, 91.0] {
+            assert_eq!(q.is_anomaly_of(&[s, s]), q.is_anomaly(s), "score {s}");
+        }
+        assert!(Calibration::fit_folds(vec![vec![1.0]], rule).is_err());
+        assert!(Calibration::fit_folds(vec![vec![1.0], vec![]], rule).is_err());
+    }
+
+    #[test]
+    fn folds_cover_every_sample_once() {
+        let folds = CalibrationPlan::folds(23, 5, 7);
+        assert_eq!(
+            folds.iter().map(Vec::len).collect::<Vec<_>>(),
+            [5, 5, 5, 4, 4]
+        );
+        let mut all = folds.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..23).collect::<Vec<_>>());
+        assert_eq!(folds, CalibrationPlan::folds(23, 5, 7));
+        assert_ne!(folds, CalibrationPlan::folds(23, 5, 8));
     }
 
     #[test]
