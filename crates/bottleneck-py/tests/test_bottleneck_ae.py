@@ -76,10 +76,16 @@ def test_pyod_style_script_scores_like_the_cli_both_ways(tmp_path):
     assert scores.shape == (100,) and det.decision_scores_.shape == (400,)
     assert det.labels_.shape == (400,) and set(np.unique(det.labels_)) <= {0, 1}
     assert det.threshold_ in det.model_.calibration_scores()
-    np.testing.assert_array_equal(det.labels_, (det.decision_scores_ > det.threshold_).astype(int))
+    # 400 rows: a cross-conformal ensemble, every row calibrating, flags by p-value.
+    assert len(det.model_.calibration_scores()) == 400
+    np.testing.assert_array_equal(det.labels_, (det.p_values(normal) <= 0.05).astype(int))
     order = np.argsort(-scores)
     assert labels[order[:50]].mean() > 0.9, "faulty rows should rank first"
-    np.testing.assert_array_equal(det.predict(test), (scores > det.threshold_).astype(int))
+    np.testing.assert_array_equal(det.predict(test), (det.p_values(test) <= 0.05).astype(int))
+    # One network (folds=1) holds out 15% and flags above its threshold.
+    one = bae.TableDetector(epochs=40, fpr=0.05, folds=1).fit(normal)
+    assert len(one.model_.calibration_scores()) == 60
+    np.testing.assert_array_equal(one.predict(test), (one.decision_function(test) > one.threshold_).astype(int))
     proba = det.predict_proba(test)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_allclose(det.predict_proba(test, method="conformal")[:, 1], 1 - det.p_values(test))

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bottleneck::data::audio::Audio;
 use bottleneck::model::file::rewrite_metadata;
 use bottleneck::progress::Silent;
+use bottleneck::score::{Calibration, ThresholdRule};
 use bottleneck::task::{AudioDenoiser, AudioDetector, Denoiser, Detector, TableModel};
 use bottleneck::{
     AnomalyDetector, AudioDenoiseParams, AudioParams, DenoiseParams, DetectParams, Device, Model,
@@ -139,12 +140,23 @@ fn metadata_of(bytes: &[u8]) -> Value {
 
 /// Verdicts a loaded model gives must be sane: p-values in (0, 1], flags that follow the
 /// threshold.
-fn check_verdicts(verdicts: &[Verdict], threshold: f32) -> Result<(), String> {
+fn check_verdicts(verdicts: &[Verdict], cal: &Calibration) -> Result<(), String> {
+    let threshold = cal.threshold;
     for v in verdicts {
         if !(v.p_value > 0.0 && v.p_value <= 1.0) {
             return Err(format!("p-value {} outside (0, 1]", v.p_value));
         }
-        if v.is_anomaly != (v.score > threshold || v.score.is_nan()) {
+        // An ensemble flags by its cross-conformal p-value, one network by its score.
+        let n = cal.scores.len() as f64;
+        let at_or_above = (v.p_value * (n + 1.0)).round() - 1.0;
+        let flagged = match (cal.folds.is_empty(), cal.rule) {
+            (false, ThresholdRule::Conformal { .. }) => v.p_value <= cal.effective_fpr + 1e-12,
+            (false, ThresholdRule::Contamination { contamination }) => {
+                at_or_above <= n - ((1.0 - contamination) * n).ceil().clamp(1.0, n)
+            }
+            (true, _) => v.score > threshold || v.score.is_nan(),
+        };
+        if v.is_anomaly != flagged {
             return Err(format!(
                 "flag {} for score {} against {threshold}",
                 v.is_anomaly, v.score
@@ -174,12 +186,12 @@ fn run(model: &Model, inputs: &Inputs) -> bottleneck::Result<Result<(), String>>
     Ok(match model {
         Model::ImageDetector(d) => {
             let v = d.score(&inputs.images)?;
-            check_verdicts(&v, d.calibration().threshold)
+            check_verdicts(&v, d.calibration())
         }
         Model::TableDetector(t) => {
             let v = t.score(&inputs.table)?;
             let filled = t.transform(&inputs.table)?;
-            check_verdicts(&v, t.calibration().threshold).and_then(|()| {
+            check_verdicts(&v, t.calibration()).and_then(|()| {
                 (filled.nrows() == inputs.table.len())
                     .then_some(())
                     .ok_or_else(|| "imputed a different number of rows".to_string())
@@ -187,7 +199,7 @@ fn run(model: &Model, inputs: &Inputs) -> bottleneck::Result<Result<(), String>>
         }
         Model::AudioDetector(a) => {
             let v = a.score(&inputs.clips)?;
-            check_verdicts(&v, a.calibration().threshold)
+            check_verdicts(&v, a.calibration())
         }
         Model::ImageDenoiser(d) => {
             let out = d.transform(&inputs.images[..1])?;

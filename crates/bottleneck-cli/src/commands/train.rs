@@ -142,6 +142,11 @@ pub struct TrainArgs {
     /// [default: 0.2].
     #[arg(long, help_heading = "Tables")]
     mask_rate: Option<f32>,
+    /// Tables: networks of a cross-conformal ensemble, each trained without one fold of the
+    /// rows so that every row calibrates; 1 trains one network and holds out
+    /// --calibration of the rows [default: 5 up to 1,000 rows, then 1].
+    #[arg(long, help_heading = "Tables")]
+    folds: Option<usize>,
     /// Tables: refinement passes of `impute` after the first fill [default: 1].
     #[arg(long, help_heading = "Tables")]
     impute_iterations: Option<usize>,
@@ -241,6 +246,7 @@ impl TrainArgs {
             ("--id-column", self.id_column.is_some()),
             ("--vae", self.vae),
             ("--batch-norm", self.batch_norm),
+            ("--folds", self.folds.is_some()),
         ])
     }
 
@@ -348,6 +354,7 @@ impl TrainArgs {
             },
             batch_norm: self.batch_norm,
             epochs: self.epochs,
+            folds: self.folds,
             batch_size: self.batch_size.unwrap_or(d.batch_size),
             learning_rate: self.lr.unwrap_or(d.learning_rate),
             seed: self.seed.unwrap_or(d.seed),
@@ -549,8 +556,18 @@ fn table_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         .save(&args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let m = model.meta();
+    let (networks, calibration) = match model.networks() {
+        1 => (
+            String::new(),
+            format!("threshold {:.6}", m.calibration.threshold),
+        ),
+        k => (
+            format!("{k} networks (cross-conformal), "),
+            "out-of-fold".to_string(),
+        ),
+    };
     bars.note(&format!(
-        "wrote {}: {} features, latent {}{}, {} epochs on {} rows, threshold {:.6} \
+        "wrote {}: {} features, latent {}{}, {networks}{} epochs on {} rows{}, {calibration} \
          (false-alarm bound {:.4}, {} calibration rows), {:.1}s",
         args.output.display(),
         m.spec.features,
@@ -558,7 +575,7 @@ fn table_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         if m.spec.variational { " (VAE)" } else { "" },
         m.training.epochs,
         m.training.train_samples,
-        m.calibration.threshold,
+        if model.networks() > 1 { " each" } else { "" },
         m.calibration.effective_fpr,
         m.training.calibration_samples,
         m.training.seconds

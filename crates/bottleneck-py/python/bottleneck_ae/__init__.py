@@ -117,6 +117,7 @@ class _TableModel(_Model):
         "fpr",
         "contamination",
         "calibration_fraction",
+        "folds",
         "mask_rate",
     )
 
@@ -126,6 +127,7 @@ class _TableModel(_Model):
         contamination=None,
         fpr=None,
         calibration_fraction=None,
+        folds=None,
         latent=None,
         hidden=None,
         variational=None,
@@ -138,6 +140,7 @@ class _TableModel(_Model):
         self.contamination = contamination
         self.fpr = fpr
         self.calibration_fraction = calibration_fraction
+        self.folds = folds
         self.latent = latent
         self.hidden = hidden
         self.variational = variational
@@ -192,12 +195,14 @@ class _Detector(_Model):
 
     def p_values(self, X):
         """Conformal p-value of each sample against the held-out normal samples: under
-        normal data, P(p <= a) <= a."""
+        normal data, P(p <= a) <= a (for a cross-conformal ensemble, P(p <= a) <= 2a in the
+        worst case, and close to a in practice)."""
         check_is_fitted(self, "model_")
         return self._verdicts(X)[1]
 
     def predict(self, X, return_confidence=False):
-        """1 for anomalous samples (score above ``threshold_``), 0 for normal ones; with
+        """1 for anomalous samples (p-value at most the calibrated rate: for one network,
+        score above ``threshold_``), 0 for normal ones; with
         ``return_confidence`` also 1 - p-value, how sure the flag is."""
         check_is_fitted(self, "model_")
         _, p, flags = self._verdicts(X)
@@ -232,6 +237,12 @@ class TableDetector(_TableModel, _Detector):
     parameter left at None takes the library's default (the ``bottleneck`` binary's).
     ``contamination`` flags that top share of the calibration scores (PyOD's rule);
     otherwise rows are flagged at p-value <= ``fpr`` (default 0.01).
+
+    Up to 1,000 rows the default is a cross-conformal ensemble (``folds=5``): five
+    networks, each trained without one fifth of the rows, so every row calibrates. The
+    score is the networks' mean and a row is flagged by its cross-conformal p-value
+    (``threshold_`` is then the flag of a row the networks score alike). ``folds=1``
+    trains one network and holds out ``calibration_fraction`` of the rows.
     """
 
     def fit(self, X, y=None):

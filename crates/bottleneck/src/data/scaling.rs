@@ -19,6 +19,13 @@ pub struct TablePrep {
     pub scale: Vec<f32>,
 }
 
+/// One network's standardisation: centre and scale of each feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    pub center: Vec<f32>,
+    pub scale: Vec<f32>,
+}
+
 /// The `q`-quantile of sorted `v` (linear interpolation).
 fn quantile(v: &[f32], q: f64) -> f32 {
     let pos = q * (v.len() - 1) as f64;
@@ -106,6 +113,23 @@ impl TablePrep {
     /// Value of feature `j` in the table's own units from its standardised value `z`.
     pub fn unstandardize(&self, j: usize, z: f32) -> f32 {
         z * self.scale[j] + self.center[j]
+    }
+
+    /// The centre and scale alone.
+    pub fn scaling(&self) -> Scaling {
+        Scaling {
+            center: self.center.clone(),
+            scale: self.scale.clone(),
+        }
+    }
+
+    /// The same columns standardised by `scaling` instead.
+    pub fn with_scaling(&self, scaling: &Scaling) -> Self {
+        Self {
+            center: scaling.center.clone(),
+            scale: scaling.scale.clone(),
+            ..self.clone()
+        }
     }
 }
 

@@ -92,7 +92,19 @@ fn calibration(model: &Model) -> Option<&Calibration> {
 
 /// The detector outputs every detector graph has.
 fn verdict_outputs(g: &mut Graph, score: &str, cal: &Calibration, batch: Dim) {
-    let (p, anomaly) = calibrate(g, score, cal);
+    verdict_outputs_of(g, score, &[score.to_string()], cal, batch)
+}
+
+/// [`verdict_outputs`] of an ensemble: `score` (the mean) is the output, `members` (each
+/// network's scores) give the cross-conformal p-value and verdict.
+fn verdict_outputs_of(
+    g: &mut Graph,
+    score: &str,
+    members: &[String],
+    cal: &Calibration,
+    batch: Dim,
+) {
+    let (p, anomaly) = calibrate(g, members, cal);
     g.output(
         score,
         "score",
@@ -112,7 +124,7 @@ fn verdict_outputs(g: &mut Graph, score: &str, cal: &Calibration, batch: Dim) {
         "is_anomaly",
         Elem::Bool,
         &[batch],
-        "score above the calibrated threshold (or not a number)",
+        "p-value at most the calibrated rate (or a score not a number)",
     );
 }
 
@@ -188,48 +200,69 @@ fn table_detector(t: &TableModel) -> Graph {
         &[BATCH, Dim::Fixed(f)],
         "raw feature values in the model's column order, NaN where missing",
     );
-    let center = g.f32s("center", &[1, f], &meta.prep.center);
-    let scale = g.f32s("scale", &[1, f], &meta.prep.scale);
-    let shifted = g.bin("Sub", &x, &center);
-    let z = g.bin("Div", &shifted, &scale);
     let missing = g.op("IsNaN", &[&x], vec![]);
     let zero = g.scalar(0.0);
-    let shown = g.op("Where", &[&missing, &zero, &z], vec![]);
     let observed = g.op("Not", &[&missing], vec![]);
     let mask = g.cast(&observed, Elem::F32);
-    let input = if meta.spec.mask_input {
-        g.op(
-            "Concat",
-            &[&shown, &mask],
-            vec![("axis", graph::Attr::Int(1))],
-        )
-    } else {
-        shown
-    };
-    let out = layers::dense_autoencoder(&mut g, &input, &t.model);
-    let diff = g.bin("Sub", &z, &out.recon);
-    let sq = g.bin("Mul", &diff, &diff);
-    let errors = g.op("Where", &[&missing, &zero, &sq], vec![]);
-    let total = g.reduce_sum(&errors, &[1], false);
     let count = g.reduce_sum(&mask, &[1], false);
     let count = g.bin_scalar("Max", &count, 1.0);
-    let mean = g.bin("Div", &total, &count);
-    let score = match (meta.scoring.score, &out.log_var) {
-        (crate::model::file::TableScore::Elbo, Some(lv)) => {
-            let e = g.op("Exp", &[lv], vec![]);
-            let mu2 = g.bin("Mul", &out.code, &out.code);
-            let a = g.bin("Add", &e, &mu2);
-            let b = g.bin("Sub", &a, lv);
-            let c = g.bin_scalar("Sub", &b, 1.0);
-            let s = g.reduce_sum(&c, &[1], false);
-            let kl = g.bin_scalar("Mul", &s, 0.5);
-            let half = g.bin_scalar("Mul", &mean, 0.5);
-            let scaled = g.bin_scalar("Mul", &half, f as f32);
-            g.bin("Add", &scaled, &kl)
+    // Each network's score and errors, in its own standardisation; an ensemble's are
+    // their means.
+    let mut scores = Vec::with_capacity(t.members.len());
+    let mut all_errors = Vec::with_capacity(t.members.len());
+    let mut code = None;
+    for (network, prep) in t.members.iter().zip(&t.preps) {
+        let center = g.f32s("center", &[1, f], &prep.center);
+        let scale = g.f32s("scale", &[1, f], &prep.scale);
+        let shifted = g.bin("Sub", &x, &center);
+        let z = g.bin("Div", &shifted, &scale);
+        let shown = g.op("Where", &[&missing, &zero, &z], vec![]);
+        let input = if meta.spec.mask_input {
+            g.op(
+                "Concat",
+                &[&shown, &mask],
+                vec![("axis", graph::Attr::Int(1))],
+            )
+        } else {
+            shown
+        };
+        let out = layers::dense_autoencoder(&mut g, &input, network);
+        let diff = g.bin("Sub", &z, &out.recon);
+        let sq = g.bin("Mul", &diff, &diff);
+        let errors = g.op("Where", &[&missing, &zero, &sq], vec![]);
+        let total = g.reduce_sum(&errors, &[1], false);
+        let mean = g.bin("Div", &total, &count);
+        scores.push(match (meta.scoring.score, &out.log_var) {
+            (crate::model::file::TableScore::Elbo, Some(lv)) => {
+                let e = g.op("Exp", &[lv], vec![]);
+                let mu2 = g.bin("Mul", &out.code, &out.code);
+                let a = g.bin("Add", &e, &mu2);
+                let b = g.bin("Sub", &a, lv);
+                let c = g.bin_scalar("Sub", &b, 1.0);
+                let s = g.reduce_sum(&c, &[1], false);
+                let kl = g.bin_scalar("Mul", &s, 0.5);
+                let half = g.bin_scalar("Mul", &mean, 0.5);
+                let scaled = g.bin_scalar("Mul", &half, f as f32);
+                g.bin("Add", &scaled, &kl)
+            }
+            _ => mean,
+        });
+        all_errors.push(errors);
+        code.get_or_insert(out.code);
+    }
+    let (score, errors) = match t.members.len() {
+        1 => (scores[0].clone(), all_errors.remove(0)),
+        k => {
+            let mean_of = |g: &mut Graph, parts: &[String]| {
+                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+                let sum = g.op("Sum", &refs, vec![]);
+                g.bin_scalar("Div", &sum, k as f32)
+            };
+            (mean_of(&mut g, &scores), mean_of(&mut g, &all_errors))
         }
-        _ => mean,
     };
-    verdict_outputs(&mut g, &score, &meta.calibration, BATCH);
+    let code = code.expect("a table model has a network");
+    verdict_outputs_of(&mut g, &score, &scores, &meta.calibration, BATCH);
     g.output(
         &errors,
         "errors",
@@ -238,11 +271,11 @@ fn table_detector(t: &TableModel) -> Graph {
         "each feature's squared reconstruction error (standardised units, 0 where missing)",
     );
     g.output(
-        &out.code,
+        &code,
         "code",
         Elem::F32,
         &[BATCH, Dim::Fixed(meta.spec.latent)],
-        "bottleneck code (the mean for a variational model)",
+        "bottleneck code (the mean for a variational model; an ensemble's first network's)",
     );
     g
 }

@@ -196,24 +196,52 @@ pub fn standardize(g: &mut Graph, v: &str, center: f32, spread: f32) -> String {
     g.bin_scalar("Div", &shifted, spread)
 }
 
-/// [`Calibration::p_value`] (float64, exact) and [`Calibration::is_anomaly`] of scores
-/// `[batch]`, from the calibration scores stored in the graph.
-pub fn calibrate(g: &mut Graph, score: &str, cal: &Calibration) -> (String, String) {
+/// [`Calibration::p_value_of`] (float64, exact) and [`Calibration::is_anomaly_of`] of
+/// samples scored `members` (each network's scores `[batch]`: one, or one per fold of a
+/// cross-conformal ensemble), from the calibration scores stored in the graph.
+pub fn calibrate(g: &mut Graph, members: &[String], cal: &Calibration) -> (String, String) {
     let n = cal.scores.len();
-    let scores = g.f32s("calibration_scores", &[1, n], &cal.scores);
+    let folds: Vec<&[f32]> = match cal.folds.is_empty() {
+        true => vec![&cal.scores],
+        false => cal.folds.iter().map(Vec::as_slice).collect(),
+    };
     let axes = g.i64s("axes", &[1]);
-    let column = g.op("Unsqueeze", &[score, &axes], vec![]);
-    let at_or_above = g.bin("GreaterOrEqual", &scores, &column);
-    let ones = g.cast(&at_or_above, Elem::F64);
-    let count = g.reduce_sum(&ones, &[1], false);
+    let mut counts = Vec::with_capacity(folds.len());
+    let mut nans = Vec::with_capacity(folds.len());
+    for (fold, score) in folds.iter().zip(members) {
+        let scores = g.f32s("calibration_scores", &[1, fold.len()], fold);
+        let column = g.op("Unsqueeze", &[score, &axes], vec![]);
+        let at_or_above = g.bin("GreaterOrEqual", &scores, &column);
+        let ones = g.cast(&at_or_above, Elem::F64);
+        counts.push(g.reduce_sum(&ones, &[1], false));
+        nans.push(g.op("IsNaN", &[score], vec![]));
+    }
+    let (count, nan) = match folds.len() {
+        1 => (counts.remove(0), nans.remove(0)),
+        _ => {
+            let refs: Vec<&str> = counts.iter().map(String::as_str).collect();
+            let count = g.op("Sum", &refs, vec![]);
+            let mut nan = nans[0].clone();
+            for other in &nans[1..] {
+                nan = g.bin("Or", &nan, other);
+            }
+            (count, nan)
+        }
+    };
     let one = g.f64_scalar(1.0);
     let plus_one = g.bin("Add", &count, &one);
     let total = g.f64_scalar((n + 1) as f64);
     let p = g.bin("Div", &plus_one, &total);
-    let threshold = g.scalar(cal.threshold);
-    let above = g.bin("Greater", score, &threshold);
-    let nan = g.op("IsNaN", &[score], vec![]);
-    let anomaly = g.bin("Or", &above, &nan);
+    // A network's score that is not a number counts no calibration score at or above it:
+    // with one network that is already the smallest p-value; with more, make it so.
+    let smallest = g.f64_scalar(1.0 / (n + 1) as f64);
+    let p = match folds.len() {
+        1 => p,
+        _ => g.op("Where", &[&nan, &smallest, &p], vec![]),
+    };
+    let most = g.f64_scalar(cal.flag_count() as f64);
+    let flagged = g.bin("LessOrEqual", &count, &most);
+    let anomaly = g.bin("Or", &flagged, &nan);
     (p, anomaly)
 }
 

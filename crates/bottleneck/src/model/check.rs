@@ -157,7 +157,14 @@ fn check_calibration(c: &Calibration) -> Checked {
     if !(rate > 0.0 && rate < 1.0) {
         return fail(name, format!("{rate} must be above 0 and below 1"));
     }
-    let expected = Calibration::fit(c.scores.clone(), c.rule).map_err(|e| e.to_string())?;
+    let expected = match c.folds.is_empty() {
+        true => Calibration::fit(c.scores.clone(), c.rule),
+        false => {
+            check_folds(c)?;
+            Calibration::fit_folds(c.folds.clone(), c.rule)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     if expected.threshold.to_bits() != c.threshold.to_bits() {
         return fail(
             "calibration.threshold",
@@ -174,6 +181,47 @@ fn check_calibration(c: &Calibration) -> Checked {
                 "{} does not follow from the calibration scores and rule (they give {})",
                 c.effective_fpr, expected.effective_fpr
             ),
+        );
+    }
+    Ok(())
+}
+
+/// A model kind that holds one network has no out-of-fold scores.
+fn check_single(c: &Calibration) -> Checked {
+    match c.folds.is_empty() {
+        true => Ok(()),
+        false => fail("calibration.folds", "this kind of model holds one network"),
+    }
+}
+
+/// Most networks of a cross-conformal ensemble a model file may hold.
+pub const MAX_FOLDS: usize = 64;
+
+/// The out-of-fold scores of an ensemble: 2 to [`MAX_FOLDS`] folds, none empty, each
+/// ascending, and together exactly the calibration scores.
+fn check_folds(c: &Calibration) -> Checked {
+    within("calibration.folds", c.folds.len(), 2, MAX_FOLDS)?;
+    for (k, fold) in c.folds.iter().enumerate() {
+        let field = format!("calibration.folds[{k}]");
+        if fold.is_empty() {
+            return fail(&field, "empty");
+        }
+        all_finite(&field, fold)?;
+        if fold.windows(2).any(|w| w[0] > w[1]) {
+            return fail(&field, "not ascending");
+        }
+    }
+    let mut all = c.folds.concat();
+    all.sort_by(f32::total_cmp);
+    if all.len() != c.scores.len()
+        || all
+            .iter()
+            .zip(&c.scores)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        return fail(
+            "calibration.folds",
+            "together are not the calibration scores",
         );
     }
     Ok(())
@@ -345,6 +393,7 @@ impl CheckMeta for ModelMeta {
         check_conv(&self.spec)?;
         check_image_prep(&self.prep, &self.spec)?;
         check_image_scoring(&self.scoring, &self.spec)?;
+        check_single(&self.calibration)?;
         check_calibration(&self.calibration)?;
         check_training(&self.training)
     }
@@ -419,6 +468,18 @@ impl CheckMeta for TableMeta {
         kind_is(self.kind, self.task, (DataKind::Table, Task::Detect))?;
         check_dense(&self.spec)?;
         check_table_prep(&self.prep, &self.spec)?;
+        length(
+            "ensemble_scaling",
+            self.ensemble_scaling.len(),
+            self.calibration.members() - 1,
+        )?;
+        for (k, s) in self.ensemble_scaling.iter().enumerate() {
+            let field = |name: &str| format!("ensemble_scaling[{k}].{name}");
+            length(&field("center"), s.center.len(), self.spec.features)?;
+            length(&field("scale"), s.scale.len(), self.spec.features)?;
+            all_finite(&field("center"), &s.center)?;
+            all_positive(&field("scale"), &s.scale)?;
+        }
         within(
             "scoring.impute_iterations",
             self.scoring.impute_iterations,
@@ -440,7 +501,7 @@ impl CheckMeta for TableMeta {
     }
 
     fn weight_values(&self) -> Option<u64> {
-        dense_values(&self.spec)
+        dense_values(&self.spec)?.checked_mul(self.calibration.members() as u64)
     }
 }
 
@@ -527,6 +588,7 @@ impl CheckMeta for AudioMeta {
         all_finite("features.band_mean", &f.band_mean)?;
         all_positive("features.band_std", &f.band_std)?;
         check_audio_scoring(&self.scoring, f.mel.n_mels)?;
+        check_single(&self.calibration)?;
         check_calibration(&self.calibration)?;
         check_training(&self.training)
     }

@@ -11,7 +11,7 @@ use burn_store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
 use crate::data::images::ImagePrep;
-use crate::data::scaling::TablePrep;
+use crate::data::scaling::{Scaling, TablePrep};
 use crate::data::spectral::MelSpec;
 use crate::error::{Error, Result};
 use crate::model::check::CheckMeta;
@@ -393,7 +393,13 @@ pub struct TableMeta {
     /// What the model is for: `detect`.
     pub task: Task,
     pub spec: DenseSpec,
+    /// The columns, and the standardisation of the first (or only) network, fitted on
+    /// the rows it trained on.
     pub prep: TablePrep,
+    /// The standardisation of each further network of a cross-conformal ensemble, fitted
+    /// on the rows it trained on, in fold order after `prep`'s (empty for one network).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble_scaling: Vec<Scaling>,
     pub scoring: TableScoring,
     pub calibration: Calibration,
     pub training: TrainingSummary,
@@ -403,6 +409,19 @@ pub struct TableMeta {
 #[derive(Module, Debug)]
 pub struct DenseWeights {
     pub autoencoder: DenseAutoencoder,
+    /// The other networks of a cross-conformal ensemble, in fold order after
+    /// `autoencoder` (fold 0); empty for one network (and in files from before ensembles).
+    pub ensemble: Vec<DenseAutoencoder>,
+}
+
+impl DenseWeights {
+    /// The weights of one network.
+    pub fn single(autoencoder: DenseAutoencoder) -> Self {
+        Self {
+            autoencoder,
+            ensemble: Vec::new(),
+        }
+    }
 }
 
 /// How a denoiser did on held-out images (noisy input and its output against the clean
@@ -728,6 +747,7 @@ pub fn load_table_bytes(
             }
             Ok(())
         },
+        |m| m.calibration.members(),
         device,
     )
 }
@@ -742,6 +762,7 @@ pub fn load_dense_bytes<M: serde::de::DeserializeOwned + CheckMeta>(
     kind: ModelKind,
     spec: impl Fn(&M) -> &DenseSpec,
     check: impl Fn(&M) -> std::result::Result<(), String>,
+    members: impl Fn(&M) -> usize,
     device: &Device,
 ) -> Result<(DenseWeights, M)> {
     let (meta, bytes): (M, _) = parse(path, bytes, kind)?;
@@ -757,8 +778,12 @@ pub fn load_dense_bytes<M: serde::de::DeserializeOwned + CheckMeta>(
             reason: format!("inconsistent metadata: {reason}"),
         });
     }
+    // `parse` held the weights the members need to what the file holds.
     let model = DenseWeights {
         autoencoder: DenseAutoencoder::new(spec(&meta), device),
+        ensemble: (1..members(&meta))
+            .map(|_| DenseAutoencoder::new(spec(&meta), device))
+            .collect(),
     };
     Ok((fill(path, model, bytes)?, meta))
 }

@@ -676,22 +676,50 @@ impl Page<'_> {
             ),
         ));
         summary_rows.push(("Threshold rule", rule_text(cal)));
-        summary_rows.push((
-            "Threshold",
-            format!(
-                "anomalous when the score is above {}",
-                short(cal.threshold as f64)
-            ),
-        ));
-        summary_rows.push((
-            "Effective false-alarm rate",
-            format!(
-                "{} (on normal data, by the calibration of {} held-out {})",
-                short(cal.effective_fpr),
-                cal.scores.len(),
-                self.what.1
-            ),
-        ));
+        match cal.folds.len() {
+            0 => {
+                summary_rows.push((
+                    "Threshold",
+                    format!(
+                        "anomalous when the score is above {}",
+                        short(cal.threshold as f64)
+                    ),
+                ));
+                summary_rows.push((
+                    "Effective false-alarm rate",
+                    format!(
+                        "{} (on normal data, by the calibration of {} held-out {})",
+                        short(cal.effective_fpr),
+                        cal.scores.len(),
+                        self.what.1
+                    ),
+                ));
+            }
+            k => {
+                summary_rows.push((
+                    "Threshold",
+                    format!(
+                        "cross-conformal, {k} networks each trained without one fold of the \
+                         {}: a sample's p-value counts, for each network, the out-of-fold \
+                         scores at least as high as that network's score of it; the score \
+                         shown is the networks' mean (anomalous above {} when they agree)",
+                        self.what.1,
+                        short(cal.threshold as f64)
+                    ),
+                ));
+                summary_rows.push((
+                    "Effective false-alarm rate",
+                    format!(
+                        "{} (on normal data, by the out-of-fold scores of all {} {}; \
+                         cross-conformal p-values are valid up to a factor of 2 in the worst \
+                         case and close to the rate in practice)",
+                        short(cal.effective_fpr),
+                        cal.scores.len(),
+                        self.what.1
+                    ),
+                ));
+            }
+        }
         summary_rows.push((
             "Data",
             format!(
@@ -785,10 +813,22 @@ impl Page<'_> {
         body.push_str(&figure(
             plots::score_histogram(&series, cal.threshold)?,
             &format!(
-                "Anomaly scores: the calibration {} (normal, held out from training) and the \
-                 data's, each as shares of its own set; the dashed line is the threshold. A \
-                 {}'s p-value is the share of calibration scores at least as high as its own.",
-                self.what.1, self.what.0
+                "Anomaly scores: the calibration {} (normal, held out from training{}) and \
+                 the data's, each as shares of its own set; the dashed line is the threshold. \
+                 A {}'s p-value is the share of calibration scores at least as high as its \
+                 own{}.",
+                self.what.1,
+                if cal.folds.is_empty() {
+                    ""
+                } else {
+                    "; each scored by the network that did not train on it"
+                },
+                self.what.0,
+                if cal.folds.is_empty() {
+                    ""
+                } else {
+                    " (each network's own score against its own fold)"
+                }
             ),
         ));
 

@@ -25,9 +25,11 @@ pub struct Verdict {
     /// Higher is more anomalous (PyOD's decision score).
     pub score: f32,
     /// Conformal p-value against the held-out normal samples: the share of them scoring at
-    /// least as high, counting the sample itself.
+    /// least as high, counting the sample itself (for a cross-conformal ensemble, each
+    /// network's out-of-fold samples against its own score of this one).
     pub p_value: f64,
-    /// Whether the score is above the calibrated threshold.
+    /// Whether the p-value is at most the calibrated rate: for one network, whether the
+    /// score is above the calibrated threshold.
     pub is_anomaly: bool,
 }
 
@@ -141,11 +143,7 @@ impl AnomalyDetector for TableModel {
 
     fn score(&self, table: &Table<'_>) -> Result<Vec<Verdict>> {
         let values = table.features(&self.meta().prep.features)?;
-        Ok(self
-            .score_rows_chunked(values.as_slice().expect("row-major features"))
-            .into_iter()
-            .map(|s| self.meta().calibration.verdict(s))
-            .collect())
+        Ok(self.verdicts_chunked(values.as_slice().expect("row-major features")))
     }
 
     fn calibration(&self) -> &Calibration {
@@ -323,14 +321,20 @@ mod tests {
         from_file
             .score_file(&test_csv, &out, 0, false, &Silent, |_| Ok(()))
             .unwrap();
-        let written: Vec<f32> = std::fs::read_to_string(&out)
+        let written: Vec<(f32, f64, bool)> = std::fs::read_to_string(&out)
             .unwrap()
             .lines()
             .skip(1)
-            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[1].parse().unwrap(), f[2].parse().unwrap(), f[3] == "1")
+            })
             .collect();
-        let scores: Vec<f32> = verdicts.iter().map(|v| v.score).collect();
-        assert_eq!(scores, written);
+        let in_memory: Vec<(f32, f64, bool)> = verdicts
+            .iter()
+            .map(|v| (v.score, v.p_value, v.is_anomaly))
+            .collect();
+        assert_eq!(in_memory, written);
         let reversed: Vec<String> = test.columns().iter().rev().cloned().collect();
         let mut values = test.values().to_owned();
         values.invert_axis(ndarray::Axis(1));
@@ -346,9 +350,11 @@ mod tests {
         let labels: Vec<bool> = (0..80).map(|i| i >= 40).collect();
         let auroc = crate::metrics::auroc(&all, &labels).unwrap();
         assert!(auroc > 0.9, "AUROC {auroc}");
+        // (300 rows: a cross-conformal ensemble, which flags by p-value.)
+        let cal = from_memory.calibration();
+        assert_eq!(cal.members(), crate::task::table::DEFAULT_FOLDS);
         for v in &verdicts {
-            assert_eq!(v.p_value, from_memory.calibration().p_value(v.score));
-            assert_eq!(v.is_anomaly, from_memory.calibration().is_anomaly(v.score));
+            assert_eq!(v.is_anomaly, v.p_value <= cal.effective_fpr, "{v:?}");
         }
 
         // Codes and filled cells come back one row per row.

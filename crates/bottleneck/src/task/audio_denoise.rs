@@ -685,6 +685,7 @@ impl AudioDenoiser {
                 }
                 Ok(())
             },
+            |_| 1,
             device,
         )?;
         Ok(Self {
@@ -697,9 +698,7 @@ impl AudioDenoiser {
 
     /// Writes the model file to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let weights = DenseWeights {
-            autoencoder: self.model.clone(),
-        };
+        let weights = DenseWeights::single(self.model.clone());
         file::save_dense(path, &weights, &self.meta)
     }
 

@@ -533,6 +533,7 @@ impl AudioDetector {
                 }
                 Ok(())
             },
+            |_| 1,
             device,
         )?;
         Ok(Self {
@@ -545,9 +546,7 @@ impl AudioDetector {
 
     /// Writes the model file to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let weights = DenseWeights {
-            autoencoder: self.model.clone(),
-        };
+        let weights = DenseWeights::single(self.model.clone());
         file::save_dense(path, &weights, &self.meta)
     }
 

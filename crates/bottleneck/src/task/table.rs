@@ -16,6 +16,7 @@ use crate::data::table::{
     read_training_table,
 };
 use crate::error::{Error, Result};
+use crate::model::check::MAX_FOLDS;
 use crate::model::dense::Encoded;
 use crate::model::file::{
     self, DenseWeights, FORMAT_VERSION, ModelKind, TableMeta, TableScore, TableScoring,
@@ -24,6 +25,7 @@ use crate::model::file::{
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
 use crate::score::calibration::{CalibrationPlan, Split};
+use crate::task::api::Verdict;
 use crate::train::{DenseTrainOptions, default_epochs, train_dense};
 
 /// Everything [`TableModel::fit`] can be told; [`Default`] works without tuning. As JSON
@@ -42,8 +44,14 @@ pub struct TableParams {
     /// Row score; default reconstruction error.
     pub score: TableScore,
     pub batch_norm: bool,
-    /// Passes over the rows; default about 6,000 optimizer steps (5 to 300 passes).
+    /// Passes over the rows; default about 6,000 optimizer steps (5 to 300 passes),
+    /// shared among the networks of a cross-conformal ensemble.
     pub epochs: Option<usize>,
+    /// Networks of a cross-conformal ensemble, each trained without one fold of the rows
+    /// (every row then calibrates); 1: one network and a held-out share
+    /// (`calibration_fraction`). Default: [`DEFAULT_FOLDS`] up to [`CROSS_CONFORMAL_ROWS`]
+    /// rows, then 1.
+    pub folds: Option<usize>,
     pub batch_size: usize,
     pub learning_rate: f64,
     pub seed: u64,
@@ -70,6 +78,7 @@ impl Default for TableParams {
             score: TableScore::Reconstruction,
             batch_norm: false,
             epochs: None,
+            folds: None,
             batch_size: 64,
             learning_rate: 1e-3,
             seed: 42,
@@ -94,6 +103,14 @@ impl TableParams {
         }
         if self.epochs == Some(0) {
             return Err(Error::param("epochs", "must be at least 1"));
+        }
+        if let Some(k) = self.folds
+            && !(1..=MAX_FOLDS).contains(&k)
+        {
+            return Err(Error::param(
+                "folds",
+                format!("{k} must be from 1 (one network) to {MAX_FOLDS}"),
+            ));
         }
         if !(0.0..1.0).contains(&self.mask_rate) {
             return Err(Error::param(
@@ -128,6 +145,13 @@ const TARGET_STEPS: usize = 6000;
 /// ...unless that takes more passes than this: small tables are learnt by heart otherwise
 /// (wine and digits detection AUROC fell with 1,000 passes, measured in bench/tables.py).
 const MAX_EPOCHS: usize = 300;
+/// Networks of the default cross-conformal ensemble. (chosen in bench/calibration.sh)
+pub const DEFAULT_FOLDS: usize = 5;
+/// Largest table calibrated cross-conformally by default: above it a single split holds
+/// out enough rows (150 of 1,000 at 15%), and each network's share of the steps would
+/// fall below the passes a table needs (digits' imputation with 1,437 rows, 67 passes
+/// per network: RMSE 0.593 against 0.559 for one network; bench/tables.sh).
+pub const CROSS_CONFORMAL_ROWS: usize = 1000;
 /// Feature groups hidden in turn by each refinement pass of `impute`.
 const REFINE_GROUPS: usize = 4;
 /// Rows read, scored and written at a time.
@@ -139,6 +163,87 @@ struct Pass {
     recon: Vec<f32>,
     /// KL divergence of each row's code distribution from the prior (VAE only).
     kl: Option<Vec<f32>>,
+}
+
+/// Scores of a batch of rows (see [`TableModel::score_raw`]).
+struct Scored {
+    scores: Vec<f32>,
+    per_network: Vec<f32>,
+    parts: Vec<Vec<f32>>,
+}
+
+/// Codes (means for a VAE) and, for a VAE, log-variances of standardised rows (NaN
+/// missing) from network `model`: the network is shown missing cells as 0 beside the mask
+/// of observed ones.
+fn encode_with(model: &DenseAutoencoder, device: &Device, d: usize, values: &[f32]) -> Encoded {
+    let n = values.len() / d;
+    let mask: Vec<f32> = values.iter().map(|v| (!v.is_nan()) as u8 as f32).collect();
+    let shown: Vec<f32> = values
+        .iter()
+        .map(|&v| if v.is_nan() { 0.0 } else { v })
+        .collect();
+    // Inputs are made on the inference device itself: tensors moved over from an
+    // autodiff device leak on every forward.
+    let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, d]), device);
+    model.encode(t(shown), Some(t(mask)))
+}
+
+/// Runs network `model` on standardised rows (NaN missing), in the order given.
+fn network_pass(model: &DenseAutoencoder, device: &Device, d: usize, values: &[f32]) -> Pass {
+    let enc = encode_with(model, device, d, values);
+    let kl = enc.log_var.map(|lv| {
+        let kl = (lv.clone().exp() + enc.mean.clone().powi_scalar(2) - lv - 1.0).sum_dim(1) * 0.5;
+        to_vec(kl)
+    });
+    Pass {
+        recon: to_vec(model.decode(enc.mean)),
+        kl,
+    }
+}
+
+/// Network `model`'s scores of standardised rows (NaN missing) and each row's
+/// per-feature error contributions.
+fn member_scores(
+    model: &DenseAutoencoder,
+    spec: &DenseSpec,
+    score: TableScore,
+    device: &Device,
+    values: &[f32],
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let d = spec.features;
+    let pass = network_pass(model, device, d, values);
+    let mut scores = Vec::with_capacity(values.len() / d);
+    let mut parts = Vec::with_capacity(values.len() / d);
+    for (r, (row, recon)) in values.chunks(d).zip(pass.recon.chunks(d)).enumerate() {
+        // Squared errors of the observed cells, in standardised units. Measured against
+        // dividing each column's error by its typical size on the training rows: that
+        // cost 0.01 AUROC on digits and gained nothing elsewhere (bench/tables.py).
+        let contrib: Vec<f32> = row
+            .iter()
+            .zip(recon)
+            .map(|(x, y)| if x.is_nan() { 0.0 } else { (x - y) * (x - y) })
+            .collect();
+        let observed = row.iter().filter(|x| !x.is_nan()).count().max(1) as f32;
+        let mean = contrib.iter().sum::<f32>() / observed;
+        scores.push(match (score, &pass.kl) {
+            // Gaussian decoder of unit variance, at the mean code, missing cells
+            // counted at the row's mean error.
+            (TableScore::Elbo, Some(kl)) => 0.5 * mean * d as f32 + kl[r],
+            _ => mean,
+        });
+        parts.push(contrib);
+    }
+    (scores, parts)
+}
+
+/// Passes over `rows` training rows (batches of `batch_size`) for each of `networks`
+/// networks: a single network's schedule (~[`TARGET_STEPS`] optimizer steps, at most
+/// [`MAX_EPOCHS`] passes), each network capped at its share of [`TARGET_STEPS`], so an
+/// ensemble never takes more steps than one network on a large table. Small tables, which
+/// one network learns in fewer steps, keep their full passes per network: splitting the
+/// steps of one network among five cost digits 0.006 detection AUROC (bench/tables.sh).
+fn sized_epochs(rows: usize, batch_size: usize, networks: usize) -> usize {
+    default_epochs(rows, batch_size, TARGET_STEPS / networks.max(1), MAX_EPOCHS)
 }
 
 /// One scored row.
@@ -166,11 +271,14 @@ pub struct ScoredChunk<'a> {
     pub scored: Vec<ScoredRow>,
 }
 
-/// A trained table model.
+/// A trained table model: one network, or the networks of a cross-conformal ensemble in
+/// fold order (see [`crate::score::calibration`]).
 pub struct TableModel {
-    pub(crate) model: DenseAutoencoder,
+    pub(crate) members: Vec<DenseAutoencoder>,
     meta: TableMeta,
     device: Device,
+    /// Each network's standardisation (`meta.prep`, then `meta.ensemble_scaling`).
+    pub(crate) preps: Vec<TablePrep>,
 }
 
 impl TableModel {
@@ -263,13 +371,7 @@ impl TableModel {
             )));
         }
         let d = features.len();
-        let prep = TablePrep::fit(features, id_column, &rows.values);
-        let mut values = rows.values;
-        prep.standardize(&mut values);
-        let Split {
-            calibration: cal_idx,
-            training: train_idx,
-        } = plan.split(n, params.seed);
+        let values = rows.values;
         let spec = DenseSpec::for_table(
             d,
             params.latent,
@@ -277,40 +379,120 @@ impl TableModel {
             params.variational,
             params.batch_norm,
         )?;
-        let batch_size = params.batch_size.min(train_idx.len());
-        let epochs = params.epochs.unwrap_or_else(|| {
-            default_epochs(train_idx.len(), batch_size, TARGET_STEPS, MAX_EPOCHS)
+        let k = params.folds.unwrap_or(match n <= CROSS_CONFORMAL_ROWS {
+            true => DEFAULT_FOLDS.min(n),
+            false => 1,
         });
-        let opts = DenseTrainOptions {
-            epochs,
-            batch_size,
-            learning_rate: params.learning_rate,
-            seed: params.seed,
-            mask_rate: params.mask_rate,
-            kl_weight: params.kl_weight,
-            // Measured with bench/tables.sh: stopping on 10% held-out rows lowered digits'
-            // detection AUROC from 0.9805 to 0.9775 (below PCA); tables keep the fixed,
-            // pass-capped schedule until issue "small data" sizes their training.
-            early_stopping: false,
+        // Each network's calibration rows and training rows.
+        let plan_rows: Vec<(Vec<usize>, Vec<usize>)> = match k {
+            1 => {
+                let Split {
+                    calibration,
+                    training,
+                } = plan.split(n, params.seed);
+                vec![(calibration, training)]
+            }
+            _ if k > n => {
+                return Err(Error::param(
+                    "folds",
+                    format!("{k} folds need at least {k} rows; {source} has {n}"),
+                ));
+            }
+            _ => {
+                let folds = CalibrationPlan::folds(n, k, params.seed);
+                (0..k)
+                    .map(|f| {
+                        let training = (0..k)
+                            .filter(|&g| g != f)
+                            .flat_map(|g| folds[g].iter().copied())
+                            .collect::<Vec<_>>();
+                        let mut training = training;
+                        training.sort_unstable();
+                        (folds[f].clone(), training)
+                    })
+                    .collect()
+            }
         };
-        let (model, log) = train_dense(&spec, &values, &train_idx, &opts, device, progress)?;
-        let mut this = Self {
-            model,
+        let train_len = plan_rows[0].1.len();
+        let batch_size = params.batch_size.min(train_len);
+        let epochs = params
+            .epochs
+            .unwrap_or_else(|| sized_epochs(train_len, batch_size, k));
+        let gather = |values: &[f32], idx: &[usize]| -> Vec<f32> {
+            idx.iter()
+                .flat_map(|&i| values[i * d..(i + 1) * d].iter().copied())
+                .collect()
+        };
+        let mut members = Vec::with_capacity(k);
+        let mut preps = Vec::with_capacity(k);
+        let mut cal_scores = Vec::with_capacity(k);
+        let mut first_log = None;
+        for (f, (cal_idx, train_idx)) in plan_rows.iter().enumerate() {
+            if k > 1 {
+                progress.status(&format!(
+                    "network {}/{k}: {} rows train, {} calibrate",
+                    f + 1,
+                    train_idx.len(),
+                    cal_idx.len()
+                ));
+            }
+            // Standardised by the rows it trains on only: fitted on the calibration rows
+            // too, it would know them better than fresh rows, and the p-values would
+            // flag too many fresh ones (measured in bench/calibration.sh).
+            let prep = TablePrep::fit(
+                features.clone(),
+                id_column.clone(),
+                &gather(&values, train_idx),
+            );
+            let mut standardized = values.clone();
+            prep.standardize(&mut standardized);
+            let opts = DenseTrainOptions {
+                epochs,
+                batch_size: params.batch_size.min(train_idx.len()),
+                learning_rate: params.learning_rate,
+                seed: params.seed.wrapping_add(f as u64),
+                mask_rate: params.mask_rate,
+                kl_weight: params.kl_weight,
+                // Measured with bench/tables.sh: stopping on 10% held-out rows lowered
+                // digits' detection AUROC from 0.9805 to 0.9775 (below PCA); the schedule
+                // is sized to the rows instead (`sized_epochs`).
+                early_stopping: false,
+            };
+            let (model, log) =
+                train_dense(&spec, &standardized, train_idx, &opts, device, progress)?;
+            let cal = gather(&standardized, cal_idx);
+            let mut scores = Vec::with_capacity(cal_idx.len());
+            for chunk in cal.chunks(CHUNK_ROWS * d) {
+                scores.extend(member_scores(&model, &spec, params.score, device, chunk).0);
+            }
+            cal_scores.push(scores);
+            members.push(model);
+            preps.push(prep);
+            first_log.get_or_insert(log);
+        }
+        let calibration = match k {
+            1 => plan.calibrate(cal_scores.concat(), "rows", progress)?,
+            _ => plan.calibrate_folds(cal_scores, "rows", progress)?,
+        };
+        let calibration_samples = calibration.scores.len();
+        Ok(Self {
+            members,
             meta: TableMeta {
                 format_version: FORMAT_VERSION,
                 kind: ModelKind::TableDetector.data(),
                 task: ModelKind::TableDetector.task(),
                 spec,
-                prep,
+                prep: preps[0].clone(),
+                ensemble_scaling: preps[1..].iter().map(TablePrep::scaling).collect(),
                 scoring: TableScoring {
                     score: params.score,
                     impute_iterations: params.impute_iterations,
                     mask_rate: params.mask_rate,
                 },
-                calibration: plan.placeholder(),
+                calibration,
                 training: TrainingSummary::from_log(
-                    log,
-                    cal_idx.len(),
+                    first_log.unwrap_or_default(),
+                    calibration_samples,
                     rows.skipped.len(),
                     batch_size,
                     params.learning_rate,
@@ -318,45 +500,44 @@ impl TableModel {
                 ),
             },
             device: device.clone(),
-        };
-        let gather = |idx: &[usize]| -> Vec<f32> {
-            idx.iter()
-                .flat_map(|&i| values[i * d..(i + 1) * d].iter().copied())
-                .collect()
-        };
-        let cal = gather(&cal_idx);
-        let mut scores = Vec::with_capacity(cal_idx.len());
-        for chunk in cal.chunks(CHUNK_ROWS * d) {
-            scores.extend(this.score_standardized(chunk).0);
-        }
-        this.meta.calibration = plan.calibrate(scores, "rows", progress)?;
-        Ok(this)
+            preps,
+        })
     }
 
     /// Loads a table model file for use on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (weights, meta) = file::load_table(path, device)?;
-        Ok(Self {
-            model: weights.autoencoder,
-            meta,
-            device: device.clone(),
-        })
+        Ok(Self::from_weights(weights, meta, device))
     }
 
     /// Loads a table model from its model file's bytes (named `path` in errors).
     pub fn from_bytes(path: &Path, bytes: Vec<u8>, device: &Device) -> Result<Self> {
         let (weights, meta) = file::load_table_bytes(path, bytes, device)?;
-        Ok(Self {
-            model: weights.autoencoder,
+        Ok(Self::from_weights(weights, meta, device))
+    }
+
+    fn from_weights(weights: DenseWeights, meta: TableMeta, device: &Device) -> Self {
+        let mut members = vec![weights.autoencoder];
+        members.extend(weights.ensemble);
+        let mut preps = vec![meta.prep.clone()];
+        preps.extend(
+            meta.ensemble_scaling
+                .iter()
+                .map(|s| meta.prep.with_scaling(s)),
+        );
+        Self {
+            members,
             meta,
             device: device.clone(),
-        })
+            preps,
+        }
     }
 
     /// Writes the model file to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let weights = DenseWeights {
-            autoencoder: self.model.clone(),
+            autoencoder: self.members[0].clone(),
+            ensemble: self.members[1..].to_vec(),
         };
         file::save_table(path, &weights, &self.meta)
     }
@@ -366,82 +547,100 @@ impl TableModel {
         &self.meta
     }
 
-    /// Codes (means for a VAE) and, for a VAE, log-variances of standardised rows (NaN
-    /// missing): the network is shown missing cells as 0 beside the mask of observed ones.
-    fn encode_standardized(&self, values: &[f32]) -> Encoded {
+    /// Number of networks: K for a cross-conformal ensemble, else 1.
+    pub fn networks(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Codes (means for a VAE) of rows of raw values (NaN missing) from the first network:
+    /// the networks of an ensemble each have their own code space.
+    fn encode_raw(&self, raw: &[f32]) -> Encoded {
+        let mut values = raw.to_vec();
+        self.preps[0].standardize(&mut values);
+        encode_with(
+            &self.members[0],
+            &self.device,
+            self.meta.spec.features,
+            &values,
+        )
+    }
+
+    /// The reconstruction of rows of raw values (NaN missing), in the order given and in
+    /// the table's units: the mean of the networks' reconstructions.
+    fn reconstruct_raw(&self, raw: &[f32]) -> Vec<f32> {
         let d = self.meta.spec.features;
-        let n = values.len() / d;
-        let mask: Vec<f32> = values.iter().map(|v| (!v.is_nan()) as u8 as f32).collect();
-        let shown: Vec<f32> = values
-            .iter()
-            .map(|&v| if v.is_nan() { 0.0 } else { v })
+        let mut sum = vec![0.0f32; raw.len()];
+        for (m, prep) in self.members.iter().zip(&self.preps) {
+            let mut values = raw.to_vec();
+            prep.standardize(&mut values);
+            let pass = network_pass(m, &self.device, d, &values);
+            for (i, (s, r)) in sum.iter_mut().zip(pass.recon).enumerate() {
+                *s += prep.unstandardize(i % d, r);
+            }
+        }
+        let k = self.members.len() as f32;
+        sum.iter_mut().for_each(|s| *s /= k);
+        sum
+    }
+
+    /// Scores of rows of raw values (NaN missing): the mean of the networks' scores, each
+    /// network's score of each row (row-major, `rows x networks`) and each row's
+    /// per-feature error contributions (the mean of the networks', each in its own
+    /// standardised units).
+    fn score_raw(&self, raw: &[f32]) -> Scored {
+        let d = self.meta.spec.features;
+        let k = self.members.len();
+        let n = raw.len() / d;
+        let mut per_network = vec![0.0f32; n * k];
+        let mut parts = vec![vec![0.0f32; d]; n];
+        for (j, (m, prep)) in self.members.iter().zip(&self.preps).enumerate() {
+            let mut values = raw.to_vec();
+            prep.standardize(&mut values);
+            let (scores, contribs) = member_scores(
+                m,
+                &self.meta.spec,
+                self.meta.scoring.score,
+                &self.device,
+                &values,
+            );
+            for (r, (score, contrib)) in scores.into_iter().zip(contribs).enumerate() {
+                per_network[r * k + j] = score;
+                parts[r].iter_mut().zip(contrib).for_each(|(p, c)| *p += c);
+            }
+        }
+        for row in &mut parts {
+            row.iter_mut().for_each(|p| *p /= k as f32);
+        }
+        let scores = per_network
+            .chunks(k)
+            .map(|s| s.iter().sum::<f32>() / k as f32)
             .collect();
-        // Inputs are made on the inference device itself: tensors moved over from an
-        // autodiff device leak on every forward.
-        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, d]), &self.device);
-        self.model.encode(t(shown), Some(t(mask)))
-    }
-
-    /// Runs the network on standardised rows (NaN missing), in the order given.
-    fn pass(&self, values: &[f32]) -> Pass {
-        let enc = self.encode_standardized(values);
-        let kl = enc.log_var.map(|lv| {
-            let kl =
-                (lv.clone().exp() + enc.mean.clone().powi_scalar(2) - lv - 1.0).sum_dim(1) * 0.5;
-            to_vec(kl)
-        });
-        Pass {
-            recon: to_vec(self.model.decode(enc.mean)),
-            kl,
+        Scored {
+            scores,
+            per_network,
+            parts,
         }
-    }
-
-    /// Scores of standardised rows and each row's per-feature error contributions.
-    fn score_standardized(&self, values: &[f32]) -> (Vec<f32>, Vec<Vec<f32>>) {
-        let d = self.meta.spec.features;
-        let pass = self.pass(values);
-        let mut scores = Vec::with_capacity(values.len() / d);
-        let mut parts = Vec::with_capacity(values.len() / d);
-        for (r, (row, recon)) in values.chunks(d).zip(pass.recon.chunks(d)).enumerate() {
-            // Squared errors of the observed cells, in standardised units. Measured against
-            // dividing each column's error by its typical size on the training rows: that
-            // cost 0.01 AUROC on digits and gained nothing elsewhere (bench/tables.py).
-            let contrib: Vec<f32> = row
-                .iter()
-                .zip(recon)
-                .map(|(x, y)| if x.is_nan() { 0.0 } else { (x - y) * (x - y) })
-                .collect();
-            let observed = row.iter().filter(|x| !x.is_nan()).count().max(1) as f32;
-            let mean = contrib.iter().sum::<f32>() / observed;
-            let score = match (self.meta.scoring.score, &pass.kl) {
-                // Gaussian decoder of unit variance, at the mean code, missing cells
-                // counted at the row's mean error.
-                (TableScore::Elbo, Some(kl)) => 0.5 * mean * d as f32 + kl[r],
-                _ => mean,
-            };
-            scores.push(score);
-            parts.push(contrib);
-        }
-        (scores, parts)
     }
 
     /// Scores rows of raw feature values (`rows x features`, the model's column order, NaN
-    /// missing).
+    /// missing). The p-value is cross-conformal for an ensemble.
     pub fn score_rows(&self, rows: &Rows) -> Vec<ScoredRow> {
-        let mut values = rows.values.clone();
-        self.meta.prep.standardize(&mut values);
-        let (scores, parts) = self.score_standardized(&values);
-        scores
+        let scored = self.score_raw(&rows.values);
+        let k = self.members.len();
+        let cal = &self.meta.calibration;
+        scored
+            .scores
             .into_iter()
-            .zip(parts)
+            .zip(scored.per_network.chunks(k))
+            .zip(scored.parts)
             .zip(&rows.ids)
-            .map(|((score, contrib), id)| {
+            .map(|(((score, networks), contrib), id)| {
                 let total: f32 = contrib.iter().sum::<f32>().max(f32::MIN_POSITIVE);
                 ScoredRow {
                     id: id.clone(),
                     score,
-                    p_value: self.meta.calibration.p_value(score),
-                    is_anomaly: self.meta.calibration.is_anomaly(score),
+                    p_value: cal.p_value_of(networks),
+                    is_anomaly: cal.is_anomaly_of(networks),
                     shares: contrib.iter().map(|c| c / total).collect(),
                 }
             })
@@ -484,9 +683,7 @@ impl TableModel {
 
     /// Bottleneck codes of rows of raw feature values (`rows x latent`).
     pub fn encode_rows(&self, rows: &Rows) -> Vec<f32> {
-        let mut values = rows.values.clone();
-        self.meta.prep.standardize(&mut values);
-        to_vec(self.encode_standardized(&values).mean)
+        to_vec(self.encode_raw(&rows.values).mean)
     }
 
     /// Fills the missing cells of `rows` (raw values, NaN missing) and returns the filled
@@ -502,14 +699,12 @@ impl TableModel {
     /// [`TableModel::impute_rows`] on raw values (`rows x features`, NaN missing).
     pub(crate) fn impute_values(&self, raw: &[f32]) -> Vec<f32> {
         let d = self.meta.spec.features;
-        let mut values = raw.to_vec();
-        self.meta.prep.standardize(&mut values);
-        let missing: Vec<usize> = (0..values.len()).filter(|&i| values[i].is_nan()).collect();
+        let missing: Vec<usize> = (0..raw.len()).filter(|&i| raw[i].is_nan()).collect();
         if missing.is_empty() {
             return raw.to_vec();
         }
-        let mut filled = values.clone();
-        let recon = self.pass(&values).recon;
+        let mut filled = raw.to_vec();
+        let recon = self.reconstruct_raw(raw);
         for &i in &missing {
             filled[i] = recon[i];
         }
@@ -533,7 +728,7 @@ impl TableModel {
                 if !any {
                     continue;
                 }
-                let recon = self.pass(&shown).recon;
+                let recon = self.reconstruct_raw(&shown);
                 for &i in &missing {
                     if group[i % d] == g {
                         filled[i] = recon[i];
@@ -541,30 +736,35 @@ impl TableModel {
                 }
             }
         }
-        let mut out = raw.to_vec();
-        for &i in &missing {
-            out[i] = self.meta.prep.unstandardize(i % d, filled[i]);
-        }
-        out
+        filled
     }
 
-    /// Scores of rows of raw values, [`CHUNK_ROWS`] at a time as files are scored.
-    pub(crate) fn score_rows_chunked(&self, values: &[f32]) -> Vec<f32> {
+    /// Verdicts on rows of raw values, [`CHUNK_ROWS`] at a time as files are scored.
+    pub(crate) fn verdicts_chunked(&self, values: &[f32]) -> Vec<Verdict> {
         let d = self.meta.spec.features;
+        let k = self.members.len();
+        let cal = &self.meta.calibration;
         let mut out = Vec::with_capacity(values.len() / d.max(1));
         for chunk in values.chunks(CHUNK_ROWS * d) {
-            let mut values = chunk.to_vec();
-            self.meta.prep.standardize(&mut values);
-            out.extend(self.score_standardized(&values).0);
+            let scored = self.score_raw(chunk);
+            out.extend(
+                scored
+                    .scores
+                    .into_iter()
+                    .zip(scored.per_network.chunks(k))
+                    .map(|(score, networks)| Verdict {
+                        score,
+                        p_value: cal.p_value_of(networks),
+                        is_anomaly: cal.is_anomaly_of(networks),
+                    }),
+            );
         }
         out
     }
 
     /// Bottleneck codes of rows of raw values (`rows x features`, NaN missing).
     pub(crate) fn encode_values(&self, raw: &[f32]) -> Vec<f32> {
-        let mut values = raw.to_vec();
-        self.meta.prep.standardize(&mut values);
-        to_vec(self.encode_standardized(&values).mean)
+        to_vec(self.encode_raw(raw).mean)
     }
 
     /// Whether outputs name rows by an id column, whose cells are then copied as written
@@ -1005,6 +1205,15 @@ mod tests {
         let model =
             TableModel::fit(&dir.join("train.csv"), &params(), &Device::flex(), &Silent).unwrap();
         assert_eq!(model.meta().prep.features, SENSORS.to_vec());
+        // 600 rows: a cross-conformal ensemble, every row calibrating out of fold, each
+        // network standardised by its own training rows.
+        let meta = model.meta();
+        assert_eq!(model.networks(), DEFAULT_FOLDS);
+        assert_eq!(meta.calibration.folds.len(), DEFAULT_FOLDS);
+        assert_eq!(meta.calibration.scores.len(), 600);
+        assert_eq!(meta.ensemble_scaling.len(), DEFAULT_FOLDS - 1);
+        assert_ne!(meta.ensemble_scaling[0].center, meta.prep.center);
+        assert_eq!(meta.training.train_samples, 480);
         let out = dir.join("scores.csv");
         let (n, skipped) = model
             .score_file(&dir.join("test.csv"), &out, 1, false, &Silent, |_| Ok(()))
@@ -1048,6 +1257,43 @@ mod tests {
             .unwrap();
         assert_eq!(read(&out), read(&out2));
         assert_eq!(again.meta(), model.meta());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_fold_holds_out_a_share_and_bad_fold_counts_are_refused() {
+        let dir = scratch("tabletask-folds");
+        let order: Vec<usize> = (0..8).collect();
+        let train = dir.join("train.csv");
+        write_csv(&train, &sensor_rows(100, false, 4), &order, 0.0);
+        let one = TableParams {
+            folds: Some(1),
+            epochs: Some(5),
+            ..params()
+        };
+        let model = TableModel::fit(&train, &one, &Device::flex(), &Silent).unwrap();
+        assert_eq!(model.networks(), 1);
+        let meta = model.meta();
+        assert!(meta.calibration.folds.is_empty() && meta.ensemble_scaling.is_empty());
+        assert_eq!(meta.calibration.scores.len(), 15);
+        assert_eq!(meta.training.train_samples, 85);
+        let few = dir.join("few.csv");
+        write_csv(&few, &sensor_rows(10, false, 5), &order, 0.0);
+        for (k, data, what) in [
+            (0, &train, "from 1"),
+            (MAX_FOLDS + 1, &train, "from 1"),
+            (20, &few, "need at least 20 rows"),
+        ] {
+            let bad = TableParams {
+                folds: Some(k),
+                ..one.clone()
+            };
+            let e = TableModel::fit(data, &bad, &Device::flex(), &Silent)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("folds") && e.contains(what), "{k}: {e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
