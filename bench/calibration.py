@@ -4,8 +4,10 @@ For each case, normal-sample count n and seed: draw n normal samples, train, and
 fresh normal samples (never trained or calibrated on) and anomalies. Reported per case, n
 and requested rate (0.05 and 0.01): the mean realised false-alarm rate on the fresh normal
 samples, its 10th and 90th percentiles over seeds, and the mean AUROC, for
-  single    bottleneck's default: split-conformal p-values on the 15% held out, flagged at
-            p <= fpr (the effective rate when too few samples were held out)
+  single    bottleneck with `--folds 1`: one network, split-conformal p-values on the 15%
+            held out, flagged at p <= fpr (the effective rate when too few were held out)
+  cross     bottleneck's default up to 1,000 samples: 5 networks, each trained without one
+            fold, cross-conformal p-values on every sample's out-of-fold score
   pyod      PyOD's AutoEncoder (its defaults, CPU) with its contamination rule: flagged
             above the (1 - contamination) quantile of its training scores
 Cases (tables as bench/tables.sh reads them):
@@ -62,7 +64,7 @@ def read_scores(path):
     return np.array([float(r["score"]) for r in rows]), np.array([float(r["p_value"]) for r in rows])
 
 
-def bottleneck_run(binary, work, train, test, seed):
+def bottleneck_run(binary, work, train, test, seed, extra=()):
     ext = ".npy" if train.shape[1] > 100 else ".csv"
     names = [f"x{i}" for i in range(train.shape[1])]
     trp, tep = os.path.join(work, "train" + ext), os.path.join(work, "test" + ext)
@@ -71,7 +73,7 @@ def bottleneck_run(binary, work, train, test, seed):
     model, out = os.path.join(work, "m.safetensors"), os.path.join(work, "s.csv")
     t = time.perf_counter()
     subprocess.run([binary, "--quiet", "train", trp, "-o", model, "--seed", str(seed),
-                    "--fpr", str(RATES[0])], check=True)
+                    "--fpr", str(RATES[0]), *extra], check=True)
     secs = time.perf_counter() - t
     subprocess.run([binary, "--quiet", "score", model, tep, "-o", out], check=True)
     scores, p = read_scores(out)
@@ -98,7 +100,7 @@ def main():
     ap.add_argument("--classes", default="0")
     ap.add_argument("--sizes", default="100,300,1000")
     ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--methods", default="single,pyod")
+    ap.add_argument("--methods", default="single,cross,pyod")
     a = ap.parse_args()
     import torch
 
@@ -120,8 +122,9 @@ def main():
                     test = np.vstack([normal, anomalies]).astype(np.float32)
                     labels = np.r_[np.zeros(len(normal)), np.ones(len(anomalies))]
                     for method in methods:
-                        if method == "single":
-                            scores, flags, eff, secs = bottleneck_run(a.bin, work, train, test, seed)
+                        if method in ("single", "cross"):
+                            extra = ["--folds", "1"] if method == "single" else []
+                            scores, flags, eff, secs = bottleneck_run(a.bin, work, train, test, seed, extra)
                         else:
                             scores, flags, eff, secs = pyod_run(train, test, seed)
                         r = dict(case=name, n=n, seed=seed, method=method,
