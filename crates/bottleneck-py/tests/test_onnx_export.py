@@ -108,7 +108,9 @@ def test_image_detector_scores_maps_and_codes_match(tmp_path, flags, colour):
     np.testing.assert_allclose(one["score"], got["score"][3:4], rtol=1e-5)
 
 
-@pytest.mark.parametrize("flags", [[], ["--vae", "--elbo", "--batch-norm"]])
+# 300 rows: by default a cross-conformal ensemble of 5 networks, all of them in the graph;
+# --folds 1 is one network with a held-out split.
+@pytest.mark.parametrize("flags", [[], ["--vae", "--elbo", "--batch-norm"], ["--folds", "1"]])
 def test_table_detector_scores_rows_with_gaps_like_the_cli(tmp_path, flags):
     write_csv(tmp_path / "normal.csv", sensor_rows(300, seed=1))
     cli("train", tmp_path / "normal.csv", "-o", tmp_path / "t.safetensors", "--epochs", "20", *flags)
@@ -124,7 +126,9 @@ def test_table_detector_scores_rows_with_gaps_like_the_cli(tmp_path, flags):
     # From Python, the same file as the CLI's, byte for byte.
     bae.load(tmp_path / "t.safetensors").export_onnx(tmp_path / "py.onnx")
     assert (tmp_path / "py.onnx").read_bytes() == (tmp_path / "table.onnx").read_bytes()
-    assert json.loads(meta["bottleneck"])["prep"]["features"] == COLUMNS
+    stored = json.loads(meta["bottleneck"])
+    assert stored["prep"]["features"] == COLUMNS
+    assert len(stored["calibration"].get("folds", [])) == (0 if "--folds" in flags else 5)
     got = run(session, rows=test)
     assert_verdicts_match(got, scores, p_values, verdicts)
     assert verdicts.any() and not verdicts.all()
