@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Realised false-alarm rates with 100, 300 and 1,000 normal samples over 20 seeds: bottleneck's
-# split-conformal threshold against PyOD's contamination rule (see bench/calibration.py).
+# single split (--folds 1), cross-conformal ensemble (the default) and PyOD's contamination rule
+# (see bench/calibration.py).
 # Usage: bash bench/calibration.sh [--cases fmnist,digits --classes 0 --sizes 100,300,1000 --seeds 20]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
