@@ -11,7 +11,7 @@ use std::fmt::Display;
 
 use crate::data::audio::SAMPLE_RATES;
 use crate::data::images::ImagePrep;
-use crate::data::scaling::TablePrep;
+use crate::data::scaling::{Scaling, TablePrep};
 use crate::data::spectral::MelSpec;
 use crate::model::file::{
     AudioDenoiseMeta, AudioMeta, AudioScoring, DataKind, DenoiseMeta, ModelMeta, ScoreSettings,
@@ -457,10 +457,16 @@ fn check_table_prep(prep: &TablePrep, spec: &DenseSpec) -> Checked {
             format!("'{id}' is empty or also a feature"),
         );
     }
-    length("prep.center", prep.center.len(), spec.features)?;
-    length("prep.scale", prep.scale.len(), spec.features)?;
-    all_finite("prep.center", &prep.center)?;
-    all_positive("prep.scale", &prep.scale)
+    check_scaling("prep", &prep.scaling(), spec.features)
+}
+
+/// A standardisation (under `field`) of `features` columns: a finite centre and a positive
+/// scale for each.
+fn check_scaling(field: &str, s: &Scaling, features: usize) -> Checked {
+    length(&format!("{field}.center"), s.center.len(), features)?;
+    length(&format!("{field}.scale"), s.scale.len(), features)?;
+    all_finite(&format!("{field}.center"), &s.center)?;
+    all_positive(&format!("{field}.scale"), &s.scale)
 }
 
 impl CheckMeta for TableMeta {
@@ -474,11 +480,7 @@ impl CheckMeta for TableMeta {
             self.calibration.members() - 1,
         )?;
         for (k, s) in self.ensemble_scaling.iter().enumerate() {
-            let field = |name: &str| format!("ensemble_scaling[{k}].{name}");
-            length(&field("center"), s.center.len(), self.spec.features)?;
-            length(&field("scale"), s.scale.len(), self.spec.features)?;
-            all_finite(&field("center"), &s.center)?;
-            all_positive(&field("scale"), &s.scale)?;
+            check_scaling(&format!("ensemble_scaling[{k}]"), s, self.spec.features)?;
         }
         within(
             "scoring.impute_iterations",

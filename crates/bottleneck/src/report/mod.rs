@@ -676,50 +676,43 @@ impl Page<'_> {
             ),
         ));
         summary_rows.push(("Threshold rule", rule_text(cal)));
-        match cal.folds.len() {
-            0 => {
-                summary_rows.push((
-                    "Threshold",
-                    format!(
-                        "anomalous when the score is above {}",
-                        short(cal.threshold as f64)
-                    ),
-                ));
-                summary_rows.push((
-                    "Effective false-alarm rate",
-                    format!(
-                        "{} (on normal data, by the calibration of {} held-out {})",
-                        short(cal.effective_fpr),
-                        cal.scores.len(),
-                        self.what.1
-                    ),
-                ));
-            }
-            k => {
-                summary_rows.push((
-                    "Threshold",
-                    format!(
-                        "cross-conformal, {k} networks each trained without one fold of the \
-                         {}: a sample's p-value counts, for each network, the out-of-fold \
-                         scores at least as high as that network's score of it; the score \
-                         shown is the networks' mean (anomalous above {} when they agree)",
-                        self.what.1,
-                        short(cal.threshold as f64)
-                    ),
-                ));
-                summary_rows.push((
-                    "Effective false-alarm rate",
-                    format!(
-                        "{} (on normal data, by the out-of-fold scores of all {} {}; \
-                         cross-conformal p-values are valid up to a factor of 2 in the worst \
-                         case and close to the rate in practice)",
-                        short(cal.effective_fpr),
-                        cal.scores.len(),
-                        self.what.1
-                    ),
-                ));
-            }
-        }
+        let (threshold, calibrated_by) = match cal.folds.len() {
+            0 => (
+                format!(
+                    "anomalous when the score is above {}",
+                    short(cal.threshold as f64)
+                ),
+                format!(
+                    "the calibration of {} held-out {}",
+                    cal.scores.len(),
+                    self.what.1
+                ),
+            ),
+            k => (
+                format!(
+                    "cross-conformal, {k} networks each trained without one fold of the {}: a \
+                     sample's p-value counts, for each network, the out-of-fold scores at least \
+                     as high as that network's score of it; the score shown is the networks' \
+                     mean (anomalous above {} when they agree)",
+                    self.what.1,
+                    short(cal.threshold as f64)
+                ),
+                format!(
+                    "the out-of-fold scores of all {} {}; cross-conformal p-values are valid \
+                     up to a factor of 2 in the worst case and close to the rate in practice",
+                    cal.scores.len(),
+                    self.what.1
+                ),
+            ),
+        };
+        summary_rows.push(("Threshold", threshold));
+        summary_rows.push((
+            "Effective false-alarm rate",
+            format!(
+                "{} (on normal data, by {calibrated_by})",
+                short(cal.effective_fpr)
+            ),
+        ));
         summary_rows.push((
             "Data",
             format!(
@@ -810,6 +803,14 @@ impl Page<'_> {
             }),
         }
         series.retain(|x| !x.values.is_empty());
+        // What an ensemble's calibration scores are, and how its p-values count them.
+        let out_of_fold = match cal.folds.is_empty() {
+            true => ("", ""),
+            false => (
+                "; each scored by the network that did not train on it",
+                " (each network's own score against its own fold)",
+            ),
+        };
         body.push_str(&figure(
             plots::score_histogram(&series, cal.threshold)?,
             &format!(
@@ -817,18 +818,7 @@ impl Page<'_> {
                  the data's, each as shares of its own set; the dashed line is the threshold. \
                  A {}'s p-value is the share of calibration scores at least as high as its \
                  own{}.",
-                self.what.1,
-                if cal.folds.is_empty() {
-                    ""
-                } else {
-                    "; each scored by the network that did not train on it"
-                },
-                self.what.0,
-                if cal.folds.is_empty() {
-                    ""
-                } else {
-                    " (each network's own score against its own fold)"
-                }
+                self.what.1, out_of_fold.0, self.what.0, out_of_fold.1
             ),
         ));
 

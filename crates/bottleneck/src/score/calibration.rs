@@ -62,22 +62,18 @@ impl Calibration {
         }
         scores.sort_by(f32::total_cmp);
         let n = scores.len();
-        let (threshold, effective_fpr) = match rule {
+        let effective_fpr = match rule {
             ThresholdRule::Conformal { fpr } => {
                 check_rate("fpr", fpr)?;
-                // p(s) = (1 + #{c >= s}) / (n + 1) <= a  <=>  #{c >= s} <= m, m = floor(a(n+1)) - 1
-                // <=> s > the (m+1)-th largest calibration score.
-                let a = fpr.max(1.0 / (n as f64 + 1.0));
-                let m = ((a * (n as f64 + 1.0)).floor() as usize).saturating_sub(1);
-                let m = m.min(n - 1);
-                (scores[n - 1 - m], a)
+                fpr.max(1.0 / (n as f64 + 1.0))
             }
             ThresholdRule::Contamination { contamination } => {
                 check_rate("contamination", contamination)?;
-                let k = ((1.0 - contamination) * n as f64).ceil() as usize;
-                (scores[k.clamp(1, n) - 1], contamination)
+                contamination
             }
         };
+        // Flagged <=> #{c >= s} <= m <=> s > the (m+1)-th largest calibration score.
+        let threshold = scores[n - 1 - flag_count(rule, effective_fpr, n)];
         Ok(Self {
             scores,
             rule,
@@ -111,22 +107,10 @@ impl Calibration {
         self.folds.len().max(1)
     }
 
-    /// The most calibration scores at or above a sample's that still flag it: flagged
-    /// <=> `#{c >= s} <= m`. For the conformal rule this is p <= the effective rate; for
-    /// the contamination rule, a score above the quantile.
+    /// The most calibration scores at or above a sample's that still flag it (see
+    /// [`flag_count`]).
     pub(crate) fn flag_count(&self) -> usize {
-        let n = self.scores.len();
-        match self.rule {
-            ThresholdRule::Conformal { .. } => {
-                (((self.effective_fpr * (n as f64 + 1.0)).floor() as usize).saturating_sub(1))
-                    .min(n - 1)
-            }
-            ThresholdRule::Contamination { contamination } => {
-                n - ((1.0 - contamination) * n as f64)
-                    .ceil()
-                    .clamp(1.0, n as f64) as usize
-            }
-        }
+        flag_count(self.rule, self.effective_fpr, self.scores.len())
     }
 
     /// Calibration scores at or above a sample scored `members` (one score per network;
@@ -136,14 +120,13 @@ impl Calibration {
         if members.iter().any(|s| s.is_nan()) {
             return None;
         }
-        let count = |scores: &[f32], s: f32| scores.len() - scores.partition_point(|&c| c < s);
         Some(if self.folds.is_empty() {
-            count(&self.scores, members[0])
+            count_at_or_above(&self.scores, members[0])
         } else {
             self.folds
                 .iter()
                 .zip(members)
-                .map(|(fold, &s)| count(fold, s))
+                .map(|(fold, &s)| count_at_or_above(fold, s))
                 .sum()
         })
     }
@@ -175,10 +158,7 @@ impl Calibration {
         let n = self.scores.len();
         match score.is_nan() {
             true => 1.0 / (n + 1) as f64,
-            false => {
-                let at_or_above = n - self.scores.partition_point(|&c| c < score);
-                (1 + at_or_above) as f64 / (n + 1) as f64
-            }
+            false => (1 + count_at_or_above(&self.scores, score)) as f64 / (n + 1) as f64,
         }
     }
 
@@ -211,6 +191,26 @@ impl Calibration {
             ((1.0 / fpr - 1.0) / fraction).ceil()
         ))
     }
+}
+
+/// Of `n` calibration scores, the most that may be at or above a sample's score for the
+/// sample to be flagged: flagged <=> `#{c >= s} <= m`. Conformal rule at effective rate
+/// `a`: p(s) = (1 + #{c >= s}) / (n + 1) <= a <=> #{c >= s} <= floor(a(n + 1)) - 1.
+/// Contamination rule: the scores above the (1 - contamination) quantile.
+fn flag_count(rule: ThresholdRule, effective_fpr: f64, n: usize) -> usize {
+    match rule {
+        ThresholdRule::Conformal { .. } => {
+            (((effective_fpr * (n as f64 + 1.0)).floor() as usize).saturating_sub(1)).min(n - 1)
+        }
+        ThresholdRule::Contamination { contamination } => {
+            n - (((1.0 - contamination) * n as f64).ceil() as usize).clamp(1, n)
+        }
+    }
+}
+
+/// Number of ascending `scores` at or above `s`.
+fn count_at_or_above(scores: &[f32], s: f32) -> usize {
+    scores.len() - scores.partition_point(|&c| c < s)
 }
 
 /// Fails unless `v` is strictly between 0 and 1, naming the field.
@@ -280,11 +280,12 @@ impl CalibrationPlan {
     /// Cuts `n` samples (at least `k`) into `k` folds by a shuffle seeded from `seed`, each
     /// in ascending order, their sizes differing by at most one.
     pub fn folds(n: usize, k: usize, seed: u64) -> Vec<Vec<usize>> {
+        let k = k.max(1);
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xf01d));
-        let mut folds = vec![Vec::with_capacity(n.div_ceil(k.max(1))); k.max(1)];
+        let mut folds = vec![Vec::with_capacity(n.div_ceil(k)); k];
         for (rank, &i) in order.iter().enumerate() {
-            folds[rank % k.max(1)].push(i);
+            folds[rank % k].push(i);
         }
         for fold in &mut folds {
             fold.sort_unstable();
