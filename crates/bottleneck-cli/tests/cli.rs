@@ -88,6 +88,11 @@ fn eval_prints_metrics_json() {
         "--quiet",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    // 40 training images: a cross-conformal ensemble, every image calibrating.
+    let (meta, _) = bottleneck::model::file::read_meta(model).unwrap();
+    assert_eq!(meta.calibration.folds.len(), 5);
+    assert_eq!(meta.calibration.scores.len(), 40);
+    assert_eq!(meta.scoring.ensemble.len(), 4);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
     for key in [
         "image_auroc",
@@ -153,6 +158,19 @@ fn bad_inputs_are_one_line_errors_with_nonzero_exit() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no images found"), "{}", text(&o));
+    // More folds than images, and folds for a denoiser, are refused by name.
+    let m = out.join("m");
+    for extra in [
+        &["--folds", "41"][..],
+        &["--folds", "3", "--task", "denoise"],
+    ] {
+        let mut args = vec!["train", data.to_str().unwrap(), "-o", m.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}");
+        assert!(text(&o).contains("folds"), "{extra:?}: {}", text(&o));
+    }
+    assert!(!m.exists());
     // Not a model file.
     let fake = out.join("fake.safetensors");
     std::fs::write(&fake, b"definitely not a model").unwrap();

@@ -2,6 +2,7 @@
 ways, PyOD's surface, scikit-learn's own estimator checks, and errors a user can act on."""
 
 import csv
+import json
 import os
 import pickle
 import subprocess
@@ -167,6 +168,11 @@ def test_image_detector_in_memory_paths_and_cli_agree(tmp_path):
     np.testing.assert_array_equal(s, det.decision_function(new))
     np.testing.assert_array_equal(p, det.p_values(new))
     assert det.decision_function(new)[1] > det.decision_function(new)[0]
+    # 40 small images: five networks, every image calibrating; folds=1 holds out 15%.
+    assert len(det.model_.calibration_scores()) == 40
+    assert len(json.loads(det.model_.meta_json())["scoring"]["ensemble"]) == 4
+    one = bae.ImageDetector(epochs=3, width=8, folds=1).fit(good)
+    assert len(one.model_.calibration_scores()) == 6
     assert det.encode(new).shape[0] == 2
     # Float images in [0, 1] score as their 8-bit originals do.
     np.testing.assert_allclose(
@@ -373,6 +379,8 @@ def test_errors_name_what_is_wrong(tmp_path):
         ).model_.score_table(X.astype(np.float32))
     with pytest.raises(ValueError, match="sample_rate"):
         bae.AudioDetector(epochs=1).fit([hum(0.5, 8000, 0)] * 4)
+    with pytest.raises(ValueError, match="folds 9 needs at least 9 images; got 8 from the images"):
+        bae.ImageDetector(epochs=1, width=8, folds=9).fit(np.stack([board(i) for i in range(8)]))
 
 
 def test_dask_scores_a_partitioned_table_row_for_row_like_the_cli(tmp_path):

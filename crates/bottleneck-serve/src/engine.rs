@@ -232,11 +232,12 @@ impl Model {
         }
         .unwrap_or(Value::Null);
         if let Some(scoring) = meta.get_mut("scoring").and_then(Value::as_object_mut) {
-            for key in ["pixel_mean", "pixel_std"] {
-                if let Some(v) = scoring.remove(key) {
-                    let n = v.as_array().map_or(0, Vec::len);
-                    scoring.insert(format!("{key}_values"), json!(n));
-                }
+            summarise_pixels(scoring);
+            if let Some(ensemble) = scoring.get_mut("ensemble").and_then(Value::as_array_mut) {
+                ensemble
+                    .iter_mut()
+                    .filter_map(Value::as_object_mut)
+                    .for_each(summarise_pixels);
             }
         }
         if let Some(cal) = meta.get_mut("calibration").and_then(Value::as_object_mut)
@@ -596,6 +597,16 @@ fn prepare(
     Ok((inputs, kept))
 }
 
+/// One network's image statistics with the per-pixel arrays replaced by their lengths.
+fn summarise_pixels(scoring: &mut serde_json::Map<String, Value>) {
+    for key in ["pixel_mean", "pixel_std"] {
+        if let Some(v) = scoring.remove(key) {
+            let n = v.as_array().map_or(0, Vec::len);
+            scoring.insert(format!("{key}_values"), json!(n));
+        }
+    }
+}
+
 /// Scores the images of several requests together, in forward passes of at most
 /// [`MAX_BATCH`] images; heatmaps are drawn for the requests that asked, unless their
 /// client has gone.
@@ -625,13 +636,12 @@ fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> b
         }
     }
     let n = inputs.len() / per_image;
-    let (mut scores, mut maps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut verdicts, mut maps) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for chunk in inputs.chunks(MAX_BATCH * per_image) {
-        let (s, m) = detector.score_inputs(chunk.to_vec(), chunk.len() / per_image);
-        scores.extend(s);
+        let (v, m) = detector.score_inputs(chunk.to_vec(), chunk.len() / per_image);
+        verdicts.extend(v);
         maps.extend(m);
     }
-    let calibration = &detector.meta().calibration;
     for (i, (reply, p)) in replies.iter_mut().zip(prepared).enumerate() {
         let Some((names, kept, first)) = p else {
             continue;
@@ -645,7 +655,7 @@ fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> b
             .into_iter()
             .enumerate()
             .map(|(k, name)| {
-                let verdict = calibration.verdict(scores[first + k]);
+                let verdict = verdicts[first + k];
                 let mut v = json!({
                     "name": name,
                     "score": verdict.score,
@@ -664,7 +674,9 @@ fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> b
             })
             .collect();
         *reply = Some(items.map(|items| {
-            Answer::Json(json!({ "threshold": calibration.threshold, "items": items }))
+            Answer::Json(
+                json!({ "threshold": detector.meta().calibration.threshold, "items": items }),
+            )
         }));
     }
     replies

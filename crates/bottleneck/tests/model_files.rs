@@ -308,18 +308,24 @@ fn every_edited_field_of_every_kind_of_model_file_is_refused_clearly_or_loads_sa
         save(&path);
         std::fs::read(&path).unwrap()
     };
-    let image_detector = Detector::fit_images(
-        &good,
-        &DetectParams {
-            epochs: Some(2),
-            width: Some(8),
-            knn: 3,
-            ..DetectParams::default()
-        },
-        &device,
-        &Silent,
-    )
-    .unwrap();
+    // 24 images: a cross-conformal ensemble by default; `folds: 1` is one network.
+    let image_detector = |folds| {
+        Detector::fit_images(
+            &good,
+            &DetectParams {
+                epochs: Some(2),
+                width: Some(8),
+                knn: 3,
+                folds,
+                ..DetectParams::default()
+            },
+            &device,
+            &Silent,
+        )
+        .unwrap()
+    };
+    let (image_ensemble, image_single) = (image_detector(None), image_detector(Some(1)));
+    assert_eq!((image_ensemble.networks(), image_single.networks()), (5, 1));
     let denoiser = Denoiser::fit_images(
         &good,
         None,
@@ -380,8 +386,12 @@ fn every_edited_field_of_every_kind_of_model_file_is_refused_clearly_or_loads_sa
     .unwrap();
     let files = [
         (
-            "image detector",
-            save("image", &|p| image_detector.save(p).unwrap()),
+            "image detector (ensemble)",
+            save("image", &|p| image_ensemble.save(p).unwrap()),
+        ),
+        (
+            "image detector (one network)",
+            save("image-single", &|p| image_single.save(p).unwrap()),
         ),
         (
             "image denoiser",

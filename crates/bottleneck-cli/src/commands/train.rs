@@ -9,7 +9,7 @@ use bottleneck::Device;
 use bottleneck::data::audio::is_audio_data;
 use bottleneck::data::table::{ColumnSelection, is_table_path};
 use bottleneck::model::file::TableScore;
-use bottleneck::score::{Loss, Reduction};
+use bottleneck::score::{Calibration, Loss, Reduction};
 use bottleneck::task::detect::{DetectParams, Detector};
 use bottleneck::task::{
     AudioDenoiseParams, AudioDenoiser, AudioDetector, AudioParams, DenoiseParams, Denoiser,
@@ -142,10 +142,11 @@ pub struct TrainArgs {
     /// [default: 0.2].
     #[arg(long, help_heading = "Tables")]
     mask_rate: Option<f32>,
-    /// Tables: networks of a cross-conformal ensemble, each trained without one fold of the
-    /// rows so that every row calibrates; 1 trains one network and holds out
-    /// --calibration of the rows [default: 5 up to 1,000 rows, then 1].
-    #[arg(long, help_heading = "Tables")]
+    /// Detection on images and tables: networks of a cross-conformal ensemble, each
+    /// trained without one fold of the samples so that every sample calibrates; 1 trains
+    /// one network and holds out --calibration of them [default: 5 up to 1,000 rows, or
+    /// up to 1,000 images of at most 32 px a side; else 1].
+    #[arg(long)]
     folds: Option<usize>,
     /// Tables: refinement passes of `impute` after the first fill [default: 1].
     #[arg(long, help_heading = "Tables")]
@@ -246,7 +247,6 @@ impl TrainArgs {
             ("--id-column", self.id_column.is_some()),
             ("--vae", self.vae),
             ("--batch-norm", self.batch_norm),
-            ("--folds", self.folds.is_some()),
         ])
     }
 
@@ -375,6 +375,7 @@ impl TrainArgs {
             latent: self.latent,
             width: self.width,
             epochs: self.epochs,
+            folds: self.folds,
             batch_size: self.batch_size.unwrap_or(d.batch_size),
             learning_rate: self.lr.unwrap_or(d.learning_rate),
             seed: self.seed.unwrap_or(d.seed),
@@ -422,6 +423,7 @@ fn audio_denoiser(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
     let mut wrong = args.table_options();
     wrong.extend(args.image_options());
     wrong.extend(given(&[
+        ("--folds", args.folds.is_some()),
         ("--n-mels", args.n_mels.is_some()),
         ("--contamination", args.contamination.is_some()),
         ("--raw-maps", args.raw_maps),
@@ -471,10 +473,11 @@ fn image_denoiser(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         || args.latent.is_some()
         || args.contamination.is_some()
         || args.smoothing.is_some()
+        || args.folds.is_some()
     {
         anyhow::bail!(
-            "--image-size, --latent, --contamination and --smoothing are for anomaly \
-             detection; a denoiser works at the images' own size"
+            "--image-size, --latent, --contamination, --smoothing and --folds are for \
+             anomaly detection; a denoiser works at the images' own size"
         );
     }
     if args.is_table() {
@@ -511,6 +514,7 @@ fn image_denoiser(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
 fn audio_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> {
     let mut wrong = args.table_options();
     wrong.extend(args.image_options());
+    wrong.extend(given(&[("--folds", args.folds.is_some())]));
     if !wrong.is_empty() {
         anyhow::bail!(
             "{}: {} cannot be used with recordings",
@@ -556,31 +560,38 @@ fn table_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         .save(&args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let m = model.meta();
-    let (networks, calibration) = match model.networks() {
-        1 => (
-            String::new(),
-            format!("threshold {:.6}", m.calibration.threshold),
-        ),
-        k => (
-            format!("{k} networks (cross-conformal), "),
-            "out-of-fold".to_string(),
-        ),
-    };
+    let (networks, each, calibration) = ensemble_words(model.networks(), &m.calibration);
     bars.note(&format!(
-        "wrote {}: {} features, latent {}{}, {networks}{} epochs on {} rows{}, {calibration} \
-         (false-alarm bound {:.4}, {} calibration rows), {:.1}s",
+        "wrote {}: {} features, latent {}{}, {networks}{} epochs on {} rows{each}, \
+         {calibration} (false-alarm bound {:.4}, {} calibration rows), {:.1}s",
         args.output.display(),
         m.spec.features,
         m.spec.latent,
         if m.spec.variational { " (VAE)" } else { "" },
         m.training.epochs,
         m.training.train_samples,
-        if model.networks() > 1 { " each" } else { "" },
         m.calibration.effective_fpr,
         m.training.calibration_samples,
         m.training.seconds
     ));
     Ok(())
+}
+
+/// How the summary line of a detector of `networks` networks names them, says that the
+/// epochs and samples are each network's, and names its calibration.
+fn ensemble_words(networks: usize, calibration: &Calibration) -> (String, &'static str, String) {
+    match networks {
+        1 => (
+            String::new(),
+            "",
+            format!("threshold {:.6}", calibration.threshold),
+        ),
+        k => (
+            format!("{k} networks (cross-conformal), "),
+            " each",
+            "out-of-fold".to_string(),
+        ),
+    }
 }
 
 /// Anomaly detection on images.
@@ -604,9 +615,10 @@ fn image_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         .save(&args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let m = detector.meta();
+    let (networks, each, calibration) = ensemble_words(detector.networks(), &m.calibration);
     bars.note(&format!(
-        "wrote {}: {}x{}x{} input, latent {}, {} epochs on {} images, threshold {:.6} \
-         (false-alarm bound {:.4}, {} calibration images), {:.1}s",
+        "wrote {}: {}x{}x{} input, latent {}, {networks}{} epochs on {} images{each}, \
+         {calibration} (false-alarm bound {:.4}, {} calibration images), {:.1}s",
         args.output.display(),
         m.prep.channels,
         m.prep.image_size,
@@ -614,7 +626,6 @@ fn image_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         m.spec.latent,
         m.training.epochs,
         m.training.train_samples,
-        m.calibration.threshold,
         m.calibration.effective_fpr,
         m.training.calibration_samples,
         m.training.seconds

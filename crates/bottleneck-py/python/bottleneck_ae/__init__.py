@@ -280,6 +280,12 @@ class ImageDetector(_Detector):
 
     ``X`` is an array ``(n, h, w)`` or ``(n, h, w, c)`` (uint8, or float in [0, 1]) or a
     list of image paths. Parameters left at None take the library's defaults.
+
+    Up to 1,000 images of at most 32 pixels a side (network input) the default is a
+    cross-conformal ensemble (``folds=5``), as for :class:`TableDetector`: every image
+    calibrates against the network that did not train on it; the score and map are the
+    networks' means. ``folds=1`` (the default for larger inputs, where five trainings
+    take too long) trains one network and holds out ``calibration_fraction`` of them.
     """
 
     _library_params = (
@@ -293,6 +299,7 @@ class ImageDetector(_Detector):
         "fpr",
         "contamination",
         "calibration_fraction",
+        "folds",
         "knn",
     )
 
@@ -309,11 +316,13 @@ class ImageDetector(_Detector):
         batch_size=None,
         learning_rate=None,
         knn=None,
+        folds=None,
         seed=None,
     ):
         self.contamination = contamination
         self.fpr = fpr
         self.calibration_fraction = calibration_fraction
+        self.folds = folds
         self.image_size = image_size
         self.latent = latent
         self.width = width

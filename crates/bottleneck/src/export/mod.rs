@@ -128,6 +128,18 @@ fn verdict_outputs_of(
     );
 }
 
+/// The mean of the same-shaped `parts`, one per network; the part itself for one.
+fn mean_of(g: &mut Graph, parts: &[String]) -> String {
+    match parts.len() {
+        1 => parts[0].clone(),
+        k => {
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let sum = g.op("Sum", &refs, vec![]);
+            g.bin_scalar("Div", &sum, k as f32)
+        }
+    }
+}
+
 const IMAGE_DOC: &str = "bottleneck image anomaly detector. Input `image`: float32 \
 [batch, channels, size, size], pixel values in [0, 1], resized (bilinear) to the model's size \
 outside the graph. Outputs: score, p_value, is_anomaly, map (the anomaly map at the model's \
@@ -143,44 +155,55 @@ fn image_detector(d: &Detector) -> Graph {
         &[BATCH, Dim::Fixed(c), Dim::Fixed(s), Dim::Fixed(s)],
         "pixels in [0, 1] at the model's size, channel-major",
     );
-    let (code, recon) = layers::conv_autoencoder(&mut g, &x, d.model());
     let sc = &meta.scoring;
-    let raw = error_map(&mut g, &x, &recon, sc.loss, s);
-    let mut map = smooth(&mut g, &raw, sc.smoothing_sigma, s);
-    if !sc.pixel_mean.is_empty() {
-        let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
-        let mean = g.f64s("pixel_mean", &[1, 1, s, s], &wide(&sc.pixel_mean));
-        let std = g.f64s("pixel_std", &[1, 1, s, s], &wide(&sc.pixel_std));
-        let centred = g.bin("Sub", &map, &mean);
-        map = g.bin("Div", &centred, &std);
-    }
-    let map = g.cast(&map, Elem::F32);
-    let flat = g.reshape(&map, &[-1, (s * s) as i64]);
-    let map_score = reduce(&mut g, &flat, sc.reduction, Some(s * s));
-    let score = match (&sc.knn, &d.codes) {
-        (Some(k), Some(codes)) => {
-            let dist = knn(&mut g, &code, codes, k.k);
-            let zm = standardize(&mut g, &map_score, k.map_center, k.map_spread);
-            let zk = standardize(&mut g, &dist, k.knn_center, k.knn_spread);
-            g.bin("Max", &zm, &zk)
+    // Each network's score and map, with its own statistics; an ensemble's are their
+    // means.
+    let mut scores = Vec::new();
+    let mut maps = Vec::new();
+    let mut code = None;
+    for (network, stats) in d.networks_scoring() {
+        let (z, recon) = layers::conv_autoencoder(&mut g, &x, &network.model);
+        let raw = error_map(&mut g, &x, &recon, sc.loss, s);
+        let mut map = smooth(&mut g, &raw, sc.smoothing_sigma, s);
+        if !stats.pixel_mean.is_empty() {
+            let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+            let mean = g.f64s("pixel_mean", &[1, 1, s, s], &wide(&stats.pixel_mean));
+            let std = g.f64s("pixel_std", &[1, 1, s, s], &wide(&stats.pixel_std));
+            let centred = g.bin("Sub", &map, &mean);
+            map = g.bin("Div", &centred, &std);
         }
-        _ => map_score,
-    };
-    verdict_outputs(&mut g, &score, &meta.calibration, BATCH);
+        let map = g.cast(&map, Elem::F32);
+        let flat = g.reshape(&map, &[-1, (s * s) as i64]);
+        let map_score = reduce(&mut g, &flat, sc.reduction, Some(s * s));
+        scores.push(match (&stats.knn, &network.codes) {
+            (Some(k), Some(codes)) => {
+                let dist = knn(&mut g, &z, codes, k.k);
+                let zm = standardize(&mut g, &map_score, k.map_center, k.map_spread);
+                let zk = standardize(&mut g, &dist, k.knn_center, k.knn_spread);
+                g.bin("Max", &zm, &zk)
+            }
+            _ => map_score,
+        });
+        maps.push(map);
+        code.get_or_insert(z);
+    }
+    let code = code.expect("a detector has a network");
+    let (score, map) = (mean_of(&mut g, &scores), mean_of(&mut g, &maps));
+    verdict_outputs_of(&mut g, &score, &scores, &meta.calibration, BATCH);
     let map = g.reshape(&map, &[-1, s as i64, s as i64]);
     g.output(
         &map,
         "map",
         Elem::F32,
         &[BATCH, Dim::Fixed(s), Dim::Fixed(s)],
-        "anomaly map at the model's size (smoothed, standardised per pixel when the model is)",
+        "anomaly map at the model's size (smoothed, standardised per pixel when the model is; an ensemble's mean)",
     );
     g.output(
         &code,
         "code",
         Elem::F32,
         &[BATCH, Dim::Fixed(meta.spec.latent)],
-        "bottleneck code",
+        "bottleneck code (an ensemble's first network's)",
     );
     g
 }
@@ -250,17 +273,7 @@ fn table_detector(t: &TableModel) -> Graph {
         all_errors.push(errors);
         code.get_or_insert(out.code);
     }
-    let (score, errors) = match t.members.len() {
-        1 => (scores[0].clone(), all_errors.remove(0)),
-        k => {
-            let mean_of = |g: &mut Graph, parts: &[String]| {
-                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-                let sum = g.op("Sum", &refs, vec![]);
-                g.bin_scalar("Div", &sum, k as f32)
-            };
-            (mean_of(&mut g, &scores), mean_of(&mut g, &all_errors))
-        }
-    };
+    let (score, errors) = (mean_of(&mut g, &scores), mean_of(&mut g, &all_errors));
     let code = code.expect("a table model has a network");
     verdict_outputs_of(&mut g, &score, &scores, &meta.calibration, BATCH);
     g.output(

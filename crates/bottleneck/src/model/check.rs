@@ -14,8 +14,8 @@ use crate::data::images::ImagePrep;
 use crate::data::scaling::{Scaling, TablePrep};
 use crate::data::spectral::MelSpec;
 use crate::model::file::{
-    AudioDenoiseMeta, AudioMeta, AudioScoring, DataKind, DenoiseMeta, ModelMeta, ScoreSettings,
-    SpectrumFeatures, TableMeta, Task, TrainingSummary,
+    AudioDenoiseMeta, AudioMeta, AudioScoring, DataKind, DenoiseMeta, ModelMeta, NetworkScoring,
+    ScoreSettings, SpectrumFeatures, TableMeta, Task, TrainingSummary,
 };
 use crate::model::{ConvSpec, DenoiseSpec, DenseSpec};
 use crate::score::calibration::ThresholdRule;
@@ -369,20 +369,31 @@ fn check_image_scoring(s: &ScoreSettings, spec: &ConvSpec) -> Checked {
     }
     check_reduction("scoring.reduction", &s.reduction)?;
     positive("scoring.map_scale", s.map_scale)?;
+    check_network_scoring("scoring", &s.network, spec)?;
+    for (k, n) in s.ensemble.iter().enumerate() {
+        check_network_scoring(&format!("scoring.ensemble[{k}]"), n, spec)?;
+    }
+    Ok(())
+}
+
+/// One image network's statistics (under `field`): a finite mean and a positive spread
+/// for every pixel when maps are standardised, and a usable nearest-neighbour part.
+fn check_network_scoring(field: &str, s: &NetworkScoring, spec: &ConvSpec) -> Checked {
+    let f = |name: &str| format!("{field}.{name}");
     let pixels = spec.image_size * spec.image_size;
     if !(s.pixel_mean.is_empty() && s.pixel_std.is_empty()) {
-        length("scoring.pixel_mean", s.pixel_mean.len(), pixels)?;
-        length("scoring.pixel_std", s.pixel_std.len(), pixels)?;
-        all_finite("scoring.pixel_mean", &s.pixel_mean)?;
-        all_positive("scoring.pixel_std", &s.pixel_std)?;
+        length(&f("pixel_mean"), s.pixel_mean.len(), pixels)?;
+        length(&f("pixel_std"), s.pixel_std.len(), pixels)?;
+        all_finite(&f("pixel_mean"), &s.pixel_mean)?;
+        all_positive(&f("pixel_std"), &s.pixel_std)?;
     }
     if let Some(k) = &s.knn {
-        within("scoring.knn.codes", k.codes, 1, usize::MAX)?;
-        within("scoring.knn.k", k.k, 1, k.codes)?;
-        finite("scoring.knn.map_center", k.map_center)?;
-        finite("scoring.knn.knn_center", k.knn_center)?;
-        positive("scoring.knn.map_spread", k.map_spread)?;
-        positive("scoring.knn.knn_spread", k.knn_spread)?;
+        within(&f("knn.codes"), k.codes, 1, usize::MAX)?;
+        within(&f("knn.k"), k.k, 1, k.codes)?;
+        finite(&f("knn.map_center"), k.map_center)?;
+        finite(&f("knn.knn_center"), k.knn_center)?;
+        positive(&f("knn.map_spread"), k.map_spread)?;
+        positive(&f("knn.knn_spread"), k.knn_spread)?;
     }
     Ok(())
 }
@@ -393,17 +404,24 @@ impl CheckMeta for ModelMeta {
         check_conv(&self.spec)?;
         check_image_prep(&self.prep, &self.spec)?;
         check_image_scoring(&self.scoring, &self.spec)?;
-        check_single(&self.calibration)?;
+        length(
+            "scoring.ensemble",
+            self.scoring.ensemble.len(),
+            self.calibration.members() - 1,
+        )?;
         check_calibration(&self.calibration)?;
         check_training(&self.training)
     }
 
     fn weight_values(&self) -> Option<u64> {
-        let codes = match &self.scoring.knn {
-            Some(k) => (k.codes as u64).checked_mul(self.spec.latent as u64)?,
-            None => 0,
-        };
-        conv_values(&self.spec)?.checked_add(codes)
+        let network = conv_values(&self.spec)?;
+        self.scoring.networks().try_fold(0u64, |total, s| {
+            let codes = match &s.knn {
+                Some(k) => (k.codes as u64).checked_mul(self.spec.latent as u64)?,
+                None => 0,
+            };
+            total.checked_add(network.checked_add(codes)?)
+        })
     }
 }
 

@@ -38,6 +38,41 @@ pub struct ScoreSettings {
     pub reduction: Reduction,
     /// Map value drawn at full red in heatmaps (the largest value seen on calibration images).
     pub map_scale: f32,
+    /// The first (or only) network's statistics.
+    #[serde(flatten)]
+    pub network: NetworkScoring,
+    /// The statistics of each further network of a cross-conformal ensemble, in fold order
+    /// after `network`'s; empty for one network (and in files from before ensembles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<NetworkScoring>,
+}
+
+impl ScoreSettings {
+    /// Every network's statistics, in fold order.
+    pub fn networks(&self) -> impl Iterator<Item = &NetworkScoring> {
+        std::iter::once(&self.network).chain(&self.ensemble)
+    }
+
+    /// Network `j`'s statistics (fold order); panics past the last network.
+    pub fn network_at(&self, j: usize) -> &NetworkScoring {
+        match j {
+            0 => &self.network,
+            _ => &self.ensemble[j - 1],
+        }
+    }
+
+    /// Network `j`'s statistics, to fill in while fitting.
+    pub(crate) fn network_mut(&mut self, j: usize) -> &mut NetworkScoring {
+        match j {
+            0 => &mut self.network,
+            _ => &mut self.ensemble[j - 1],
+        }
+    }
+}
+
+/// What one network of an image detector scores with, measured on the images it trained on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkScoring {
     /// Per-pixel mean and spread of the smoothed error on the training images: maps are
     /// standardised with them, so pixels that are always hard to rebuild (edges, texture)
     /// do not drown a real defect elsewhere. Empty when standardisation is off.
@@ -69,6 +104,16 @@ pub struct KnnScore {
 /// bottleneck codes of the training images.
 #[derive(Module, Debug)]
 pub struct DetectorWeights {
+    pub autoencoder: ConvAutoencoder,
+    pub train_codes: Option<Param<Tensor<2>>>,
+    /// The other networks of a cross-conformal ensemble, in fold order after the first;
+    /// empty for one network (and in files from before ensembles).
+    pub ensemble: Vec<NetworkWeights>,
+}
+
+/// One further network of an image detector's ensemble and its training codes.
+#[derive(Module, Debug)]
+pub struct NetworkWeights {
     pub autoencoder: ConvAutoencoder,
     pub train_codes: Option<Param<Tensor<2>>>,
 }
@@ -713,13 +758,24 @@ pub fn load_bytes(
     device: &Device,
 ) -> Result<(DetectorWeights, ModelMeta)> {
     let (meta, bytes): (ModelMeta, _) = parse(path, bytes, ModelKind::ImageDetector)?;
+    // `parse` held the weights the networks need to what the file holds.
+    let codes = |s: &NetworkScoring| {
+        s.knn
+            .as_ref()
+            .map(|k| Param::from_tensor(Tensor::zeros([k.codes, meta.spec.latent], device)))
+    };
     let model = DetectorWeights {
         autoencoder: ConvAutoencoder::new(&meta.spec, device),
-        train_codes: meta
+        train_codes: codes(&meta.scoring.network),
+        ensemble: meta
             .scoring
-            .knn
-            .as_ref()
-            .map(|k| Param::from_tensor(Tensor::zeros([k.codes, meta.spec.latent], device))),
+            .ensemble
+            .iter()
+            .map(|s| NetworkWeights {
+                autoencoder: ConvAutoencoder::new(&meta.spec, device),
+                train_codes: codes(s),
+            })
+            .collect(),
     };
     Ok((fill(path, model, bytes)?, meta))
 }

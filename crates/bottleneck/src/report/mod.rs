@@ -1117,8 +1117,15 @@ mod tests {
         ] {
             assert!(html.contains(text), "{text}");
         }
+        // Few boards: a cross-conformal ensemble, described as such.
+        assert_eq!(detector.networks(), 5);
+        assert!(
+            html.contains(
+                "cross-conformal, 5 networks each trained without one fold of the images"
+            )
+        );
         assert!(html.contains(&format!(
-            "anomalous when the score is above {}",
+            "anomalous above {} when they agree",
             short(detector.meta().calibration.threshold as f64)
         )));
         assert_eq!(html.matches("alt=\"image\"").count(), 5);

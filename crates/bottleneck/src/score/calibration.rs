@@ -17,6 +17,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::model::check::MAX_FOLDS;
 use crate::progress::Progress;
 
 /// How the threshold was chosen.
@@ -225,6 +226,31 @@ pub(crate) fn check_rate(field: &'static str, v: f64) -> Result<()> {
     }
 }
 
+/// Networks of the default cross-conformal ensemble: the usual K of K-fold (other K not
+/// measured; 5 meets issue 17's false-alarm target in bench/calibration.sh).
+pub const DEFAULT_FOLDS: usize = 5;
+
+/// Checks a `folds` setting before any work: 1 (one network on a single split) to
+/// [`MAX_FOLDS`].
+pub fn check_folds(folds: Option<usize>) -> Result<()> {
+    match folds {
+        Some(k) if !(1..=MAX_FOLDS).contains(&k) => Err(Error::param(
+            "folds",
+            format!("{k} must be from 1 (one network) to {MAX_FOLDS}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How many networks to train on `n` samples: `folds` when given, else
+/// [`DEFAULT_FOLDS`] (at most `n`) up to `cross_conformal_up_to` samples and one above.
+pub fn networks_for(n: usize, folds: Option<usize>, cross_conformal_up_to: usize) -> usize {
+    folds.unwrap_or(match n <= cross_conformal_up_to {
+        true => DEFAULT_FOLDS.min(n),
+        false => 1,
+    })
+}
+
 /// The calibration step every detector shares: the threshold rule and the share of the
 /// normal samples held out for it, checked once; the seeded split; and the fit with its
 /// warning when too few samples were held out for the rate asked.
@@ -291,6 +317,43 @@ impl CalibrationPlan {
             fold.sort_unstable();
         }
         folds
+    }
+
+    /// Each network's calibration and training samples for `k` networks over `n` samples
+    /// (named `source`, counted as `what` in errors): one seeded split for `k = 1`, else
+    /// `k` folds, network `f` calibrating on fold `f` and training on the others. Fails
+    /// when there are fewer samples than folds.
+    pub fn networks(
+        &self,
+        n: usize,
+        k: usize,
+        seed: u64,
+        source: &str,
+        what: &str,
+    ) -> Result<Vec<Split>> {
+        if k == 1 {
+            return Ok(vec![self.split(n, seed)]);
+        }
+        if k == 0 || k > n {
+            return Err(Error::param(
+                "folds",
+                format!("{k} needs at least {k} {what}; got {n} from {source}"),
+            ));
+        }
+        let folds = Self::folds(n, k, seed);
+        Ok((0..k)
+            .map(|f| {
+                let mut training: Vec<usize> = (0..k)
+                    .filter(|&g| g != f)
+                    .flat_map(|g| folds[g].iter().copied())
+                    .collect();
+                training.sort_unstable();
+                Split {
+                    calibration: folds[f].clone(),
+                    training,
+                }
+            })
+            .collect())
     }
 
     /// Cross-conformal calibration on the out-of-fold scores of each network; when all

@@ -42,6 +42,16 @@ impl Calibration {
             is_anomaly: self.is_anomaly(score),
         }
     }
+
+    /// The verdict on a sample scored `networks` (one score per network, see
+    /// [`Calibration::members`]): the score is their mean, the p-value cross-conformal.
+    pub fn verdict_of(&self, networks: &[f32]) -> Verdict {
+        Verdict {
+            score: networks.iter().sum::<f32>() / networks.len() as f32,
+            p_value: self.p_value_of(networks),
+            is_anomaly: self.is_anomaly_of(networks),
+        }
+    }
 }
 
 /// An anomaly detector trained on normal data.
@@ -91,12 +101,8 @@ impl AnomalyDetector for Detector {
     fn score(&self, images: &[DynamicImage]) -> Result<Vec<Verdict>> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(IMAGE_BATCH) {
-            let (scores, _) = self.score_inputs(self.tensorize_images(chunk), chunk.len());
-            out.extend(
-                scores
-                    .into_iter()
-                    .map(|s| self.meta().calibration.verdict(s)),
-            );
+            let (verdicts, _) = self.score_inputs(self.tensorize_images(chunk), chunk.len());
+            out.extend(verdicts);
         }
         Ok(out)
     }

@@ -15,12 +15,15 @@ use crate::data::images::{
 use crate::data::mvtec::test_images;
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::model::file::{self, FORMAT_VERSION, ModelMeta, ScoreSettings, TrainingSummary};
+use crate::model::file::{
+    self, FORMAT_VERSION, ModelMeta, NetworkScoring, ScoreSettings, TrainingSummary,
+};
 use crate::model::{ConvAutoencoder, ConvSpec};
 use crate::progress::Progress;
-use crate::score::calibration::{CalibrationPlan, Split};
+use crate::score::calibration::{CalibrationPlan, check_folds, networks_for};
 use crate::score::maps::{self, Loss, Reduction};
-use crate::train::{TrainOptions, default_epochs, train_autoencoder};
+use crate::task::api::Verdict;
+use crate::train::{TrainLog, TrainOptions, default_epochs, train_autoencoder};
 use burn::module::Param;
 
 /// Everything `fit` can be told; [`Default`] works without tuning. As JSON (the Python
@@ -34,8 +37,15 @@ pub struct DetectParams {
     pub latent: Option<usize>,
     /// Channels of the first convolution (doubling per level up to 4x); default 32.
     pub width: Option<usize>,
-    /// Passes over the training images; default: about 2,000 optimizer steps.
+    /// Passes over the training images; default: about 2,000 optimizer steps, stopping
+    /// early when held-out loss stops improving.
     pub epochs: Option<usize>,
+    /// Networks of a cross-conformal ensemble, each trained without one fold of the
+    /// images and calibrated on it; 1 trains one network and holds out
+    /// `calibration_fraction`. Default: [`DEFAULT_FOLDS`](crate::score::calibration::DEFAULT_FOLDS)
+    /// up to [`CROSS_CONFORMAL_IMAGES`] images of at most [`CROSS_CONFORMAL_SIDE`] pixels a
+    /// side, else 1.
+    pub folds: Option<usize>,
     pub batch_size: usize,
     pub learning_rate: f64,
     pub seed: u64,
@@ -65,6 +75,7 @@ impl Default for DetectParams {
             latent: None,
             width: None,
             epochs: None,
+            folds: None,
             batch_size: 32,
             learning_rate: 1e-3,
             seed: 42,
@@ -92,6 +103,7 @@ impl DetectParams {
         if self.epochs == Some(0) {
             return Err(Error::param("epochs", "must be at least 1"));
         }
+        check_folds(self.folds)?;
         if let Some(sigma) = self.smoothing_sigma {
             let side = self
                 .image_size
@@ -117,6 +129,14 @@ impl DetectParams {
 
 /// Default optimizer steps when `epochs` is not given.
 const TARGET_STEPS: usize = 2000;
+/// Largest image set calibrated cross-conformally by default: above it a single split
+/// holds out enough images (150 of 1,000 at 15%).
+pub const CROSS_CONFORMAL_IMAGES: usize = 1000;
+/// Largest input side calibrated cross-conformally by default. Each network trains one
+/// network's schedule (sharing it among five cost Fashion-MNIST 0.012 AUROC with 300
+/// images over 3 seeds, bench/calibration.sh), so K networks take about K times as long:
+/// 2-3 minutes at 28 px on 2 cores, but over an hour at 128 px.
+pub const CROSS_CONFORMAL_SIDE: usize = 32;
 /// Images per forward pass when scoring.
 const SCORE_BATCH: usize = 32;
 /// False-positive rate up to which AUPRO integrates (MVTec AD's 0.3).
@@ -125,13 +145,21 @@ pub const AUPRO_MAX_FPR: f64 = 0.3;
 /// come in smaller batches (down to one), so memory is bounded by bytes, not image count.
 const BATCH_BYTES: u64 = 1 << 30;
 
-/// A trained detector: the network and its model-file metadata.
+/// A trained detector: its networks and its model-file metadata.
 pub struct Detector {
-    model: ConvAutoencoder,
-    /// Training codes `[n, latent]` when the score has a nearest-neighbour part.
-    pub(crate) codes: Option<Tensor<2>>,
+    /// Every network in fold order: one, or the K of a cross-conformal ensemble. Network
+    /// `j`'s statistics are `meta.scoring`'s `j`-th ([`ScoreSettings::networks`]).
+    networks: Vec<Network>,
     meta: ModelMeta,
     device: Device,
+}
+
+/// One network of a detector.
+pub(crate) struct Network {
+    pub(crate) model: ConvAutoencoder,
+    /// Codes `[n, latent]` of the images it trained on, when the score has a
+    /// nearest-neighbour part.
+    pub(crate) codes: Option<Tensor<2>>,
 }
 
 /// One scored image, handed out in input order.
@@ -154,6 +182,13 @@ pub struct ScoredImage {
 struct ScoreParts {
     score: f32,
     /// Map score and latent distance on their common scale, when the score has both.
+    knn_parts: Option<(f32, f32)>,
+}
+
+/// An image's verdict from every network, and the parts of their mean score.
+struct Scored {
+    verdict: Verdict,
+    /// The networks' mean map score and latent distance, when the score has both.
     knn_parts: Option<(f32, f32)>,
 }
 
@@ -257,22 +292,12 @@ impl Detector {
                 "{source}: {n} usable image; need at least 2 (one to train on, one to calibrate)"
             )));
         }
-        let Split {
-            calibration: cal_idx,
-            training: train_idx,
-        } = plan.split(n, params.seed);
-        let epochs = params.epochs.unwrap_or_else(|| {
-            default_epochs(train_idx.len(), params.batch_size, TARGET_STEPS, 300)
-        });
-        let opts = TrainOptions {
-            epochs,
-            batch_size: params.batch_size,
-            learning_rate: params.learning_rate,
-            seed: params.seed,
-            loss: params.loss,
-            early_stopping: params.epochs.is_none(),
+        let up_to = match prep.image_size <= CROSS_CONFORMAL_SIDE {
+            true => CROSS_CONFORMAL_IMAGES,
+            false => 0,
         };
-        let (model, log) = train_autoencoder(&spec, set, &train_idx, &opts, device, progress)?;
+        let k = networks_for(n, params.folds, up_to);
+        let splits = plan.networks(n, k, params.seed, source, "images")?;
         let image_size = prep.image_size;
         let scoring = ScoreSettings {
             loss: params.loss,
@@ -281,54 +306,99 @@ impl Detector {
                 .unwrap_or((image_size as f32 / 32.0).max(1.0)),
             reduction: params.reduction,
             map_scale: 1.0,
-            pixel_mean: Vec::new(),
-            pixel_std: Vec::new(),
-            knn: None,
+            network: NetworkScoring::default(),
+            ensemble: Vec::new(),
+        };
+        let summary = |log, calibration_samples| {
+            TrainingSummary::from_log(
+                log,
+                calibration_samples,
+                0,
+                params.batch_size,
+                params.learning_rate,
+                params.seed,
+            )
         };
         let mut detector = Self {
-            model,
-            codes: None,
+            networks: Vec::with_capacity(k),
             meta: ModelMeta {
                 format_version: FORMAT_VERSION,
                 kind: file::ModelKind::ImageDetector.data(),
                 task: file::ModelKind::ImageDetector.task(),
-                spec,
+                spec: spec.clone(),
                 prep,
                 scoring,
                 calibration: plan.placeholder(),
-                training: TrainingSummary::from_log(
-                    log,
-                    cal_idx.len(),
-                    0,
-                    params.batch_size,
-                    params.learning_rate,
-                    params.seed,
-                ),
+                training: summary(TrainLog::default(), 0),
             },
             device: device.clone(),
         };
-        if params.normalize_maps {
-            let (mean, std) = detector.pixel_statistics(set, &train_idx, progress)?;
-            detector.meta.scoring.pixel_mean = mean;
-            detector.meta.scoring.pixel_std = std;
-        }
-        if params.knn > 0 {
-            detector.fit_knn(set, &train_idx, params.knn, progress)?;
-        }
-        let mut scores = Vec::with_capacity(cal_idx.len());
+        let mut folds = Vec::with_capacity(k);
         let mut map_scale = 0.0f32;
-        progress.stage("calibrating", cal_idx.len() as u64);
-        for chunk in cal_idx.chunks(SCORE_BATCH) {
-            let (s, m) = detector.score_inputs(set.batch(chunk)?, chunk.len());
-            scores.extend(s);
-            for map in m {
-                map_scale = map.iter().copied().fold(map_scale, f32::max);
+        let mut first_log = None;
+        for (j, split) in splits.iter().enumerate() {
+            if k > 1 {
+                progress.status(&format!(
+                    "network {}/{k}: {} images train, {} calibrate",
+                    j + 1,
+                    split.training.len(),
+                    split.calibration.len()
+                ));
             }
-            progress.advance(chunk.len() as u64);
+            let opts = TrainOptions {
+                epochs: params.epochs.unwrap_or_else(|| {
+                    default_epochs(split.training.len(), params.batch_size, TARGET_STEPS, 300)
+                }),
+                batch_size: params.batch_size,
+                learning_rate: params.learning_rate,
+                seed: params.seed.wrapping_add(j as u64),
+                loss: params.loss,
+                early_stopping: params.epochs.is_none(),
+            };
+            let (model, log) =
+                train_autoencoder(&spec, set, &split.training, &opts, device, progress)?;
+            first_log.get_or_insert(log);
+            detector.networks.push(Network { model, codes: None });
+            if j > 0 {
+                detector
+                    .meta
+                    .scoring
+                    .ensemble
+                    .push(NetworkScoring::default());
+            }
+            if params.normalize_maps {
+                let (mean, std) = detector.pixel_statistics(j, set, &split.training, progress)?;
+                let stats = detector.meta.scoring.network_mut(j);
+                stats.pixel_mean = mean;
+                stats.pixel_std = std;
+            }
+            if params.knn > 0 {
+                detector.fit_knn(j, set, &split.training, params.knn, progress)?;
+            }
+            // Each network scores the images it did not train on.
+            let mut scores = Vec::with_capacity(split.calibration.len());
+            progress.stage("calibrating", split.calibration.len() as u64);
+            for chunk in split.calibration.chunks(SCORE_BATCH) {
+                let x = detector.input_tensor(set.batch(chunk)?, chunk.len());
+                let (parts, maps) = detector.network_parts(j, x);
+                scores.extend(parts.iter().map(|p| p.score));
+                for map in maps {
+                    map_scale = map.iter().copied().fold(map_scale, f32::max);
+                }
+                progress.advance(chunk.len() as u64);
+            }
+            progress.finish();
+            folds.push(scores);
         }
-        progress.finish();
-        detector.meta.calibration = plan.calibrate(scores, "images", progress)?;
+        detector.meta.calibration = match k {
+            1 => plan.calibrate(folds.concat(), "images", progress)?,
+            _ => plan.calibrate_folds(folds, "images", progress)?,
+        };
         detector.meta.scoring.map_scale = if map_scale > 0.0 { map_scale } else { 1.0 };
+        detector.meta.training = summary(
+            first_log.unwrap_or_default(),
+            detector.meta.calibration.scores.len(),
+        );
         Ok(detector)
     }
 
@@ -337,6 +407,7 @@ impl Detector {
     /// turn a tiny error into a huge score.
     fn pixel_statistics(
         &self,
+        network: usize,
         set: &ImageSet,
         indices: &[usize],
         progress: &dyn Progress,
@@ -346,7 +417,8 @@ impl Detector {
         let mut sum_sq = vec![0.0f64; s * s];
         progress.stage("map statistics", indices.len() as u64);
         for chunk in indices.chunks(SCORE_BATCH) {
-            for map in self.smoothed_maps(set.batch(chunk)?, chunk.len()).0 {
+            let x = self.input_tensor(set.batch(chunk)?, chunk.len());
+            for map in self.smoothed_maps(network, x).0 {
                 for (i, &v) in map.iter().enumerate() {
                     sum[i] += v;
                     sum_sq[i] += v * v;
@@ -373,6 +445,7 @@ impl Detector {
     /// scale. Each training image's distance leaves the image itself out.
     fn fit_knn(
         &mut self,
+        network: usize,
         set: &ImageSet,
         indices: &[usize],
         k: usize,
@@ -391,23 +464,24 @@ impl Detector {
         let mut codes = Vec::with_capacity(indices.len());
         progress.stage("training codes", indices.len() as u64);
         for chunk in indices.chunks(SCORE_BATCH) {
-            let (s, _, z) = self.map_scores(set.batch(chunk)?, chunk.len());
+            let x = self.input_tensor(set.batch(chunk)?, chunk.len());
+            let (s, _, z) = self.map_scores(network, x);
             map_scores.extend(s);
             codes.push(z);
             progress.advance(chunk.len() as u64);
         }
         progress.finish();
         let codes = Tensor::cat(codes, 0);
-        self.codes = Some(codes.clone());
+        self.networks[network].codes = Some(codes.clone());
         let mut dists = Vec::with_capacity(indices.len());
         for (b, start) in (0..indices.len()).step_by(256).enumerate() {
             let end = (start + 256).min(indices.len());
             let q = codes.clone().narrow(0, start, end - start);
-            dists.extend(self.knn_distances(q, k, Some(b * 256)));
+            dists.extend(self.knn_distances(network, q, k, Some(b * 256)));
         }
         let (map_center, map_spread) = center_spread(&map_scores);
         let (knn_center, knn_spread) = center_spread(&dists);
-        self.meta.scoring.knn = Some(file::KnnScore {
+        self.meta.scoring.network_mut(network).knn = Some(file::KnnScore {
             k,
             codes: indices.len(),
             map_center,
@@ -423,8 +497,17 @@ impl Detector {
     /// are summed differences, not `|q|^2 + |c|^2 - 2 q.c`: near neighbours are close
     /// relative to the codes' size, and that expansion loses them to cancellation in
     /// float32 (the distance moved by 1e-5, a tenth of its spread, with the order of sums).
-    fn knn_distances(&self, queries: Tensor<2>, k: usize, exclude_from: Option<usize>) -> Vec<f32> {
-        let codes = self.codes.as_ref().expect("knn needs training codes");
+    fn knn_distances(
+        &self,
+        network: usize,
+        queries: Tensor<2>,
+        k: usize,
+        exclude_from: Option<usize>,
+    ) -> Vec<f32> {
+        let codes = self.networks[network]
+            .codes
+            .as_ref()
+            .expect("knn needs training codes");
         let [n, latent] = codes.dims();
         let codes: Vec<f32> = codes.clone().into_data().try_into_vec().expect("f32 codes");
         let queries: Vec<f32> = queries.into_data().try_into_vec().expect("f32 codes");
@@ -465,9 +548,16 @@ impl Detector {
     }
 
     fn from_parts(weights: file::DetectorWeights, meta: ModelMeta, device: &Device) -> Self {
-        Self {
+        let first = Network {
             model: weights.autoencoder,
             codes: weights.train_codes.map(|p| p.val()),
+        };
+        let rest = weights.ensemble.into_iter().map(|w| Network {
+            model: w.autoencoder,
+            codes: w.train_codes.map(|p| p.val()),
+        });
+        Self {
+            networks: std::iter::once(first).chain(rest).collect(),
             meta,
             device: device.clone(),
         }
@@ -475,9 +565,18 @@ impl Detector {
 
     /// Writes the model file (weights and metadata) to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        let codes = |n: &Network| n.codes.clone().map(Param::from_tensor);
+        let first = &self.networks[0];
         let weights = file::DetectorWeights {
-            autoencoder: self.model.clone(),
-            train_codes: self.codes.clone().map(Param::from_tensor),
+            autoencoder: first.model.clone(),
+            train_codes: codes(first),
+            ensemble: self.networks[1..]
+                .iter()
+                .map(|n| file::NetworkWeights {
+                    autoencoder: n.model.clone(),
+                    train_codes: codes(n),
+                })
+                .collect(),
         };
         file::save(path, &weights, &self.meta)
     }
@@ -487,21 +586,36 @@ impl Detector {
         &self.meta
     }
 
-    /// The network.
+    /// The first (or only) network; `encode` and search use its codes.
     pub fn model(&self) -> &ConvAutoencoder {
-        &self.model
+        &self.networks[0].model
     }
 
-    /// Smoothed error maps (float64) and bottleneck codes of `n` prepared inputs
-    /// (channel-major, concatenated).
-    fn smoothed_maps(&self, inputs: Vec<f32>, n: usize) -> (Vec<Vec<f64>>, Tensor<2>) {
+    /// Number of networks: 1, or K for a cross-conformal ensemble.
+    pub fn networks(&self) -> usize {
+        self.networks.len()
+    }
+
+    /// Every network with its statistics, in fold order.
+    pub(crate) fn networks_scoring(&self) -> impl Iterator<Item = (&Network, &NetworkScoring)> {
+        self.networks.iter().zip(self.meta.scoring.networks())
+    }
+
+    /// The network tensor of `n` prepared inputs (channel-major, concatenated).
+    fn input_tensor(&self, inputs: Vec<f32>, n: usize) -> Tensor<4> {
         let s = self.meta.prep.image_size;
-        let x = Tensor::<4>::from_data(
+        Tensor::<4>::from_data(
             TensorData::new(inputs, [n, self.meta.prep.channels, s, s]),
             &self.device,
-        );
-        let z = self.model.encode(x.clone());
-        let y = self.model.decode(z.clone());
+        )
+    }
+
+    /// Network `network`'s smoothed error maps (float64) and bottleneck codes of inputs `x`.
+    fn smoothed_maps(&self, network: usize, x: Tensor<4>) -> (Vec<Vec<f64>>, Tensor<2>) {
+        let s = self.meta.prep.image_size;
+        let model = &self.networks[network].model;
+        let z = model.encode(x.clone());
+        let y = model.decode(z.clone());
         let raw = maps::error_maps(x, y, self.meta.scoring.loss);
         let sigma = self.meta.scoring.smoothing_sigma;
         (
@@ -512,14 +626,15 @@ impl Detector {
         )
     }
 
-    /// Map scores, anomaly maps (standardised when the model has pixel statistics) and
-    /// codes of `n` prepared inputs.
-    fn map_scores(&self, inputs: Vec<f32>, n: usize) -> (Vec<f32>, Vec<Vec<f32>>, Tensor<2>) {
-        let (mut smoothed, z) = self.smoothed_maps(inputs, n);
+    /// Network `network`'s map scores, anomaly maps (standardised when it has pixel
+    /// statistics) and codes of inputs `x`.
+    fn map_scores(&self, network: usize, x: Tensor<4>) -> (Vec<f32>, Vec<Vec<f32>>, Tensor<2>) {
+        let (mut smoothed, z) = self.smoothed_maps(network, x);
         let sc = &self.meta.scoring;
-        if !sc.pixel_mean.is_empty() {
+        let stats = sc.network_at(network);
+        if !stats.pixel_mean.is_empty() {
             for map in &mut smoothed {
-                for ((v, &m), &sd) in map.iter_mut().zip(&sc.pixel_mean).zip(&sc.pixel_std) {
+                for ((v, &m), &sd) in map.iter_mut().zip(&stats.pixel_mean).zip(&stats.pixel_std) {
                     *v = (*v - m as f64) / sd as f64;
                 }
             }
@@ -532,19 +647,61 @@ impl Detector {
         (scores, maps, z)
     }
 
-    /// Scores and anomaly maps (smoothed, standardised when the model has pixel
-    /// statistics) of `n` prepared inputs (channel-major, concatenated).
-    pub fn score_inputs(&self, inputs: Vec<f32>, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
-        let (parts, maps) = self.score_parts(inputs, n);
-        (parts.iter().map(|p| p.score).collect(), maps)
+    /// Verdicts and anomaly maps (smoothed, standardised when the model has pixel
+    /// statistics; an ensemble's are its networks' means) of `n` prepared inputs
+    /// (channel-major, concatenated).
+    pub fn score_inputs(&self, inputs: Vec<f32>, n: usize) -> (Vec<Verdict>, Vec<Vec<f32>>) {
+        let (scored, maps) = self.score_parts(inputs, n);
+        (scored.into_iter().map(|s| s.verdict).collect(), maps)
     }
 
     /// Like [`Detector::score_inputs`], with each score's parts.
-    fn score_parts(&self, inputs: Vec<f32>, n: usize) -> (Vec<ScoreParts>, Vec<Vec<f32>>) {
-        let (map_scores, maps, z) = self.map_scores(inputs, n);
-        let parts = match &self.meta.scoring.knn {
+    fn score_parts(&self, inputs: Vec<f32>, n: usize) -> (Vec<Scored>, Vec<Vec<f32>>) {
+        let x = self.input_tensor(inputs, n);
+        let k = self.networks.len();
+        let mut per_network = vec![0.0f32; n * k];
+        let mut knn_parts: Vec<Option<(f32, f32)>> = vec![Some((0.0, 0.0)); n];
+        let mut maps: Vec<Vec<f32>> = Vec::new();
+        for j in 0..k {
+            let (parts, network_maps) = self.network_parts(j, x.clone());
+            for (i, p) in parts.iter().enumerate() {
+                per_network[i * k + j] = p.score;
+                knn_parts[i] = match (knn_parts[i], p.knn_parts) {
+                    (Some((m, d)), Some((pm, pd))) => Some((m + pm / k as f32, d + pd / k as f32)),
+                    _ => None,
+                };
+            }
+            if j == 0 {
+                maps = network_maps;
+            } else {
+                for (sum, m) in maps.iter_mut().zip(network_maps) {
+                    sum.iter_mut().zip(m).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        if k > 1 {
+            for map in &mut maps {
+                map.iter_mut().for_each(|v| *v /= k as f32);
+            }
+        }
+        let cal = &self.meta.calibration;
+        let scored = per_network
+            .chunks(k)
+            .zip(knn_parts)
+            .map(|(networks, knn_parts)| Scored {
+                verdict: cal.verdict_of(networks),
+                knn_parts,
+            })
+            .collect();
+        (scored, maps)
+    }
+
+    /// Network `network`'s scores, with their parts, and anomaly maps of inputs `x`.
+    fn network_parts(&self, network: usize, x: Tensor<4>) -> (Vec<ScoreParts>, Vec<Vec<f32>>) {
+        let (map_scores, maps, z) = self.map_scores(network, x);
+        let parts = match &self.meta.scoring.network_at(network).knn {
             Some(knn) => {
-                let d = self.knn_distances(z, knn.k, None);
+                let d = self.knn_distances(network, z, knn.k, None);
                 map_scores
                     .into_iter()
                     .zip(d)
@@ -637,18 +794,18 @@ impl Detector {
         images: Vec<(usize, DynamicImage)>,
         path_of: impl Fn(usize) -> PathBuf,
     ) -> Vec<ScoredImage> {
-        let (parts, maps) = self.score_parts(self.tensorize(&images), images.len());
+        let (scored, maps) = self.score_parts(self.tensorize(&images), images.len());
         images
             .into_iter()
-            .zip(parts)
+            .zip(scored)
             .zip(maps)
-            .map(|(((index, image), p), map)| ScoredImage {
+            .map(|(((index, image), s), map)| ScoredImage {
                 index,
                 path: path_of(index),
-                score: p.score,
-                knn_parts: p.knn_parts,
-                p_value: self.meta.calibration.p_value(p.score),
-                is_anomaly: self.meta.calibration.is_anomaly(p.score),
+                score: s.verdict.score,
+                knn_parts: s.knn_parts,
+                p_value: s.verdict.p_value,
+                is_anomaly: s.verdict.is_anomaly,
                 map,
                 image,
             })
@@ -663,13 +820,8 @@ impl Detector {
     /// Bottleneck codes of `n` prepared inputs (channel-major, concatenated, as
     /// [`ImagePrep::tensorize`] makes them), concatenated (`n x latent`).
     pub fn encode_inputs(&self, inputs: Vec<f32>, n: usize) -> Vec<f32> {
-        let s = self.meta.prep.image_size;
-        let x = Tensor::<4>::from_data(
-            TensorData::new(inputs, [n, self.meta.prep.channels, s, s]),
-            &self.device,
-        );
-        self.model
-            .encode(x)
+        self.model()
+            .encode(self.input_tensor(inputs, n))
             .into_data()
             .try_into_vec()
             .expect("f32 codes")
@@ -1032,17 +1184,19 @@ mod tests {
         let params = DetectParams {
             epochs: Some(2),
             width: Some(8),
+            folds: Some(1),
             calibration_fraction: 0.3,
             knn: 3,
             ..DetectParams::default()
         };
         let device = Device::flex();
         let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
+        assert_eq!(det.networks(), 1);
         let meta = det.meta();
         assert_eq!(meta.training.calibration_samples, 9);
         assert_eq!(meta.calibration.scores.len(), 9);
-        assert_eq!(meta.scoring.pixel_mean.len(), 16 * 16);
-        assert_eq!(meta.scoring.knn.as_ref().unwrap().codes, 21);
+        assert_eq!(meta.scoring.network.pixel_mean.len(), 16 * 16);
+        assert_eq!(meta.scoring.network.knn.as_ref().unwrap().codes, 21);
         // With 9 calibration scores the smallest p-value is 1/10 > fpr 0.01: the bound is
         // widened to 0.1 and only scores above every calibration score are flagged.
         assert_eq!(meta.calibration.effective_fpr, 0.1);
@@ -1070,6 +1224,88 @@ mod tests {
         let after = collect(&loaded);
         assert_eq!(before.len(), paths.len());
         assert_eq!(before, after, "scores change after a save/load round trip");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn ensemble_calibrates_every_image_out_of_fold_and_survives_the_file() {
+        let root = std::env::temp_dir().join(format!("bn-detect-folds-{}", std::process::id()));
+        let cfg = BoardConfig {
+            image_size: 16,
+            train_good: 24,
+            test_good: 4,
+            test_per_defect: 1,
+            seed: 5,
+        };
+        generate_boards(&root, &cfg).unwrap();
+        let device = Device::flex();
+        let params = DetectParams {
+            epochs: Some(2),
+            width: Some(8),
+            knn: 2,
+            fpr: 0.1,
+            ..DetectParams::default()
+        };
+        // 24 images are few enough for the default ensemble.
+        let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
+        assert_eq!(det.networks(), crate::score::calibration::DEFAULT_FOLDS);
+        let meta = det.meta();
+        let cal = &meta.calibration;
+        assert_eq!(cal.folds.len(), det.networks());
+        assert_eq!(cal.scores.len(), 24, "every image calibrates once");
+        assert_eq!(meta.training.calibration_samples, 24);
+        assert_eq!(meta.scoring.ensemble.len(), det.networks() - 1);
+        for (j, stats) in meta.scoring.networks().enumerate() {
+            // Each network's codes are the images it trained on: all but its fold.
+            let codes = stats.knn.as_ref().unwrap().codes;
+            assert_eq!(codes, 24 - cal.folds[j].len(), "network {j}");
+            assert_eq!(stats.pixel_mean.len(), 16 * 16);
+        }
+        // The networks differ (own folds, own seeds), so an image's score is their mean
+        // and its p-value counts each fold against its own network's score.
+        let paths = find_images(&root.join("test")).unwrap();
+        let images: Vec<DynamicImage> = paths.iter().map(|p| decode(p).unwrap()).collect();
+        let inputs: Vec<f32> = images.iter().flat_map(|i| meta.prep.tensorize(i)).collect();
+        let (verdicts, maps) = det.score_inputs(inputs.clone(), images.len());
+        let per_network: Vec<Vec<f32>> = (0..det.networks())
+            .map(|j| {
+                let x = det.input_tensor(inputs.clone(), images.len());
+                det.network_parts(j, x).0.iter().map(|p| p.score).collect()
+            })
+            .collect();
+        assert_ne!(per_network[0], per_network[1]);
+        for (i, v) in verdicts.iter().enumerate() {
+            let networks: Vec<f32> = per_network.iter().map(|s| s[i]).collect();
+            let mean = networks.iter().sum::<f32>() / networks.len() as f32;
+            assert!((v.score - mean).abs() <= 1e-5 * mean.abs().max(1.0));
+            let at_or_above: usize = cal
+                .folds
+                .iter()
+                .zip(&networks)
+                .map(|(fold, &s)| fold.iter().filter(|&&c| c >= s).count())
+                .sum();
+            assert_eq!(v.p_value, (1 + at_or_above) as f64 / 25.0, "image {i}");
+            assert_eq!(maps[i].len(), 16 * 16);
+        }
+        let file = root.join("m.safetensors");
+        det.save(&file).unwrap();
+        let loaded = Detector::load(&file, &device).unwrap();
+        assert_eq!(loaded.meta(), det.meta());
+        assert_eq!(loaded.networks(), det.networks());
+        let (again, maps_again) = loaded.score_inputs(inputs, images.len());
+        assert_eq!(
+            again, verdicts,
+            "verdicts change after a save/load round trip"
+        );
+        assert_eq!(maps_again, maps);
+        // A file whose networks and folds disagree is refused by name before loading.
+        let bytes = std::fs::read(&file).unwrap();
+        let edited = file::rewrite_metadata(&bytes, |m| {
+            m["scoring"]["ensemble"].as_array_mut().unwrap().pop();
+        })
+        .unwrap();
+        let e = Detector::from_bytes(&file, edited, &device).err().unwrap();
+        assert!(e.to_string().contains("scoring.ensemble"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -16,7 +16,6 @@ use crate::data::table::{
     read_training_table,
 };
 use crate::error::{Error, Result};
-use crate::model::check::MAX_FOLDS;
 use crate::model::dense::Encoded;
 use crate::model::file::{
     self, DenseWeights, FORMAT_VERSION, ModelKind, TableMeta, TableScore, TableScoring,
@@ -24,7 +23,8 @@ use crate::model::file::{
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
-use crate::score::calibration::{CalibrationPlan, Split};
+pub use crate::score::calibration::DEFAULT_FOLDS;
+use crate::score::calibration::{CalibrationPlan, check_folds, networks_for};
 use crate::task::api::Verdict;
 use crate::train::{DenseTrainOptions, default_epochs, train_dense};
 
@@ -104,14 +104,7 @@ impl TableParams {
         if self.epochs == Some(0) {
             return Err(Error::param("epochs", "must be at least 1"));
         }
-        if let Some(k) = self.folds
-            && !(1..=MAX_FOLDS).contains(&k)
-        {
-            return Err(Error::param(
-                "folds",
-                format!("{k} must be from 1 (one network) to {MAX_FOLDS}"),
-            ));
-        }
+        check_folds(self.folds)?;
         if !(0.0..1.0).contains(&self.mask_rate) {
             return Err(Error::param(
                 "mask_rate",
@@ -145,9 +138,6 @@ const TARGET_STEPS: usize = 6000;
 /// ...unless that takes more passes than this: small tables are learnt by heart otherwise
 /// (wine and digits detection AUROC fell with 1,000 passes, measured in bench/tables.py).
 const MAX_EPOCHS: usize = 300;
-/// Networks of the default cross-conformal ensemble: the usual K of K-fold (other K not
-/// measured; 5 meets issue 17's false-alarm target in bench/calibration.sh).
-pub const DEFAULT_FOLDS: usize = 5;
 /// Largest table calibrated cross-conformally by default: above it a single split holds
 /// out enough rows (150 of 1,000 at 15%), and each network's share of the steps would
 /// fall below the passes a table needs (digits' imputation with 1,437 rows, 67 passes
@@ -379,40 +369,10 @@ impl TableModel {
             params.variational,
             params.batch_norm,
         )?;
-        let k = params.folds.unwrap_or(match n <= CROSS_CONFORMAL_ROWS {
-            true => DEFAULT_FOLDS.min(n),
-            false => 1,
-        });
+        let k = networks_for(n, params.folds, CROSS_CONFORMAL_ROWS);
         // Each network's calibration rows and training rows.
-        let plan_rows: Vec<(Vec<usize>, Vec<usize>)> = match k {
-            1 => {
-                let Split {
-                    calibration,
-                    training,
-                } = plan.split(n, params.seed);
-                vec![(calibration, training)]
-            }
-            _ if k > n => {
-                return Err(Error::param(
-                    "folds",
-                    format!("{k} folds need at least {k} rows; {source} has {n}"),
-                ));
-            }
-            _ => {
-                let folds = CalibrationPlan::folds(n, k, params.seed);
-                (0..k)
-                    .map(|f| {
-                        let mut training: Vec<usize> = (0..k)
-                            .filter(|&g| g != f)
-                            .flat_map(|g| folds[g].iter().copied())
-                            .collect();
-                        training.sort_unstable();
-                        (folds[f].clone(), training)
-                    })
-                    .collect()
-            }
-        };
-        let train_len = plan_rows[0].1.len();
+        let plan_rows = plan.networks(n, k, params.seed, source, "rows")?;
+        let train_len = plan_rows[0].training.len();
         let batch_size = params.batch_size.min(train_len);
         let epochs = params
             .epochs
@@ -426,7 +386,8 @@ impl TableModel {
         let mut preps = Vec::with_capacity(k);
         let mut cal_scores = Vec::with_capacity(k);
         let mut first_log = None;
-        for (f, (cal_idx, train_idx)) in plan_rows.iter().enumerate() {
+        for (f, split) in plan_rows.iter().enumerate() {
+            let (cal_idx, train_idx) = (&split.calibration, &split.training);
             if k > 1 {
                 progress.status(&format!(
                     "network {}/{k}: {} rows train, {} calibrate",
@@ -613,11 +574,7 @@ impl TableModel {
         let cal = &self.meta.calibration;
         let verdicts = per_network
             .chunks(k)
-            .map(|networks| Verdict {
-                score: networks.iter().sum::<f32>() / k as f32,
-                p_value: cal.p_value_of(networks),
-                is_anomaly: cal.is_anomaly_of(networks),
-            })
+            .map(|networks| cal.verdict_of(networks))
             .collect();
         Scored { verdicts, parts }
     }
@@ -1265,8 +1222,8 @@ mod tests {
         write_csv(&few, &sensor_rows(10, false, 5), &order, 0.0);
         for (k, data, what) in [
             (0, &train, "from 1"),
-            (MAX_FOLDS + 1, &train, "from 1"),
-            (20, &few, "need at least 20 rows"),
+            (crate::model::check::MAX_FOLDS + 1, &train, "from 1"),
+            (20, &few, "needs at least 20 rows"),
         ] {
             let bad = TableParams {
                 folds: Some(k),
