@@ -10,11 +10,15 @@ samples, its 10th and 90th percentiles over seeds, and the mean AUROC, for
             fold, cross-conformal p-values on every sample's out-of-fold score
   pyod      PyOD's AutoEncoder (its defaults, CPU) with its contamination rule: flagged
             above the (1 - contamination) quantile of its training scores
-Cases (tables as bench/tables.sh reads them):
-  fmnist    Fashion-MNIST as 784 columns: class c's training rows are the pool, its 1,000
-            test rows the fresh normals, the other classes' first 1,000 test rows anomalies
-  digits    scikit-learn's digits: digit c's rows are the pool (about 180: n up to 100,
-            the rest fresh normals), 200 rows of other digits anomalies
+Cases (tables as bench/tables.sh reads them, images as bench/fashion_mnist.sh does):
+  fmnist      Fashion-MNIST as 784 columns: class c's training rows are the pool, its 1,000
+              test rows the fresh normals, the other classes' first 1,000 test rows anomalies
+  digits      scikit-learn's digits: digit c's rows are the pool (about 180: n up to 100,
+              the rest fresh normals), 200 rows of other digits anomalies
+  fmnist_img  the fmnist case as 28x28 grayscale PNGs (bottleneck's image detector; PyOD
+              reads the same pixels as 784 columns)
+  digits_img  the digits case as 8x8 grayscale PNGs
+Extra training flags for bottleneck (both methods) go after --train-args=.
 Called by calibration.sh. Prints a JSON line per run and a summary table."""
 
 import argparse
@@ -23,10 +27,13 @@ import json
 import os
 import struct
 import subprocess
+import shlex
+import shutil
 import tempfile
 import time
 
 import numpy as np
+from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
@@ -36,19 +43,24 @@ RATES = (0.05, 0.01)
 
 
 def cases(names, classes):
-    if "fmnist" in names:
-        xtr, ytr = fmnist("train")
-        xte, yte = fmnist("test")
-        for c in classes:
-            yield (f"fmnist_c{c}", xtr[ytr == c], xte[yte == c], xte[yte != c][:1000])
-    if "digits" in names:
-        d = load_digits()
-        x, y = d.data.astype(np.float32), d.target
-        rng = np.random.default_rng(0)
-        for c in classes:
-            pool = x[y == c]
-            others = x[y != c]
-            yield (f"digits_c{c}", pool, None, others[rng.choice(len(others), 200, replace=False)])
+    """(name, pool, fresh normals or None, anomalies, image side or None for a table)."""
+    for kind, side in (("fmnist", None), ("fmnist_img", 28)):
+        if kind in names:
+            xtr, ytr = fmnist("train")
+            xte, yte = fmnist("test")
+            for c in classes:
+                yield (f"{kind}_c{c}", xtr[ytr == c], xte[yte == c], xte[yte != c][:1000], side)
+    for kind, side in (("digits", None), ("digits_img", 8)):
+        if kind in names:
+            d = load_digits()
+            x, y = d.data.astype(np.float32), d.target
+            if side:
+                x = x / 16.0
+            rng = np.random.default_rng(0)
+            for c in classes:
+                pool = x[y == c]
+                others = x[y != c]
+                yield (f"{kind}_c{c}", pool, None, others[rng.choice(len(others), 200, replace=False)], side)
 
 
 def metadata(path):
@@ -59,17 +71,34 @@ def metadata(path):
 
 
 def read_scores(path):
+    """Scores and p-values in input order (image rows are named by their file, in row order)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    if rows and "path" in rows[0]:
+        rows.sort(key=lambda r: r["path"])
     return np.array([float(r["score"]) for r in rows]), np.array([float(r["p_value"]) for r in rows])
 
 
-def bottleneck_run(binary, work, train, test, seed, extra=()):
-    ext = ".npy" if train.shape[1] > 100 else ".csv"
-    names = [f"x{i}" for i in range(train.shape[1])]
-    trp, tep = os.path.join(work, "train" + ext), os.path.join(work, "test" + ext)
-    write_table(trp, train, names)
-    write_table(tep, test, names)
+def write_images(folder, x, side):
+    """Rows of pixel values in [0, 1] as side x side grayscale PNGs named in row order."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    for i, row in enumerate(x):
+        pixels = np.clip(np.rint(row.reshape(side, side) * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "L").save(os.path.join(folder, f"{i:05d}.png"))
+
+
+def bottleneck_run(binary, work, train, test, seed, extra=(), side=None):
+    if side:
+        trp, tep = os.path.join(work, "train_img"), os.path.join(work, "test_img")
+        write_images(trp, train, side)
+        write_images(tep, test, side)
+    else:
+        ext = ".npy" if train.shape[1] > 100 else ".csv"
+        names = [f"x{i}" for i in range(train.shape[1])]
+        trp, tep = os.path.join(work, "train" + ext), os.path.join(work, "test" + ext)
+        write_table(trp, train, names)
+        write_table(tep, test, names)
     model, out = os.path.join(work, "m.safetensors"), os.path.join(work, "s.csv")
     t = time.perf_counter()
     subprocess.run([binary, "--quiet", "train", trp, "-o", model, "--seed", str(seed),
@@ -101,6 +130,10 @@ def main():
     ap.add_argument("--sizes", default="100,300,1000")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--methods", default="single,cross,pyod")
+    ap.add_argument("--train-args", default="", help="extra bottleneck train flags, quoted")
+    ap.add_argument("--fresh", choices=("test", "pool"), default="test",
+                    help="fresh normals: the test split's (default) or 1,000 unused pool samples "
+                         "(the same split as training: no shift between the splits)")
     a = ap.parse_args()
     import torch
 
@@ -110,7 +143,7 @@ def main():
     methods = a.methods.split(",")
     runs = []
     with tempfile.TemporaryDirectory() as work:
-        for name, pool, fresh, anomalies in cases(a.cases.split(","), classes):
+        for name, pool, fresh, anomalies, side in cases(a.cases.split(","), classes):
             for n in sizes:
                 if n >= len(pool) - (50 if fresh is None else 0):
                     continue
@@ -118,13 +151,19 @@ def main():
                     rng = np.random.default_rng(seed)
                     order = rng.permutation(len(pool))
                     train = pool[order[:n]]
-                    normal = fresh if fresh is not None else pool[order[n:]]
+                    if fresh is None:
+                        normal = pool[order[n:]]
+                    elif a.fresh == "pool":
+                        normal = pool[order[n:n + 1000]]
+                    else:
+                        normal = fresh
                     test = np.vstack([normal, anomalies]).astype(np.float32)
                     labels = np.r_[np.zeros(len(normal)), np.ones(len(anomalies))]
                     for method in methods:
                         if method in ("single", "cross"):
                             extra = ["--folds", "1"] if method == "single" else []
-                            scores, flags, eff, secs = bottleneck_run(a.bin, work, train, test, seed, extra)
+                            extra += shlex.split(a.train_args)
+                            scores, flags, eff, secs = bottleneck_run(a.bin, work, train, test, seed, extra, side)
                         else:
                             scores, flags, eff, secs = pyod_run(train, test, seed)
                         r = dict(case=name, n=n, seed=seed, method=method,

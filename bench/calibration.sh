@@ -3,6 +3,8 @@
 # single split (--folds 1), cross-conformal ensemble (the default) and PyOD's contamination rule
 # (see bench/calibration.py).
 # Usage: bash bench/calibration.sh [--cases fmnist,digits --classes 0 --sizes 100,300,1000 --seeds 20]
+#   images: --cases fmnist_img,digits_img (the same samples as 28x28 and 8x8 PNGs)
+#   --fresh pool draws the fresh normals from the training split; --train-args="..." adds flags
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
