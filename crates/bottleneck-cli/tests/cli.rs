@@ -158,17 +158,21 @@ fn bad_inputs_are_one_line_errors_with_nonzero_exit() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no images found"), "{}", text(&o));
-    // More folds than images, and folds for a denoiser, are refused by name.
+    // More folds than images, folds or a head for a denoiser, and an unknown head are
+    // refused by name.
     let m = out.join("m");
-    for extra in [
-        &["--folds", "41"][..],
-        &["--folds", "3", "--task", "denoise"],
+    for (extra, named, code) in [
+        (&["--folds", "41"][..], "folds", 1),
+        (&["--folds", "3", "--task", "denoise"], "folds", 1),
+        (&["--head", "segment", "--task", "denoise"], "--head", 1),
+        // A usage error, from the argument parser.
+        (&["--head", "draem"], "unknown head 'draem'", 2),
     ] {
         let mut args = vec!["train", data.to_str().unwrap(), "-o", m.to_str().unwrap()];
         args.extend_from_slice(extra);
         let o = run(&args);
-        assert_eq!(o.status.code(), Some(1), "{extra:?}");
-        assert!(text(&o).contains("folds"), "{extra:?}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(code), "{extra:?}");
+        assert!(text(&o).contains(named), "{extra:?}: {}", text(&o));
     }
     assert!(!m.exists());
     // Not a model file.

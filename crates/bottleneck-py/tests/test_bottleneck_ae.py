@@ -173,6 +173,13 @@ def test_image_detector_in_memory_paths_and_cli_agree(tmp_path):
     assert len(json.loads(det.model_.meta_json())["scoring"]["ensemble"]) == 4
     one = bae.ImageDetector(epochs=3, width=8, folds=1).fit(good)
     assert len(one.model_.calibration_scores()) == 6
+    # A discriminative head travels in the model and joins every network's map.
+    seg = bae.ImageDetector(epochs=2, width=8, folds=1, head="segment").fit(good)
+    meta = json.loads(seg.model_.meta_json())
+    assert meta["head"]["channels"] == 1 and "head" in meta["scoring"]
+    assert seg.decision_function(new).shape == (2,)
+    with pytest.raises(ValueError, match="draem"):
+        bae.ImageDetector(head="draem").fit(good)
     assert det.encode(new).shape[0] == 2
     # Float images in [0, 1] score as their 8-bit originals do.
     np.testing.assert_allclose(

@@ -73,6 +73,8 @@ def write_images(folder, images):
         # 40 images of 32 px train a cross-conformal ensemble of 5 networks by default (all
         # of them in the graph); --folds 1 is one network with a held-out split.
         (["--folds", "1"], False),
+        # A discriminative head in each of the 5 networks, its map joined with the error's.
+        (["--head", "segment", "--fpr", "0.2"], True),
     ],
 )
 def test_image_detector_scores_maps_and_codes_match(tmp_path, flags, colour):

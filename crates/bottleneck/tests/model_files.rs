@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bottleneck::data::audio::Audio;
+use bottleneck::model::Head;
 use bottleneck::model::file::rewrite_metadata;
 use bottleneck::progress::Silent;
 use bottleneck::score::{Calibration, ThresholdRule};
@@ -308,8 +309,9 @@ fn every_edited_field_of_every_kind_of_model_file_is_refused_clearly_or_loads_sa
         save(&path);
         std::fs::read(&path).unwrap()
     };
-    // 24 images: a cross-conformal ensemble by default; `folds: 1` is one network.
-    let image_detector = |folds| {
+    // 24 images: a cross-conformal ensemble by default; `folds: 1` is one network, here
+    // with a discriminative head.
+    let image_detector = |folds, head| {
         Detector::fit_images(
             &good,
             &DetectParams {
@@ -317,6 +319,7 @@ fn every_edited_field_of_every_kind_of_model_file_is_refused_clearly_or_loads_sa
                 width: Some(8),
                 knn: 3,
                 folds,
+                head,
                 ..DetectParams::default()
             },
             &device,
@@ -324,7 +327,10 @@ fn every_edited_field_of_every_kind_of_model_file_is_refused_clearly_or_loads_sa
         )
         .unwrap()
     };
-    let (image_ensemble, image_single) = (image_detector(None), image_detector(Some(1)));
+    let (image_ensemble, image_single) = (
+        image_detector(None, Head::None),
+        image_detector(Some(1), Head::Segment),
+    );
     assert_eq!((image_ensemble.networks(), image_single.networks()), (5, 1));
     let denoiser = Denoiser::fit_images(
         &good,
@@ -390,7 +396,7 @@ fn every_edited_field_of_every_kind_of_model_file_is_refused_clearly_or_loads_sa
             save("image", &|p| image_ensemble.save(p).unwrap()),
         ),
         (
-            "image detector (one network)",
+            "image detector (one network, head)",
             save("image-single", &|p| image_single.save(p).unwrap()),
         ),
         (

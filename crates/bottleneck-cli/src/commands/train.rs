@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use bottleneck::Device;
 use bottleneck::data::audio::is_audio_data;
 use bottleneck::data::table::{ColumnSelection, is_table_path};
+use bottleneck::model::Head;
 use bottleneck::model::file::TableScore;
 use bottleneck::score::{Calibration, Loss, Reduction};
 use bottleneck::task::detect::{DetectParams, Detector};
@@ -116,6 +117,13 @@ pub struct TrainArgs {
     /// [default: 5].
     #[arg(long)]
     knn: Option<usize>,
+    /// Images: what draws the map. none: the reconstruction error; segment: also a small
+    /// network reading each image beside its reconstruction, trained on synthetic
+    /// anomalies drawn on the good images (DRAEM); the map is then, pixel by pixel, the
+    /// larger of the error and its probability of an anomaly, each on the scale of the
+    /// training images' scores [default: none].
+    #[arg(long)]
+    head: Option<Head>,
     /// Tables: use only these columns as features (comma-separated).
     #[arg(long, value_delimiter = ',', help_heading = "Tables")]
     columns: Option<Vec<String>>,
@@ -256,6 +264,7 @@ impl TrainArgs {
             ("--image-size", self.image_size.is_some()),
             ("--width", self.width.is_some()),
             ("--smoothing", self.smoothing.is_some()),
+            ("--head", self.head.is_some()),
             ("--patch", self.patch.is_some()),
             ("--levels", self.levels.is_some()),
             ("--noisy", self.noisy.is_some()),
@@ -388,6 +397,7 @@ impl TrainArgs {
             normalize_maps: !self.raw_maps,
             knn: self.knn.unwrap_or(d.knn),
             skip_bad: self.skip_bad,
+            head: self.head.unwrap_or(d.head),
         }
     }
 }
@@ -474,9 +484,10 @@ fn image_denoiser(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         || args.contamination.is_some()
         || args.smoothing.is_some()
         || args.folds.is_some()
+        || args.head.is_some()
     {
         anyhow::bail!(
-            "--image-size, --latent, --contamination, --smoothing and --folds are for \
+            "--image-size, --latent, --contamination, --smoothing, --folds and --head are for \
              anomaly detection; a denoiser works at the images' own size"
         );
     }
@@ -616,8 +627,12 @@ fn image_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         .with_context(|| format!("writing {}", args.output.display()))?;
     let m = detector.meta();
     let (networks, each, calibration) = ensemble_words(detector.networks(), &m.calibration);
+    let head = match m.head {
+        Some(_) => "discriminative head, ",
+        None => "",
+    };
     bars.note(&format!(
-        "wrote {}: {}x{}x{} input, latent {}, {networks}{} epochs on {} images{each}, \
+        "wrote {}: {}x{}x{} input, latent {}, {head}{networks}{} epochs on {} images{each}, \
          {calibration} (false-alarm bound {:.4}, {} calibration images), {:.1}s",
         args.output.display(),
         m.prep.channels,

@@ -286,9 +286,14 @@ class ImageDetector(_Detector):
     calibrates against the network that did not train on it; the score and map are the
     networks' means. ``folds=1`` (the default for larger inputs, where five trainings
     take too long) trains one network and holds out ``calibration_fraction`` of them.
+
+    ``head="segment"`` also trains a discriminative head on synthetic anomalies drawn on
+    the good images (DRAEM); the map is then, pixel by pixel, the larger of the
+    reconstruction error and the head's anomaly probability, each on its own scale.
     """
 
     _library_params = (
+        "head",
         "image_size",
         "latent",
         "width",
@@ -317,8 +322,10 @@ class ImageDetector(_Detector):
         learning_rate=None,
         knn=None,
         folds=None,
+        head=None,
         seed=None,
     ):
+        self.head = head
         self.contamination = contamination
         self.fpr = fpr
         self.calibration_fraction = calibration_fraction

@@ -7,8 +7,9 @@ use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::prelude::*;
 
 use super::graph::{Attr, Graph};
+use crate::model::denoise::Block;
 use crate::model::dense::NEGATIVE_SLOPE;
-use crate::model::{ConvAutoencoder, DenoiseNet, DenseAutoencoder};
+use crate::model::{ConvAutoencoder, DenoiseNet, DenseAutoencoder, SegmentNet};
 
 /// Shape and values of a tensor, as ONNX wants them.
 fn values<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
@@ -184,9 +185,30 @@ pub fn dense_autoencoder(g: &mut Graph, x: &str, net: &DenseAutoencoder) -> Dens
 /// [`DenoiseNet::forward`] of `x` `[batch, channels, h, w]` (sides multiples of the
 /// network's stride multiple).
 pub fn denoise_net(g: &mut Graph, x: &str, net: &DenoiseNet) -> String {
-    let mut skips = Vec::with_capacity(net.down.len());
+    let h = unet(g, x, &net.down, &net.up, &net.merge);
+    let noise = conv(g, &h, &net.output);
+    g.bin("Sub", x, &noise)
+}
+
+/// [`SegmentNet::forward`]: the anomaly logits `[batch, 1, h, w]` of images `x` beside
+/// their reconstructions `recon`.
+pub fn segment_net(g: &mut Graph, x: &str, recon: &str, net: &SegmentNet) -> String {
+    let joined = g.op("Concat", &[x, recon], vec![("axis", Attr::Int(1))]);
+    let h = unet(g, &joined, &net.down, &net.up, &net.merge);
+    conv(g, &h, &net.output)
+}
+
+/// `denoise::unet_features` of `x`: the full-resolution features of a U-Net's layers.
+fn unet(
+    g: &mut Graph,
+    x: &str,
+    down: &[Block],
+    up: &[ConvTranspose2d],
+    merge: &[Conv2d],
+) -> String {
+    let mut skips = Vec::with_capacity(down.len());
     let mut h = x.to_string();
-    for block in &net.down {
+    for block in down {
         let a = conv(g, &h, &block.first);
         let a = g.op("Relu", &[&a], vec![]);
         let b = conv(g, &a, &block.second);
@@ -194,7 +216,7 @@ pub fn denoise_net(g: &mut Graph, x: &str, net: &DenoiseNet) -> String {
         skips.push(h.clone());
     }
     skips.pop();
-    for (up, merge) in net.up.iter().zip(&net.merge) {
+    for (up, merge) in up.iter().zip(merge) {
         let skip = skips.pop().expect("one skip per level");
         let u = conv_transpose(g, &h, up);
         let u = g.op("Relu", &[&u], vec![]);
@@ -202,6 +224,5 @@ pub fn denoise_net(g: &mut Graph, x: &str, net: &DenoiseNet) -> String {
         let m = conv(g, &joined, merge);
         h = g.op("Relu", &[&m], vec![]);
     }
-    let noise = conv(g, &h, &net.output);
-    g.bin("Sub", x, &noise)
+    h
 }

@@ -172,6 +172,23 @@ fn image_detector(d: &Detector) -> Graph {
             let centred = g.bin("Sub", &map, &mean);
             map = g.bin("Div", &centred, &std);
         }
+        if let (Some(head), Some(join)) = (&network.head, &stats.head) {
+            // The head's probabilities, smoothed in float64 as the error map is, and the
+            // larger of the two on their own scales at each pixel.
+            let logits = layers::segment_net(&mut g, &x, &recon, head);
+            let p = g.op("Sigmoid", &[&logits], vec![]);
+            let p = g.cast(&p, Elem::F64);
+            let p = smooth(&mut g, &p, sc.smoothing_sigma, s);
+            let scaled = |g: &mut Graph, v: &str, center: f32, spread: f32| {
+                let c = g.f64s("join_center", &[1], &[center as f64]);
+                let w = g.f64s("join_spread", &[1], &[spread as f64]);
+                let centred = g.bin("Sub", v, &c);
+                g.bin("Div", &centred, &w)
+            };
+            let e = scaled(&mut g, &map, join.error_center, join.error_spread);
+            let h = scaled(&mut g, &p, join.head_center, join.head_spread);
+            map = g.bin("Max", &e, &h);
+        }
         let map = g.cast(&map, Elem::F32);
         let flat = g.reshape(&map, &[-1, (s * s) as i64]);
         let map_score = reduce(&mut g, &flat, sc.reduction, Some(s * s));

@@ -17,7 +17,7 @@ use crate::model::file::{
     AudioDenoiseMeta, AudioMeta, AudioScoring, DataKind, DenoiseMeta, ModelMeta, NetworkScoring,
     ScoreSettings, SpectrumFeatures, TableMeta, Task, TrainingSummary,
 };
-use crate::model::{ConvSpec, DenoiseSpec, DenseSpec};
+use crate::model::{ConvSpec, DenoiseSpec, DenseSpec, SegmentSpec};
 use crate::score::calibration::ThresholdRule;
 use crate::score::{Calibration, Reduction};
 
@@ -339,15 +339,46 @@ fn dense_values(spec: &DenseSpec) -> Option<u64> {
 /// Values in a [`crate::model::DenoiseNet`] of `spec`.
 fn denoise_values(spec: &DenoiseSpec) -> Option<u64> {
     let ch = spec.channels as u64;
-    let width = |level: usize| (spec.width as u64) << level;
+    unet_values(ch, spec.width, spec.levels)?.checked_add(conv(spec.width as u64, ch, 3)?)
+}
+
+/// Values in a [`crate::model::SegmentNet`] of `spec`.
+fn segment_values(spec: &SegmentSpec) -> Option<u64> {
+    let ch = 2 * spec.channels as u64;
+    unet_values(ch, spec.width, spec.levels)?.checked_add(conv(spec.width as u64, 1, 3)?)
+}
+
+/// Values in the U-Net layers (`denoise::unet_layers`) reading `channels`, without their
+/// output convolution.
+fn unet_values(channels: u64, width: usize, levels: usize) -> Option<u64> {
+    let width = |level: usize| (width as u64).checked_shl(level as u32);
     let block = |i: u64, o: u64| conv(i, o, 3)?.checked_add(conv(o, o, 3)?);
-    let mut total = block(ch, width(0))?;
-    for level in 1..=spec.levels {
-        total = total.checked_add(block(width(level - 1), width(level))?)?;
-        total = total.checked_add(conv(width(level), width(level - 1), 2)?)?;
-        total = total.checked_add(conv(width(level - 1), width(level - 1), 3)?)?;
+    let mut total = block(channels, width(0)?)?;
+    for level in 1..=levels {
+        let (above, here) = (width(level - 1)?, width(level)?);
+        total = total.checked_add(block(above, here)?)?;
+        total = total.checked_add(conv(here, above, 2)?)?;
+        total = total.checked_add(conv(above, above, 3)?)?;
     }
-    total.checked_add(conv(width(0), ch, 3)?)
+    Some(total)
+}
+
+/// A discriminative head that fits the autoencoder `spec`: the image's channels, a usable
+/// width, and levels that halve the image evenly.
+fn check_head(head: &SegmentSpec, spec: &ConvSpec) -> Checked {
+    length("head.channels", head.channels, spec.channels)?;
+    within("head.width", head.width, 1, MAX_WIDTH)?;
+    within("head.levels", head.levels, 1, 5)?;
+    if !spec.image_size.is_multiple_of(1 << head.levels) {
+        return fail(
+            "head.levels",
+            format!(
+                "{} levels cannot halve the image size {} evenly",
+                head.levels, spec.image_size
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn check_image_prep(prep: &ImagePrep, spec: &ConvSpec) -> Checked {
@@ -387,6 +418,12 @@ fn check_network_scoring(field: &str, s: &NetworkScoring, spec: &ConvSpec) -> Ch
         all_finite(&f("pixel_mean"), &s.pixel_mean)?;
         all_positive(&f("pixel_std"), &s.pixel_std)?;
     }
+    if let Some(h) = &s.head {
+        finite(&f("head.error_center"), h.error_center)?;
+        finite(&f("head.head_center"), h.head_center)?;
+        positive(&f("head.error_spread"), h.error_spread)?;
+        positive(&f("head.head_spread"), h.head_spread)?;
+    }
     if let Some(k) = &s.knn {
         within(&f("knn.codes"), k.codes, 1, usize::MAX)?;
         within(&f("knn.k"), k.k, 1, k.codes)?;
@@ -402,6 +439,17 @@ impl CheckMeta for ModelMeta {
     fn check(&self) -> Checked {
         kind_is(self.kind, self.task, (DataKind::Images, Task::Detect))?;
         check_conv(&self.spec)?;
+        if let Some(head) = &self.head {
+            check_head(head, &self.spec)?;
+        }
+        for (j, n) in self.scoring.networks().enumerate() {
+            if n.head.is_some() != self.head.is_some() {
+                return fail(
+                    &format!("scoring network {j}'s head"),
+                    "must be given exactly when the model has a head",
+                );
+            }
+        }
         check_image_prep(&self.prep, &self.spec)?;
         check_image_scoring(&self.scoring, &self.spec)?;
         length(
@@ -414,7 +462,11 @@ impl CheckMeta for ModelMeta {
     }
 
     fn weight_values(&self) -> Option<u64> {
-        let network = conv_values(&self.spec)?;
+        let head = match &self.head {
+            Some(h) => segment_values(h)?,
+            None => 0,
+        };
+        let network = conv_values(&self.spec)?.checked_add(head)?;
         self.scoring.networks().try_fold(0u64, |total, s| {
             let codes = match &s.knn {
                 Some(k) => (k.codes as u64).checked_mul(self.spec.latent as u64)?,

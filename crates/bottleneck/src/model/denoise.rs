@@ -110,26 +110,8 @@ pub struct DenoiseNet {
 impl DenoiseNet {
     /// A freshly initialised network on `device`.
     pub fn new(spec: &DenoiseSpec, device: &Device) -> Self {
-        let width = |level: usize| spec.width << level;
-        let mut down = vec![Block::new(spec.channels, width(0), 1, device)];
-        for level in 1..=spec.levels {
-            down.push(Block::new(width(level - 1), width(level), 2, device));
-        }
-        let mut up = Vec::new();
-        let mut merge = Vec::new();
-        for level in (1..=spec.levels).rev() {
-            up.push(
-                ConvTranspose2dConfig::new([width(level), width(level - 1)], [2, 2])
-                    .with_stride([2, 2])
-                    .init(device),
-            );
-            merge.push(
-                Conv2dConfig::new([width(level - 1), width(level - 1)], [3, 3])
-                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                    .init(device),
-            );
-        }
-        let output = Conv2dConfig::new([width(0), spec.channels], [3, 3])
+        let (down, up, merge) = unet_layers(spec.channels, spec.width, spec.levels, device);
+        let output = Conv2dConfig::new([spec.width, spec.channels], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(device);
         Self {
@@ -144,19 +126,64 @@ impl DenoiseNet {
     /// w multiples of [`DenoiseSpec::multiple`]). Not clamped, so training sees the raw
     /// error.
     pub fn forward(&self, noisy: Tensor<4>) -> Tensor<4> {
-        let mut skips = Vec::with_capacity(self.down.len());
-        let mut x = noisy.clone();
-        for block in &self.down {
-            x = block.forward(x);
-            skips.push(x.clone());
-        }
-        skips.pop();
-        for (up, merge) in self.up.iter().zip(&self.merge) {
-            let skip = skips.pop().expect("one skip per level");
-            x = relu(conv_layer(merge, relu(conv_transpose_layer(up, x)) + skip));
-        }
+        let x = unet_features(&self.down, &self.up, &self.merge, noisy.clone());
         noisy - conv_layer(&self.output, x)
     }
+}
+
+/// The layers of a U-Net with additive skips reading `channels`: full resolution first, then
+/// `levels` halvings, each doubling `width`; on the way up a 2x2 transposed convolution and
+/// a 3x3 convolution after adding the skip.
+pub(crate) type UnetLayers = (Vec<Block>, Vec<ConvTranspose2d>, Vec<Conv2d>);
+
+/// Freshly initialised [`UnetLayers`] on `device`.
+pub(crate) fn unet_layers(
+    channels: usize,
+    width: usize,
+    levels: usize,
+    device: &Device,
+) -> UnetLayers {
+    let width = |level: usize| width << level;
+    let mut down = vec![Block::new(channels, width(0), 1, device)];
+    for level in 1..=levels {
+        down.push(Block::new(width(level - 1), width(level), 2, device));
+    }
+    let mut up = Vec::new();
+    let mut merge = Vec::new();
+    for level in (1..=levels).rev() {
+        up.push(
+            ConvTranspose2dConfig::new([width(level), width(level - 1)], [2, 2])
+                .with_stride([2, 2])
+                .init(device),
+        );
+        merge.push(
+            Conv2dConfig::new([width(level - 1), width(level - 1)], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+        );
+    }
+    (down, up, merge)
+}
+
+/// The full-resolution features (`width` channels) of a U-Net's layers on `x`.
+pub(crate) fn unet_features(
+    down: &[Block],
+    up: &[ConvTranspose2d],
+    merge: &[Conv2d],
+    x: Tensor<4>,
+) -> Tensor<4> {
+    let mut skips = Vec::with_capacity(down.len());
+    let mut x = x;
+    for block in down {
+        x = block.forward(x);
+        skips.push(x.clone());
+    }
+    skips.pop();
+    for (up, merge) in up.iter().zip(merge) {
+        let skip = skips.pop().expect("one skip per level");
+        x = relu(conv_layer(merge, relu(conv_transpose_layer(up, x)) + skip));
+    }
+    x
 }
 
 #[cfg(test)]

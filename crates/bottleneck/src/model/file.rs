@@ -16,7 +16,8 @@ use crate::data::spectral::MelSpec;
 use crate::error::{Error, Result};
 use crate::model::check::CheckMeta;
 use crate::model::{
-    ConvAutoencoder, ConvSpec, DenoiseNet, DenoiseSpec, DenseAutoencoder, DenseSpec,
+    ConvAutoencoder, ConvSpec, DenoiseNet, DenoiseSpec, DenseAutoencoder, DenseSpec, SegmentNet,
+    SegmentSpec,
 };
 use crate::score::{Calibration, Loss, Reduction};
 
@@ -83,6 +84,23 @@ pub struct NetworkScoring {
     /// Distance to the training images in the bottleneck, added to the map score.
     #[serde(default)]
     pub knn: Option<KnnScore>,
+    /// How a discriminative head's map joins the reconstruction error's, when the model has
+    /// a head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadJoin>,
+}
+
+/// A model with a discriminative head draws two maps: the (standardised) reconstruction
+/// error and the head's anomaly probability. Each is put on the scale of its image scores
+/// over the training images (centre and spread), and the map is their larger value at each
+/// pixel: the head finds what it was trained to (additions, small bridges), the error what
+/// it was not (missing parts, faint stains).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadJoin {
+    pub error_center: f32,
+    pub error_spread: f32,
+    pub head_center: f32,
+    pub head_spread: f32,
 }
 
 /// The latent nearest-neighbour part of the score: the mean distance from an image's code
@@ -109,6 +127,8 @@ pub struct DetectorWeights {
     /// The other networks of a cross-conformal ensemble, in fold order after the first;
     /// empty for one network (and in files from before ensembles).
     pub ensemble: Vec<NetworkWeights>,
+    /// The first network's discriminative head, when the model has one.
+    pub head: Option<SegmentNet>,
 }
 
 /// One further network of an image detector's ensemble and its training codes.
@@ -116,6 +136,7 @@ pub struct DetectorWeights {
 pub struct NetworkWeights {
     pub autoencoder: ConvAutoencoder,
     pub train_codes: Option<Param<Tensor<2>>>,
+    pub head: Option<SegmentNet>,
 }
 
 /// What training did, for reports and `GET /v1/model`.
@@ -187,6 +208,10 @@ pub struct ModelMeta {
     /// What the model is for: `detect`.
     pub task: Task,
     pub spec: ConvSpec,
+    /// Each network's discriminative head, when maps come from one instead of the
+    /// reconstruction error (absent in files from before heads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<SegmentSpec>,
     pub prep: ImagePrep,
     pub scoring: ScoreSettings,
     pub calibration: Calibration,
@@ -764,9 +789,11 @@ pub fn load_bytes(
             .as_ref()
             .map(|k| Param::from_tensor(Tensor::zeros([k.codes, meta.spec.latent], device)))
     };
+    let head = || meta.head.as_ref().map(|h| SegmentNet::new(h, device));
     let model = DetectorWeights {
         autoencoder: ConvAutoencoder::new(&meta.spec, device),
         train_codes: codes(&meta.scoring.network),
+        head: head(),
         ensemble: meta
             .scoring
             .ensemble
@@ -774,6 +801,7 @@ pub fn load_bytes(
             .map(|s| NetworkWeights {
                 autoencoder: ConvAutoencoder::new(&meta.spec, device),
                 train_codes: codes(s),
+                head: head(),
             })
             .collect(),
     };

@@ -18,12 +18,14 @@ use crate::metrics;
 use crate::model::file::{
     self, FORMAT_VERSION, ModelMeta, NetworkScoring, ScoreSettings, TrainingSummary,
 };
-use crate::model::{ConvAutoencoder, ConvSpec};
+use crate::model::{ConvAutoencoder, ConvSpec, Head, SegmentNet, SegmentSpec};
 use crate::progress::Progress;
 use crate::score::calibration::{CalibrationPlan, check_folds, networks_for};
 use crate::score::maps::{self, Loss, Reduction};
 use crate::task::api::Verdict;
-use crate::train::{TrainLog, TrainOptions, default_epochs, train_autoencoder};
+use crate::train::{
+    TrainLog, TrainOptions, default_epochs, train_autoencoder, train_discriminative,
+};
 use burn::module::Param;
 
 /// Everything `fit` can be told; [`Default`] works without tuning. As JSON (the Python
@@ -66,6 +68,9 @@ pub struct DetectParams {
     pub knn: usize,
     /// Skip unreadable images with a warning instead of stopping.
     pub skip_bad: bool,
+    /// Score with a discriminative head trained on synthetic anomalies
+    /// ([`Head::Segment`]) beside the reconstruction error ([`file::HeadJoin`]).
+    pub head: Head,
 }
 
 impl Default for DetectParams {
@@ -88,6 +93,7 @@ impl Default for DetectParams {
             normalize_maps: true,
             knn: 5,
             skip_bad: false,
+            head: Head::None,
         }
     }
 }
@@ -157,6 +163,9 @@ pub struct Detector {
 /// One network of a detector.
 pub(crate) struct Network {
     pub(crate) model: ConvAutoencoder,
+    /// The discriminative head whose map replaces the reconstruction error, when the model
+    /// has one.
+    pub(crate) head: Option<SegmentNet>,
     /// Codes `[n, latent]` of the images it trained on, when the score has a
     /// nearest-neighbour part.
     pub(crate) codes: Option<Tensor<2>>,
@@ -169,6 +178,9 @@ pub struct ScoredImage {
     pub score: f32,
     /// Map score and latent distance on their common scale, when the score has both.
     pub knn_parts: Option<(f32, f32)>,
+    /// Error and head scores on their join's scales (the map score is the larger with the
+    /// max reduction), when the model has a head.
+    pub head_parts: Option<(f32, f32)>,
     pub p_value: f64,
     pub is_anomaly: bool,
     /// Smoothed anomaly map at the model's input size (`image_size^2`).
@@ -177,12 +189,44 @@ pub struct ScoredImage {
     pub image: DynamicImage,
 }
 
+/// A network's smoothed maps of a batch (float64), and its codes.
+struct SmoothedMaps {
+    /// The reconstruction error's.
+    errors: Vec<Vec<f64>>,
+    /// The head's anomaly probabilities, when the network has a head.
+    head: Option<Vec<Vec<f64>>>,
+    codes: Tensor<2>,
+}
+
+/// The map of a network with a head: at each pixel the larger of the error and the head's
+/// probability, each on the scale of its image scores ([`file::HeadJoin`]).
+fn join_maps(errors: &[f64], head: &[f64], join: &file::HeadJoin) -> Vec<f64> {
+    let (ec, es) = (join.error_center as f64, join.error_spread as f64);
+    let (hc, hs) = (join.head_center as f64, join.head_spread as f64);
+    errors
+        .iter()
+        .zip(head)
+        .map(|(&e, &h)| ((e - ec) / es).max((h - hc) / hs))
+        .collect()
+}
+
+/// A network's map scores of a batch, its maps and codes, and with a head each image's
+/// error and head scores on their join's scales.
+struct MapScores {
+    scores: Vec<f32>,
+    maps: Vec<Vec<f32>>,
+    codes: Tensor<2>,
+    head_parts: Option<Vec<(f32, f32)>>,
+}
+
 /// An image score and its parts.
 #[derive(Debug, Clone, Copy)]
 struct ScoreParts {
     score: f32,
     /// Map score and latent distance on their common scale, when the score has both.
     knn_parts: Option<(f32, f32)>,
+    /// Error and head scores on their join's scales, when the network has a head.
+    head_parts: Option<(f32, f32)>,
 }
 
 /// An image's verdict from every network, and the parts of their mean score.
@@ -190,6 +234,8 @@ struct Scored {
     verdict: Verdict,
     /// The networks' mean map score and latent distance, when the score has both.
     knn_parts: Option<(f32, f32)>,
+    /// The networks' mean error and head scores, when they have heads.
+    head_parts: Option<(f32, f32)>,
 }
 
 /// The input side used when none is given: the images' own size up to 128, rounded down so
@@ -326,6 +372,10 @@ impl Detector {
                 kind: file::ModelKind::ImageDetector.data(),
                 task: file::ModelKind::ImageDetector.task(),
                 spec: spec.clone(),
+                head: match params.head {
+                    Head::None => None,
+                    Head::Segment => Some(SegmentSpec::for_image(prep.channels, prep.image_size)),
+                },
                 prep,
                 scoring,
                 calibration: plan.placeholder(),
@@ -355,10 +405,31 @@ impl Detector {
                 loss: params.loss,
                 early_stopping: params.epochs.is_none(),
             };
-            let (model, log) =
-                train_autoencoder(&spec, set, &split.training, &opts, device, progress)?;
+            let (model, head, log) = match &detector.meta.head {
+                None => {
+                    let (model, log) =
+                        train_autoencoder(&spec, set, &split.training, &opts, device, progress)?;
+                    (model, None, log)
+                }
+                Some(head) => {
+                    let (model, head, log) = train_discriminative(
+                        &spec,
+                        head,
+                        set,
+                        &split.training,
+                        &opts,
+                        device,
+                        progress,
+                    )?;
+                    (model, Some(head), log)
+                }
+            };
             first_log.get_or_insert(log);
-            detector.networks.push(Network { model, codes: None });
+            detector.networks.push(Network {
+                model,
+                head,
+                codes: None,
+            });
             if j > 0 {
                 detector
                     .meta
@@ -371,6 +442,9 @@ impl Detector {
                 let stats = detector.meta.scoring.network_mut(j);
                 stats.pixel_mean = mean;
                 stats.pixel_std = std;
+            }
+            if detector.meta.head.is_some() {
+                detector.fit_head_join(j, set, &split.training, progress)?;
             }
             if params.knn > 0 {
                 detector.fit_knn(j, set, &split.training, params.knn, progress)?;
@@ -418,7 +492,7 @@ impl Detector {
         progress.stage("map statistics", indices.len() as u64);
         for chunk in indices.chunks(SCORE_BATCH) {
             let x = self.input_tensor(set.batch(chunk)?, chunk.len());
-            for map in self.smoothed_maps(network, x).0 {
+            for map in self.smoothed_maps(network, x).errors {
                 for (i, &v) in map.iter().enumerate() {
                     sum[i] += v;
                     sum_sq[i] += v * v;
@@ -465,9 +539,9 @@ impl Detector {
         progress.stage("training codes", indices.len() as u64);
         for chunk in indices.chunks(SCORE_BATCH) {
             let x = self.input_tensor(set.batch(chunk)?, chunk.len());
-            let (s, _, z) = self.map_scores(network, x);
-            map_scores.extend(s);
-            codes.push(z);
+            let m = self.map_scores(network, x);
+            map_scores.extend(m.scores);
+            codes.push(m.codes);
             progress.advance(chunk.len() as u64);
         }
         progress.finish();
@@ -550,10 +624,12 @@ impl Detector {
     fn from_parts(weights: file::DetectorWeights, meta: ModelMeta, device: &Device) -> Self {
         let first = Network {
             model: weights.autoencoder,
+            head: weights.head,
             codes: weights.train_codes.map(|p| p.val()),
         };
         let rest = weights.ensemble.into_iter().map(|w| Network {
             model: w.autoencoder,
+            head: w.head,
             codes: w.train_codes.map(|p| p.val()),
         });
         Self {
@@ -570,11 +646,13 @@ impl Detector {
         let weights = file::DetectorWeights {
             autoencoder: first.model.clone(),
             train_codes: codes(first),
+            head: first.head.clone(),
             ensemble: self.networks[1..]
                 .iter()
                 .map(|n| file::NetworkWeights {
                     autoencoder: n.model.clone(),
                     train_codes: codes(n),
+                    head: n.head.clone(),
                 })
                 .collect(),
         };
@@ -610,41 +688,131 @@ impl Detector {
         )
     }
 
-    /// Network `network`'s smoothed error maps (float64) and bottleneck codes of inputs `x`.
-    fn smoothed_maps(&self, network: usize, x: Tensor<4>) -> (Vec<Vec<f64>>, Tensor<2>) {
+    /// Network `network`'s smoothed maps (float64) of inputs `x`: the reconstruction
+    /// error's, the head's anomaly probabilities when it has a head, and the bottleneck
+    /// codes.
+    fn smoothed_maps(&self, network: usize, x: Tensor<4>) -> SmoothedMaps {
         let s = self.meta.prep.image_size;
-        let model = &self.networks[network].model;
+        let Network { model, head, .. } = &self.networks[network];
         let z = model.encode(x.clone());
         let y = model.decode(z.clone());
-        let raw = maps::error_maps(x, y, self.meta.scoring.loss);
         let sigma = self.meta.scoring.smoothing_sigma;
-        (
+        let smooth = |raw: Vec<Vec<f64>>| -> Vec<Vec<f64>> {
             raw.par_iter()
                 .map(|m| maps::smooth(m, s, s, sigma))
-                .collect(),
-            z,
-        )
+                .collect()
+        };
+        let head = head.as_ref().map(|head| {
+            let p = burn::tensor::activation::sigmoid(head.forward(x.clone(), y.clone()));
+            let p: Vec<f32> = p.into_data().try_into_vec().expect("f32 maps");
+            smooth(
+                p.chunks(s * s)
+                    .map(|m| m.iter().map(|&v| v as f64).collect())
+                    .collect(),
+            )
+        });
+        SmoothedMaps {
+            errors: smooth(maps::error_maps(x, y, self.meta.scoring.loss)),
+            head,
+            codes: z,
+        }
     }
 
-    /// Network `network`'s map scores, anomaly maps (standardised when it has pixel
-    /// statistics) and codes of inputs `x`.
-    fn map_scores(&self, network: usize, x: Tensor<4>) -> (Vec<f32>, Vec<Vec<f32>>, Tensor<2>) {
-        let (mut smoothed, z) = self.smoothed_maps(network, x);
-        let sc = &self.meta.scoring;
-        let stats = sc.network_at(network);
+    /// [`Detector::smoothed_maps`] with the error maps standardised when network `network`
+    /// has pixel statistics.
+    fn standardised_maps(&self, network: usize, x: Tensor<4>) -> SmoothedMaps {
+        let mut maps = self.smoothed_maps(network, x);
+        let stats = self.meta.scoring.network_at(network);
         if !stats.pixel_mean.is_empty() {
-            for map in &mut smoothed {
+            for map in &mut maps.errors {
                 for ((v, &m), &sd) in map.iter_mut().zip(&stats.pixel_mean).zip(&stats.pixel_std) {
                     *v = (*v - m as f64) / sd as f64;
                 }
             }
         }
-        let maps: Vec<Vec<f32>> = smoothed
-            .into_iter()
-            .map(|m| m.into_iter().map(|v| v as f32).collect())
-            .collect();
-        let scores = maps.iter().map(|m| sc.reduction.apply(m)).collect();
-        (scores, maps, z)
+        maps
+    }
+
+    /// Network `network`'s map scores, anomaly maps (standardised when it has pixel
+    /// statistics, joined with its head's when it has one) and codes of inputs `x`, with
+    /// each image's error and head scores on their join's scales when it has a head.
+    fn map_scores(&self, network: usize, x: Tensor<4>) -> MapScores {
+        let SmoothedMaps {
+            errors,
+            head,
+            codes,
+        } = self.standardised_maps(network, x);
+        let sc = &self.meta.scoring;
+        let reduce = |m: Vec<f64>| -> (f32, Vec<f32>) {
+            let m: Vec<f32> = m.into_iter().map(|v| v as f32).collect();
+            (sc.reduction.apply(&m), m)
+        };
+        let (head_parts, joined) = match (head, &sc.network_at(network).head) {
+            (Some(head), Some(join)) => {
+                let scaled = |m: &[f64], center: f32, spread: f32| {
+                    let (c, w) = (center as f64, spread as f64);
+                    reduce(m.iter().map(|v| (v - c) / w).collect()).0
+                };
+                let parts = errors
+                    .iter()
+                    .zip(&head)
+                    .map(|(e, h)| {
+                        (
+                            scaled(e, join.error_center, join.error_spread),
+                            scaled(h, join.head_center, join.head_spread),
+                        )
+                    })
+                    .collect();
+                let joined = errors
+                    .iter()
+                    .zip(&head)
+                    .map(|(e, h)| join_maps(e, h, join))
+                    .collect();
+                (Some(parts), joined)
+            }
+            _ => (None, errors),
+        };
+        let (scores, maps) = joined.into_iter().map(reduce).unzip();
+        MapScores {
+            scores,
+            maps,
+            codes,
+            head_parts,
+        }
+    }
+
+    /// Measures how network `network`'s head map joins its error map: the centre and
+    /// spread of each one's image scores over the images at `indices`.
+    fn fit_head_join(
+        &mut self,
+        network: usize,
+        set: &ImageSet,
+        indices: &[usize],
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let reduce = |m: &[f64]| {
+            let m: Vec<f32> = m.iter().map(|&v| v as f32).collect();
+            self.meta.scoring.reduction.apply(&m)
+        };
+        let (mut errors, mut heads) = (Vec::new(), Vec::new());
+        progress.stage("head scale", indices.len() as u64);
+        for chunk in indices.chunks(SCORE_BATCH) {
+            let x = self.input_tensor(set.batch(chunk)?, chunk.len());
+            let maps = self.standardised_maps(network, x);
+            errors.extend(maps.errors.iter().map(|m| reduce(m)));
+            heads.extend(maps.head.iter().flatten().map(|m| reduce(m)));
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
+        let (error_center, error_spread) = center_spread(&errors);
+        let (head_center, head_spread) = center_spread(&heads);
+        self.meta.scoring.network_mut(network).head = Some(file::HeadJoin {
+            error_center,
+            error_spread,
+            head_center,
+            head_spread,
+        });
+        Ok(())
     }
 
     /// Verdicts and anomaly maps (smoothed, standardised when the model has pixel
@@ -661,15 +829,19 @@ impl Detector {
         let k = self.networks.len();
         let mut per_network = vec![0.0f32; n * k];
         let mut knn_parts: Vec<Option<(f32, f32)>> = vec![Some((0.0, 0.0)); n];
+        let mut head_parts: Vec<Option<(f32, f32)>> = vec![Some((0.0, 0.0)); n];
         let mut maps: Vec<Vec<f32>> = Vec::new();
+        // The mean over networks of a part every network has, else none.
+        let add = |sum: Option<(f32, f32)>, part: Option<(f32, f32)>| match (sum, part) {
+            (Some((a, b)), Some((pa, pb))) => Some((a + pa / k as f32, b + pb / k as f32)),
+            _ => None,
+        };
         for j in 0..k {
             let (parts, network_maps) = self.network_parts(j, x.clone());
             for (i, p) in parts.iter().enumerate() {
                 per_network[i * k + j] = p.score;
-                knn_parts[i] = match (knn_parts[i], p.knn_parts) {
-                    (Some((m, d)), Some((pm, pd))) => Some((m + pm / k as f32, d + pd / k as f32)),
-                    _ => None,
-                };
+                knn_parts[i] = add(knn_parts[i], p.knn_parts);
+                head_parts[i] = add(head_parts[i], p.head_parts);
             }
             if j == 0 {
                 maps = network_maps;
@@ -688,9 +860,11 @@ impl Detector {
         let scored = per_network
             .chunks(k)
             .zip(knn_parts)
-            .map(|(networks, knn_parts)| Scored {
+            .zip(head_parts)
+            .map(|((networks, knn_parts), head_parts)| Scored {
                 verdict: cal.verdict_of(networks),
                 knn_parts,
+                head_parts,
             })
             .collect();
         (scored, maps)
@@ -698,28 +872,38 @@ impl Detector {
 
     /// Network `network`'s scores, with their parts, and anomaly maps of inputs `x`.
     fn network_parts(&self, network: usize, x: Tensor<4>) -> (Vec<ScoreParts>, Vec<Vec<f32>>) {
-        let (map_scores, maps, z) = self.map_scores(network, x);
+        let MapScores {
+            scores,
+            maps,
+            codes,
+            head_parts,
+        } = self.map_scores(network, x);
+        let head_parts = |i: usize| head_parts.as_ref().map(|p| p[i]);
         let parts = match &self.meta.scoring.network_at(network).knn {
             Some(knn) => {
-                let d = self.knn_distances(network, z, knn.k, None);
-                map_scores
+                let d = self.knn_distances(network, codes, knn.k, None);
+                scores
                     .into_iter()
                     .zip(d)
-                    .map(|(m, d)| {
+                    .enumerate()
+                    .map(|(i, (m, d))| {
                         let zm = (m - knn.map_center) / knn.map_spread;
                         let zk = (d - knn.knn_center) / knn.knn_spread;
                         ScoreParts {
                             score: zm.max(zk),
                             knn_parts: Some((zm, zk)),
+                            head_parts: head_parts(i),
                         }
                     })
                     .collect()
             }
-            None => map_scores
+            None => scores
                 .into_iter()
-                .map(|m| ScoreParts {
+                .enumerate()
+                .map(|(i, m)| ScoreParts {
                     score: m,
                     knn_parts: None,
+                    head_parts: head_parts(i),
                 })
                 .collect(),
         };
@@ -804,6 +988,7 @@ impl Detector {
                 path: path_of(index),
                 score: s.verdict.score,
                 knn_parts: s.knn_parts,
+                head_parts: s.head_parts,
                 p_value: s.verdict.p_value,
                 is_anomaly: s.verdict.is_anomaly,
                 map,
@@ -915,6 +1100,7 @@ impl Detector {
             Reduction::TopK { fraction: 0.01 },
         ];
         let mut knn_parts: Vec<Option<(f32, f32)>> = vec![None; tests.len()];
+        let mut head_parts: Vec<Option<(f32, f32)>> = vec![None; tests.len()];
         let mut pixel_scores = Vec::new();
         let mut pixel_labels = Vec::new();
         let mask_prep = ImagePrep {
@@ -931,6 +1117,7 @@ impl Detector {
                 by_reduction[item.index][k] = r.apply(&item.map);
             }
             knn_parts[item.index] = item.knn_parts;
+            head_parts[item.index] = item.head_parts;
             if any_mask {
                 // Each mask is decoded once: at the model's size for pixel AUROC, at its
                 // own for AUPRO.
@@ -999,6 +1186,17 @@ impl Detector {
             } else {
                 None
             },
+            head_parts: match head_parts.iter().all(Option::is_some) {
+                true => {
+                    let p: Vec<(f32, f32)> = head_parts.into_iter().flatten().collect();
+                    let (error, head): (Vec<f32>, Vec<f32>) = p.into_iter().unzip();
+                    Some(HeadAurocs {
+                        error_only: metrics::auroc(&error, &labels),
+                        head_only: metrics::auroc(&head, &labels),
+                    })
+                }
+                false => None,
+            },
             pixel_resolution: s,
             aupro: metrics::aupro(&pro_pixels, AUPRO_MAX_FPR),
             image_auroc_by_reduction: ReductionAurocs {
@@ -1062,6 +1260,13 @@ pub(crate) fn center_spread(v: &[f32]) -> (f32, f32) {
     (median, var.sqrt().max(1e-6))
 }
 
+/// Image AUROC of each part of a map joined with a head's.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadAurocs {
+    pub error_only: Option<f64>,
+    pub head_only: Option<f64>,
+}
+
 /// What `eval` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
@@ -1088,6 +1293,10 @@ pub struct EvalReport {
     /// With a latent nearest-neighbour part: AUROC of each part and of their joins.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knn_parts: Option<KnnAurocs>,
+    /// With a discriminative head: AUROC of the error part and of the head part alone
+    /// (each the map's reduction; before any nearest-neighbour join).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_parts: Option<HeadAurocs>,
     pub per_category: Vec<CategoryReport>,
 }
 
@@ -1306,6 +1515,97 @@ mod tests {
         .unwrap();
         let e = Detector::from_bytes(&file, edited, &device).err().unwrap();
         assert!(e.to_string().contains("scoring.ensemble"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn head_joins_the_error_map_and_survives_the_file() {
+        let root = std::env::temp_dir().join(format!("bn-detect-head-{}", std::process::id()));
+        let cfg = BoardConfig {
+            image_size: 16,
+            train_good: 24,
+            test_good: 4,
+            test_per_defect: 1,
+            seed: 6,
+        };
+        generate_boards(&root, &cfg).unwrap();
+        let device = Device::flex();
+        let params = DetectParams {
+            epochs: Some(3),
+            width: Some(8),
+            folds: Some(1),
+            knn: 0,
+            fpr: 0.2,
+            head: Head::Segment,
+            ..DetectParams::default()
+        };
+        let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
+        let meta = det.meta();
+        assert_eq!(meta.head, Some(SegmentSpec::for_image(3, 16)));
+        let join = meta.scoring.network.head.clone().expect("a head join");
+        assert!(
+            join.error_spread > 0.0 && join.head_spread > 0.0,
+            "{join:?}"
+        );
+        let paths = find_images(&root.join("test")).unwrap();
+        let images: Vec<DynamicImage> = paths.iter().map(|p| decode(p).unwrap()).collect();
+        let n = images.len();
+        let inputs: Vec<f32> = images.iter().flat_map(|i| meta.prep.tensorize(i)).collect();
+        let (verdicts, maps) = det.score_inputs(inputs.clone(), n);
+        // The map is, pixel by pixel, the larger of the two parts on their own scales, and
+        // the (max-reduced) score is its largest value.
+        let parts = det.standardised_maps(0, det.input_tensor(inputs.clone(), n));
+        let heads = parts.head.expect("head maps");
+        for i in 0..n {
+            let e = &parts.errors[i];
+            let h = &heads[i];
+            let z_error = (e[7] - join.error_center as f64) / join.error_spread as f64;
+            let z_head = (h[7] - join.head_center as f64) / join.head_spread as f64;
+            assert!((maps[i][7] as f64 - z_error.max(z_head)).abs() < 1e-5);
+            assert!(h.iter().all(|p| (0.0..=1.0).contains(p)), "probabilities");
+            let top = maps[i].iter().copied().fold(f32::MIN, f32::max);
+            assert_eq!(verdicts[i].score, top);
+        }
+        // Eval's parts: with the max reduction the score is the larger of the two.
+        let (scored, _) = det.score_parts(inputs.clone(), n);
+        for (s, v) in scored.iter().zip(&verdicts) {
+            let (error, head) = s.head_parts.expect("head parts");
+            assert!((v.score - error.max(head)).abs() <= 1e-5 * v.score.abs().max(1.0));
+        }
+        let file = root.join("m.safetensors");
+        det.save(&file).unwrap();
+        let loaded = Detector::load(&file, &device).unwrap();
+        assert_eq!(loaded.meta(), det.meta());
+        let (again, maps_again) = loaded.score_inputs(inputs, n);
+        assert_eq!(
+            again, verdicts,
+            "verdicts change after a save/load round trip"
+        );
+        assert_eq!(maps_again, maps);
+        // A head that cannot halve the image, or a network without its join, is refused
+        // by name before anything is allocated.
+        let bytes = std::fs::read(&file).unwrap();
+        for (edit, field) in [
+            (
+                Box::new(|m: &mut serde_json::Value| m["head"]["levels"] = 9.into())
+                    as Box<dyn Fn(&mut serde_json::Value)>,
+                "head.levels",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| {
+                    m["scoring"].as_object_mut().unwrap().remove("head");
+                }),
+                "head",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| m["head"]["channels"] = 1.into()),
+                "head.channels",
+            ),
+        ] {
+            let edited = file::rewrite_metadata(&bytes, edit).unwrap();
+            let e = Detector::from_bytes(&file, edited, &device).err().unwrap();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -1,5 +1,6 @@
 //! The training loops: seeded shuffling, Adam with cosine decay, mean loss per epoch.
 
+pub(crate) mod anomalies;
 pub mod dense;
 pub mod noise;
 
@@ -14,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::images::ImageSet;
 use crate::error::{Error, Result};
-use crate::model::{ConvAutoencoder, ConvSpec};
+use crate::model::{ConvAutoencoder, ConvSpec, SegmentNet, SegmentSpec};
 use crate::progress::Progress;
 use crate::score::maps::{Loss, pixel_loss};
 
@@ -297,6 +298,87 @@ pub fn train_autoencoder(
     Ok((model.valid(), log))
 }
 
+/// An autoencoder and its discriminative head, trained as one module.
+#[derive(Module, Debug)]
+pub(crate) struct Discriminative {
+    autoencoder: ConvAutoencoder,
+    head: SegmentNet,
+}
+
+/// Focal loss (Lin et al. 2017, gamma 2, as DRAEM trains its head) of anomaly `logits`
+/// against 0/1 `masks`, averaged over pixels: confident right pixels count little, so the
+/// few anomalous pixels are not drowned by the many normal ones.
+fn focal_loss(logits: Tensor<4>, masks: Tensor<4>) -> Tensor<1> {
+    let signed = logits * (masks * 2.0 - 1.0);
+    let log_right = burn::tensor::activation::log_sigmoid(signed);
+    let wrong = log_right.clone().exp().neg() + 1.0;
+    (wrong.powi_scalar(2) * log_right).neg().mean()
+}
+
+/// Trains a fresh autoencoder of shape `spec` and a discriminative head of shape `head` on
+/// the images of `set` at `indices`, as [`train_autoencoder`] does one network: each batch
+/// gets synthetic anomalies ([`anomalies::synthesise`]), the autoencoder learns to rebuild
+/// the clean images from them and the head, reading each input beside its reconstruction,
+/// to find the anomalies ([`focal_loss`]). Returns both inference networks and what the run
+/// did. Same seed, same networks on CPU.
+pub fn train_discriminative(
+    spec: &ConvSpec,
+    head: &SegmentSpec,
+    set: &ImageSet,
+    indices: &[usize],
+    opts: &TrainOptions,
+    device: &Device,
+    progress: &dyn Progress,
+) -> Result<(ConvAutoencoder, SegmentNet, TrainLog)> {
+    if indices.is_empty() {
+        return Err(Error::Invalid("no training images".into()));
+    }
+    let (indices, stopping) = match opts.early_stopping {
+        true => Stopping::hold_out(indices, opts.seed),
+        false => (indices.to_vec(), None),
+    };
+    let ad = device.clone().autodiff();
+    let (side, channels) = (spec.image_size, spec.channels);
+    let model = seeded(&ad, opts.seed, || {
+        let model = Discriminative {
+            autoencoder: ConvAutoencoder::new(spec, &ad),
+            head: SegmentNet::new(head, &ad),
+        };
+        let x = Tensor::zeros([1, channels, side, side], &ad);
+        let _ = model.head.forward(x.clone(), model.autoencoder.forward(x));
+        model
+    });
+    let schedule = Schedule {
+        epochs: opts.epochs,
+        batch_size: opts.batch_size,
+        learning_rate: opts.learning_rate,
+        seed: opts.seed,
+    };
+    let (model, log) = run_epochs(
+        model,
+        &indices,
+        schedule,
+        stopping.as_ref(),
+        progress,
+        |model, chunk, rng| {
+            let n = chunk.len();
+            let clean = set.batch(chunk)?;
+            let synthetic = anomalies::synthesise(&clean, n, channels, side, rng);
+            let tensor = |values, c| {
+                Tensor::<4>::from_data(TensorData::new(values, [n, c, side, side]), &ad)
+            };
+            let x = tensor(clean, channels);
+            let changed = tensor(synthetic.inputs, channels);
+            let masks = tensor(synthetic.masks, 1);
+            let y = model.autoencoder.forward(changed.clone());
+            let rebuild = pixel_loss(x, y.clone(), opts.loss).mean();
+            Ok(rebuild + focal_loss(model.head.forward(changed, y), masks))
+        },
+    )?;
+    let model = model.valid();
+    Ok((model.autoencoder, model.head, log))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +486,50 @@ mod tests {
         };
         let (_, log) = train_autoencoder(&spec, &set, &idx, &flat, &device, &Silent).unwrap();
         assert!(!log.stopped_early && log.epochs_run == 30, "{log:?}");
+    }
+
+    #[test]
+    fn the_head_learns_where_synthetic_anomalies_are() {
+        let set = boards("head", 32, 8);
+        let spec = ConvSpec::for_image(3, 16, Some(8), Some(8)).unwrap();
+        let head = SegmentSpec::for_image(3, 16);
+        let opts = TrainOptions {
+            epochs: 150,
+            batch_size: 8,
+            learning_rate: 3e-3,
+            seed: 4,
+            loss: Loss::Mse,
+            early_stopping: false,
+        };
+        let idx: Vec<usize> = (0..set.len()).collect();
+        let device = Device::flex();
+        let (model, net, log) =
+            train_discriminative(&spec, &head, &set, &idx, &opts, &device, &Silent).unwrap();
+        let curve = &log.loss_curve;
+        assert!(
+            curve[curve.len() - 1] < curve[0] * 0.5,
+            "loss curve {curve:?}"
+        );
+        // On fresh anomalies the head's probability is higher inside them than outside.
+        let clean = set.batch(&idx).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(99);
+        let drawn = anomalies::synthesise(&clean, idx.len(), 3, 16, &mut rng);
+        let x = Tensor::<4>::from_data(TensorData::new(drawn.inputs, [32, 3, 16, 16]), &device);
+        let p = burn::tensor::activation::sigmoid(net.forward(x.clone(), model.forward(x)));
+        let p: Vec<f32> = p.into_data().try_into_vec().unwrap();
+        let mean_where = |inside: bool| {
+            let v: Vec<f32> = p
+                .iter()
+                .zip(&drawn.masks)
+                .filter(|(_, m)| (**m > 0.5) == inside)
+                .map(|(p, _)| *p)
+                .collect();
+            v.iter().sum::<f32>() / v.len() as f32
+        };
+        let (inside, outside) = (mean_where(true), mean_where(false));
+        assert!(inside > outside + 0.1, "inside {inside}, outside {outside}");
+        let (_, _, again) =
+            train_discriminative(&spec, &head, &set, &idx, &opts, &device, &Silent).unwrap();
+        assert_eq!(log, again, "same seed, same run");
     }
 }

@@ -1,0 +1,250 @@
+//! Synthetic anomalies made on the fly from good images, for training a discriminative head
+//! (DRAEM, Zavrtanik et al. 2021): a Perlin-noise mask is filled with a patch of another
+//! good image, a flat colour or procedural noise, blended at a random opacity. No external
+//! data: everything comes from the batch and the seeded generator.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Share of the images of a batch left unchanged (DRAEM's 0.5): the head must also learn
+/// that a normal image has no anomaly anywhere.
+const CLEAN_SHARE: f64 = 0.5;
+/// Perlin values above this become the mask (DRAEM's 0.5).
+const MASK_THRESHOLD: f32 = 0.5;
+/// Draws of a mask before an image is left without an anomaly.
+const MASK_DRAWS: usize = 4;
+/// Largest opacity of the original left under the anomaly (DRAEM's 0.8): from a faint
+/// change to a full replacement.
+const MAX_OPACITY: f32 = 0.8;
+
+/// One batch with anomalies drawn in: the images and the masks of where they were drawn.
+pub(crate) struct Synthetic {
+    /// `[n, channels, side, side]`, values in `[0, 1]`.
+    pub inputs: Vec<f32>,
+    /// `[n, 1, side, side]`, 1 where the image was changed.
+    pub masks: Vec<f32>,
+}
+
+/// Draws anomalies into a copy of `clean` (`n` images `[channels, side, side]`,
+/// concatenated, values in `[0, 1]`): about half the images get one, the rest stay
+/// unchanged with an empty mask.
+pub(crate) fn synthesise(
+    clean: &[f32],
+    n: usize,
+    channels: usize,
+    side: usize,
+    rng: &mut ChaCha8Rng,
+) -> Synthetic {
+    let plane = side * side;
+    let size = channels * plane;
+    let mut inputs = clean.to_vec();
+    let mut masks = vec![0.0f32; n * plane];
+    for i in 0..n {
+        if rng.random_bool(CLEAN_SHARE) {
+            continue;
+        }
+        // A field can stay below the threshold everywhere: draw again, a few times.
+        let Some(mask) = (0..MASK_DRAWS)
+            .map(|_| perlin_mask(side, rng))
+            .find(|m| m.iter().any(|&v| v))
+        else {
+            continue;
+        };
+        let fill = fill_source(clean, i, n, channels, side, rng);
+        let opacity = rng.random_range(0.0..MAX_OPACITY);
+        let image = &mut inputs[i * size..(i + 1) * size];
+        for c in 0..channels {
+            for (p, &m) in mask.iter().enumerate() {
+                if m {
+                    let v = &mut image[c * plane + p];
+                    *v = opacity * *v + (1.0 - opacity) * fill[c * plane + p];
+                }
+            }
+        }
+        for (out, &m) in masks[i * plane..(i + 1) * plane].iter_mut().zip(&mask) {
+            *out = f32::from(u8::from(m));
+        }
+    }
+    Synthetic { inputs, masks }
+}
+
+/// What fills an anomaly in image `i`, `[channels, side, side]`: another good image of the
+/// batch turned, flipped and shifted (a plausible part in the wrong place), a flat colour,
+/// or procedural noise, with equal odds (the other image only when the batch has one).
+fn fill_source(
+    clean: &[f32],
+    i: usize,
+    n: usize,
+    channels: usize,
+    side: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f32> {
+    let plane = side * side;
+    let kinds = if n > 1 { 3 } else { 2 };
+    match rng.random_range(0..kinds) {
+        0 => {
+            let colour: Vec<f32> = (0..channels).map(|_| rng.random::<f32>()).collect();
+            colour
+                .iter()
+                .flat_map(|&v| std::iter::repeat_n(v, plane))
+                .collect()
+        }
+        1 => {
+            let noise = perlin(side, lattice(side, rng), rng);
+            let (lo, hi) = noise
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let span = (hi - lo).max(1e-6);
+            let tint: Vec<(f32, f32)> = (0..channels)
+                .map(|_| (rng.random::<f32>(), rng.random::<f32>()))
+                .collect();
+            tint.iter()
+                .flat_map(|&(a, b)| noise.iter().map(move |&v| a + (b - a) * (v - lo) / span))
+                .collect()
+        }
+        _ => {
+            let other = (i + rng.random_range(1..n)) % n;
+            let size = channels * plane;
+            let src = &clean[other * size..(other + 1) * size];
+            let turn = rng.random_range(0..8u8);
+            let (dy, dx) = (rng.random_range(0..side), rng.random_range(0..side));
+            let mut out = vec![0.0f32; size];
+            for c in 0..channels {
+                for y in 0..side {
+                    for x in 0..side {
+                        let (sy, sx) = turned(y, x, side, turn);
+                        let (sy, sx) = ((sy + dy) % side, (sx + dx) % side);
+                        out[c * plane + y * side + x] = src[c * plane + sy * side + sx];
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Pixel `(y, x)` of a square of `side` under one of the 8 turns and flips.
+fn turned(y: usize, x: usize, side: usize, turn: u8) -> (usize, usize) {
+    let last = side - 1;
+    let (y, x) = if turn & 4 != 0 { (x, y) } else { (y, x) };
+    match turn & 3 {
+        0 => (y, x),
+        1 => (x, last - y),
+        2 => (last - y, last - x),
+        _ => (last - x, y),
+    }
+}
+
+/// Lattice cells of a Perlin field across `side` pixels, one count per axis drawn
+/// independently from 1, 2, 4, ... up to cells of 4 pixels (at most 32), so blobs range from
+/// one covering much of the image to specks, round or stretched.
+fn lattice(side: usize, rng: &mut ChaCha8Rng) -> (usize, usize) {
+    let finest = (side / 4).max(1).ilog2().min(5);
+    (
+        1 << rng.random_range(0..=finest),
+        1 << rng.random_range(0..=finest),
+    )
+}
+
+/// The mask of one anomaly: a Perlin field over `side` pixels thresholded at
+/// [`MASK_THRESHOLD`], row-major.
+fn perlin_mask(side: usize, rng: &mut ChaCha8Rng) -> Vec<bool> {
+    let cells = lattice(side, rng);
+    perlin(side, cells, rng)
+        .into_iter()
+        .map(|v| v > MASK_THRESHOLD)
+        .collect()
+}
+
+/// Perlin gradient noise (Perlin 2002: random unit gradients on a lattice, quintic fade)
+/// over `side x side` pixels with `(rows, cols)` lattice cells, scaled by sqrt 2 as DRAEM's
+/// so that values span about `[-1, 1]`, row-major.
+fn perlin(side: usize, (rows, cols): (usize, usize), rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let gradients: Vec<(f32, f32)> = (0..(rows + 1) * (cols + 1))
+        .map(|_| {
+            let a = rng.random_range(0.0..std::f32::consts::TAU);
+            (a.cos(), a.sin())
+        })
+        .collect();
+    let fade = |t: f32| t * t * t * (t * (t * 6.0 - 15.0) + 10.0);
+    let mut out = Vec::with_capacity(side * side);
+    for y in 0..side {
+        let v = (y as f32 + 0.5) * rows as f32 / side as f32;
+        let (gy, fy) = (v.floor() as usize, v.fract());
+        for x in 0..side {
+            let u = (x as f32 + 0.5) * cols as f32 / side as f32;
+            let (gx, fx) = (u.floor() as usize, u.fract());
+            let dot = |cy: usize, cx: usize| {
+                let (a, b) = gradients[(gy + cy) * (cols + 1) + gx + cx];
+                a * (fx - cx as f32) + b * (fy - cy as f32)
+            };
+            let top = dot(0, 0) + fade(fx) * (dot(0, 1) - dot(0, 0));
+            let bottom = dot(1, 0) + fade(fx) * (dot(1, 1) - dot(1, 0));
+            out.push(std::f32::consts::SQRT_2 * (top + fade(fy) * (bottom - top)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn anomalies_change_only_their_mask_and_repeat_with_the_seed() {
+        let (n, channels, side) = (16, 3, 32);
+        let mut base = ChaCha8Rng::seed_from_u64(1);
+        let clean: Vec<f32> = (0..n * channels * side * side)
+            .map(|_| base.random::<f32>())
+            .collect();
+        let a = synthesise(&clean, n, channels, side, &mut ChaCha8Rng::seed_from_u64(7));
+        let b = synthesise(&clean, n, channels, side, &mut ChaCha8Rng::seed_from_u64(7));
+        assert_eq!((a.inputs.clone(), a.masks.clone()), (b.inputs, b.masks));
+        let plane = side * side;
+        let mut marked = 0;
+        for i in 0..n {
+            let mask = &a.masks[i * plane..(i + 1) * plane];
+            marked += usize::from(mask.iter().any(|&m| m > 0.0));
+            for c in 0..channels {
+                for (p, &m) in mask.iter().enumerate() {
+                    let at = (i * channels + c) * plane + p;
+                    if m == 0.0 {
+                        assert_eq!(a.inputs[at], clean[at], "outside the mask nothing moves");
+                    }
+                    assert!((0.0..=1.0).contains(&a.inputs[at]));
+                }
+            }
+        }
+        // About half of 16 images get an anomaly, and an anomaly changes its image.
+        assert!((3..=13).contains(&marked), "{marked} of {n} marked");
+        assert!(a.inputs != clean);
+    }
+
+    #[test]
+    fn perlin_masks_cover_a_share_and_vary_with_the_lattice() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let cover = |cells| {
+            let field = perlin(64, cells, &mut ChaCha8Rng::seed_from_u64(5));
+            assert!(field.iter().all(|v| v.abs() <= 1.0), "Perlin stays bounded");
+            field.iter().filter(|&&v| v > MASK_THRESHOLD).count()
+        };
+        // Coarse and fine lattices give different masks; neither covers everything.
+        let (coarse, fine) = (cover((2, 2)), cover((16, 16)));
+        assert!(coarse < 64 * 64 && fine < 64 * 64 && coarse != fine);
+        let mut any = 0;
+        for _ in 0..50 {
+            any += usize::from(perlin_mask(64, &mut rng).iter().any(|&m| m));
+        }
+        assert!(any >= 25, "{any} of 50 masks non-empty");
+        for turn in 0..8 {
+            let mut seen = std::collections::HashSet::new();
+            for y in 0..5 {
+                for x in 0..5 {
+                    seen.insert(turned(y, x, 5, turn));
+                }
+            }
+            assert_eq!(seen.len(), 25, "turn {turn} is a permutation");
+        }
+    }
+}
