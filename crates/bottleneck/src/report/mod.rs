@@ -309,10 +309,18 @@ impl<'a> ImageReport<'a> {
     /// scoring. Fails when no image was scored or the file cannot be written.
     pub fn write(self, out: &Path, skipped: usize) -> Result<ReportSummary> {
         let meta = self.detector.meta();
+        let mut spec = serde_json::to_value(&meta.spec).unwrap_or_default();
+        // A discriminative head is part of the network: shown with the spec.
+        if let (Some(head), Some(fields)) = (&meta.head, spec.as_object_mut()) {
+            fields.insert(
+                "head".into(),
+                serde_json::to_value(head).unwrap_or_default(),
+            );
+        }
         let info = ModelInfo {
             file: &self.model,
             kind: meta.kind.name(),
-            spec: serde_json::to_value(&meta.spec).unwrap_or_default(),
+            spec,
             training: &meta.training,
             calibration: &meta.calibration,
         };
@@ -1072,6 +1080,8 @@ mod tests {
             width: Some(8),
             calibration_fraction: 0.3,
             knn: 0,
+            // The report carries a head's maps and names it with the spec.
+            head: crate::model::Head::Segment,
             ..DetectParams::default()
         };
         let device = Device::flex();
@@ -1117,6 +1127,7 @@ mod tests {
         ] {
             assert!(html.contains(text), "{text}");
         }
+        assert!(html.contains("head {&quot;channels&quot;:3"), "{html}");
         // Few boards: a cross-conformal ensemble, described as such.
         assert_eq!(detector.networks(), 5);
         assert!(
@@ -1163,7 +1174,8 @@ mod tests {
             (3, false, None)
         );
         assert_eq!(html.matches("<svg").count(), 2);
-        assert!(!html.contains("ROC") && !html.contains("false-positive rate"));
+        // (The heading, not the letters: base64 image data can hold "ROC" by chance.)
+        assert!(!html.contains("<h2>ROC") && !html.contains("false-positive rate"));
         assert_eq!(html.matches("alt=\"heatmap\"").count(), 3);
         assert_self_contained(&html);
 
