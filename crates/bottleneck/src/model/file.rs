@@ -208,8 +208,8 @@ pub struct ModelMeta {
     /// What the model is for: `detect`.
     pub task: Task,
     pub spec: ConvSpec,
-    /// Each network's discriminative head, when maps come from one instead of the
-    /// reconstruction error (absent in files from before heads).
+    /// Each network's discriminative head, when its map joins the reconstruction error's
+    /// (absent in files from before heads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<SegmentSpec>,
     pub prep: ImagePrep,

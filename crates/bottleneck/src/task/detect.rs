@@ -163,7 +163,7 @@ pub struct Detector {
 /// One network of a detector.
 pub(crate) struct Network {
     pub(crate) model: ConvAutoencoder,
-    /// The discriminative head whose map replaces the reconstruction error, when the model
+    /// The discriminative head whose map joins the reconstruction error's, when the model
     /// has one.
     pub(crate) head: Option<SegmentNet>,
     /// Codes `[n, latent]` of the images it trained on, when the score has a
@@ -492,7 +492,7 @@ impl Detector {
         progress.stage("map statistics", indices.len() as u64);
         for chunk in indices.chunks(SCORE_BATCH) {
             let x = self.input_tensor(set.batch(chunk)?, chunk.len());
-            for map in self.smoothed_maps(network, x).errors {
+            for map in self.smoothed_maps(network, x, false).errors {
                 for (i, &v) in map.iter().enumerate() {
                     sum[i] += v;
                     sum_sq[i] += v * v;
@@ -689,9 +689,9 @@ impl Detector {
     }
 
     /// Network `network`'s smoothed maps (float64) of inputs `x`: the reconstruction
-    /// error's, the head's anomaly probabilities when it has a head, and the bottleneck
-    /// codes.
-    fn smoothed_maps(&self, network: usize, x: Tensor<4>) -> SmoothedMaps {
+    /// error's, the head's anomaly probabilities when it has a head and `with_head` asks
+    /// for them, and the bottleneck codes.
+    fn smoothed_maps(&self, network: usize, x: Tensor<4>, with_head: bool) -> SmoothedMaps {
         let s = self.meta.prep.image_size;
         let Network { model, head, .. } = &self.networks[network];
         let z = model.encode(x.clone());
@@ -702,7 +702,7 @@ impl Detector {
                 .map(|m| maps::smooth(m, s, s, sigma))
                 .collect()
         };
-        let head = head.as_ref().map(|head| {
+        let head = head.as_ref().filter(|_| with_head).map(|head| {
             let p = burn::tensor::activation::sigmoid(head.forward(x.clone(), y.clone()));
             let p: Vec<f32> = p.into_data().try_into_vec().expect("f32 maps");
             smooth(
@@ -721,7 +721,7 @@ impl Detector {
     /// [`Detector::smoothed_maps`] with the error maps standardised when network `network`
     /// has pixel statistics.
     fn standardised_maps(&self, network: usize, x: Tensor<4>) -> SmoothedMaps {
-        let mut maps = self.smoothed_maps(network, x);
+        let mut maps = self.smoothed_maps(network, x, true);
         let stats = self.meta.scoring.network_at(network);
         if !stats.pixel_mean.is_empty() {
             for map in &mut maps.errors {

@@ -51,6 +51,32 @@ pub struct TrainOptions {
     pub early_stopping: bool,
 }
 
+impl TrainOptions {
+    /// What a run of these options starts from: the samples at `indices` left to train on,
+    /// the early-stopping rule when it holds some out, and the schedule. `what` names the
+    /// samples in the error when there are none.
+    pub(crate) fn plan(
+        &self,
+        indices: &[usize],
+        what: &str,
+    ) -> Result<(Vec<usize>, Option<Stopping>, Schedule)> {
+        if indices.is_empty() {
+            return Err(Error::Invalid(format!("no training {what}")));
+        }
+        let (indices, stopping) = match self.early_stopping {
+            true => Stopping::hold_out(indices, self.seed),
+            false => (indices.to_vec(), None),
+        };
+        let schedule = Schedule {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            seed: self.seed,
+        };
+        Ok((indices, stopping, schedule))
+    }
+}
+
 /// How long and how fast a training run goes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Schedule {
@@ -259,13 +285,7 @@ pub fn train_autoencoder(
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<(ConvAutoencoder, TrainLog)> {
-    if indices.is_empty() {
-        return Err(Error::Invalid("no training images".into()));
-    }
-    let (indices, stopping) = match opts.early_stopping {
-        true => Stopping::hold_out(indices, opts.seed),
-        false => (indices.to_vec(), None),
-    };
+    let (indices, stopping, schedule) = opts.plan(indices, "images")?;
     let ad = device.clone().autodiff();
     let model = seeded(&ad, opts.seed, || {
         let model = ConvAutoencoder::new(spec, &ad);
@@ -274,12 +294,6 @@ pub fn train_autoencoder(
         model
     });
     let side = spec.image_size;
-    let schedule = Schedule {
-        epochs: opts.epochs,
-        batch_size: opts.batch_size,
-        learning_rate: opts.learning_rate,
-        seed: opts.seed,
-    };
     let (model, log) = run_epochs(
         model,
         &indices,
@@ -330,13 +344,7 @@ pub fn train_discriminative(
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<(ConvAutoencoder, SegmentNet, TrainLog)> {
-    if indices.is_empty() {
-        return Err(Error::Invalid("no training images".into()));
-    }
-    let (indices, stopping) = match opts.early_stopping {
-        true => Stopping::hold_out(indices, opts.seed),
-        false => (indices.to_vec(), None),
-    };
+    let (indices, stopping, schedule) = opts.plan(indices, "images")?;
     let ad = device.clone().autodiff();
     let (side, channels) = (spec.image_size, spec.channels);
     let model = seeded(&ad, opts.seed, || {
@@ -348,12 +356,6 @@ pub fn train_discriminative(
         let _ = model.head.forward(x.clone(), model.autoencoder.forward(x));
         model
     });
-    let schedule = Schedule {
-        epochs: opts.epochs,
-        batch_size: opts.batch_size,
-        learning_rate: opts.learning_rate,
-        seed: opts.seed,
-    };
     let (model, log) = run_epochs(
         model,
         &indices,
