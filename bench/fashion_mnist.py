@@ -65,6 +65,8 @@ def main():
     ap.add_argument("--seed", default="0")
     ap.add_argument("--train-args", default="", help="extra arguments for bottleneck train")
     args = ap.parse_args()
+    # The class roots are links into the work folder: absolute, so a relative --work works.
+    args.work = os.path.abspath(args.work)
 
     xtr, ytr = idx("train-images-idx3-ubyte.gz"), idx("train-labels-idx1-ubyte.gz")
     xte, yte = idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz")
