@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::{Schedule, Stopping, TrainLog, run_epochs, seeded};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{DenseAutoencoder, DenseSpec};
 use crate::progress::Progress;
 
@@ -139,13 +139,7 @@ pub(crate) fn train_dense_batches(
     progress: &dyn Progress,
     mut make: impl FnMut(&[usize], &mut ChaCha8Rng) -> Batch,
 ) -> Result<(DenseAutoencoder, TrainLog)> {
-    if indices.is_empty() {
-        return Err(Error::Invalid("no training rows".into()));
-    }
-    let (indices, stopping) = match opts.early_stopping {
-        true => Stopping::hold_out(indices, opts.seed),
-        false => (indices.to_vec(), None),
-    };
+    let (indices, stopping) = Stopping::plan(indices, opts.early_stopping, opts.seed, "rows")?;
     let d = spec.features;
     let ad = device.clone().autodiff();
     let model = seeded(&ad, opts.seed, || {

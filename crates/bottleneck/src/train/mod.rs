@@ -52,21 +52,14 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
-    /// What a run of these options starts from: the samples at `indices` left to train on,
-    /// the early-stopping rule when it holds some out, and the schedule. `what` names the
-    /// samples in the error when there are none.
+    /// What a run of these options starts from: [`Stopping::plan`]'s samples and rule, and
+    /// the schedule.
     pub(crate) fn plan(
         &self,
         indices: &[usize],
         what: &str,
     ) -> Result<(Vec<usize>, Option<Stopping>, Schedule)> {
-        if indices.is_empty() {
-            return Err(Error::Invalid(format!("no training {what}")));
-        }
-        let (indices, stopping) = match self.early_stopping {
-            true => Stopping::hold_out(indices, self.seed),
-            false => (indices.to_vec(), None),
-        };
+        let (indices, stopping) = Stopping::plan(indices, self.early_stopping, self.seed, what)?;
         let schedule = Schedule {
             epochs: self.epochs,
             batch_size: self.batch_size,
@@ -113,6 +106,24 @@ pub(crate) struct Stopping {
 }
 
 impl Stopping {
+    /// The samples at `indices` a run trains on and, with `early_stopping`, the rule that
+    /// watches the ones it holds out ([`Stopping::hold_out`]). `what` names the samples in
+    /// the error when there are none.
+    pub(crate) fn plan(
+        indices: &[usize],
+        early_stopping: bool,
+        seed: u64,
+        what: &str,
+    ) -> Result<(Vec<usize>, Option<Stopping>)> {
+        if indices.is_empty() {
+            return Err(Error::Invalid(format!("no training {what}")));
+        }
+        Ok(match early_stopping {
+            true => Stopping::hold_out(indices, seed),
+            false => (indices.to_vec(), None),
+        })
+    }
+
     /// Holds out [`VALIDATION_FRACTION`] of `indices` (seeded) for early stopping. Returns
     /// the samples left to train on and the stopping rule, or every sample and `None` when
     /// there are too few to spare any.
