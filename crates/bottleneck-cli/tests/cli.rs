@@ -35,6 +35,7 @@ fn trained() -> &'static (PathBuf, PathBuf) {
             test_good: 6,
             test_per_defect: 2,
             seed: 5,
+            defect_px: None,
         };
         boards_and_model(&scratch("shared"), &cfg, &SMALL)
     })
@@ -1072,4 +1073,85 @@ fn oversized_and_unreadable_images_are_refused_or_skipped_from_the_first_file_on
     let o = run(&[&args[..], &["--skip-bad", "--max-megapixels", "1"]].concat());
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(read_csv(&csv).len(), 1 + 12);
+}
+
+#[test]
+fn tiles_give_maps_at_the_image_size_and_refuse_what_they_cannot_do() {
+    let dir = scratch("tiles");
+    let cfg = BoardConfig {
+        image_size: 48,
+        train_good: 12,
+        test_good: 2,
+        test_per_defect: 1,
+        seed: 9,
+        defect_px: Some((3.0, 5.0)),
+    };
+    let (data, model) = boards_and_model(
+        &dir,
+        &cfg,
+        &["--tile", "16", "--epochs", "2", "--width", "8"],
+    );
+    let model = model.to_str().unwrap();
+    let maps = dir.join("maps");
+    let csv = dir.join("scores.csv");
+    run_ok(&[
+        "score",
+        model,
+        data.join("test").to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+        "--maps",
+        maps.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(read_csv(&csv).len(), 1 + 2 + 6);
+    let heat = image::open(maps.join("short/000_heatmap.png")).unwrap();
+    assert_eq!((heat.width(), heat.height()), (48, 48));
+    // The raw map holds one float32 per pixel of the image (after the .npy header).
+    let npy = std::fs::metadata(maps.join("short/000_map.npy"))
+        .unwrap()
+        .len();
+    assert!((48 * 48 * 4..48 * 48 * 4 + 256).contains(&npy), "{npy}");
+    let o = run(&["eval", model, data.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["pixel_resolution"], 48);
+    assert!(e["aupro"].as_f64().is_some(), "{e}");
+    // Codes are per tile: encode and ONNX export are refused, and write nothing.
+    let onnx = dir.join("m.onnx");
+    let o = run(&["export", model, "-o", onnx.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o).contains("tiles"),
+        "{}",
+        text(&o)
+    );
+    assert!(!onnx.exists());
+    let codes = dir.join("codes.csv");
+    let o = run(&[
+        "encode",
+        model,
+        data.join("test").to_str().unwrap(),
+        "-o",
+        codes.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("tile"),
+        "{}",
+        text(&o)
+    );
+    assert!(!codes.exists());
+    // --scale needs --tile.
+    let o = run(&[
+        "train",
+        data.to_str().unwrap(),
+        "-o",
+        dir.join("x.safetensors").to_str().unwrap(),
+        "--scale",
+        "0.5",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("scale"),
+        "{}",
+        text(&o)
+    );
 }

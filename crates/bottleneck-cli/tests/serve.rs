@@ -24,6 +24,7 @@ fn boards_model() -> &'static (PathBuf, PathBuf) {
             test_good: 8,
             test_per_defect: 3,
             seed: 5,
+            defect_px: None,
         };
         boards_and_model(
             &scratch("serve-boards"),

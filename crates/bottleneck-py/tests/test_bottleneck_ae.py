@@ -180,6 +180,19 @@ def test_image_detector_in_memory_paths_and_cli_agree(tmp_path):
     assert seg.decision_function(new).shape == (2,)
     with pytest.raises(ValueError, match="draem"):
         bae.ImageDetector(head="draem").fit(good)
+    # Tiles at native resolution: the CLI scores the saved model as Python does; codes
+    # are per tile, so encode is refused.
+    tiled = bae.ImageDetector(epochs=2, width=8, folds=1, tile=16).fit(good)
+    meta = json.loads(tiled.model_.meta_json())
+    assert meta["prep"]["tiles"] == {"scale": 1.0} and meta["prep"]["image_size"] == 16
+    tiled.save(tmp_path / "tiled.safetensors")
+    cli("score", tmp_path / "tiled.safetensors", test, "-o", tmp_path / "t.csv")
+    s, p, _, _ = read_scores(tmp_path / "t.csv")
+    np.testing.assert_array_equal(s, tiled.decision_function(new))
+    with pytest.raises(ValueError, match="tile"):
+        tiled.encode(new)
+    with pytest.raises(ValueError, match="scale"):
+        bae.ImageDetector(scale=0.5).fit(good)
     assert det.encode(new).shape[0] == 2
     # Float images in [0, 1] score as their 8-bit originals do.
     np.testing.assert_allclose(

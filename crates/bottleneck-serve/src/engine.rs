@@ -14,6 +14,7 @@ use base64::Engine as _;
 use bottleneck::data::planes::{Planes, encode_image};
 use bottleneck::data::table::{Cell, Rows};
 use bottleneck::model::file::ModelKind;
+use bottleneck::task::Verdict;
 use bottleneck::task::audio_denoise::AudioDenoiser;
 use bottleneck::task::denoise::Denoiser;
 use bottleneck::task::detect::Detector;
@@ -585,11 +586,7 @@ fn prepare(
         if keep {
             pixels += u64::from(img.width()) * u64::from(img.height());
             if pixels > MAX_MAP_PIXELS {
-                return Err(ApiError::too_large(format!(
-                    "heatmaps of at most {} megapixels per request; send fewer or smaller \
-                     images, or leave out map=true",
-                    MAX_MAP_PIXELS / 1_000_000
-                )));
+                return Err(map_too_large());
             }
             kept.push(img);
         }
@@ -611,6 +608,9 @@ fn summarise_pixels(scoring: &mut serde_json::Map<String, Value>) {
 /// [`MAX_BATCH`] images; heatmaps are drawn for the requests that asked, unless their
 /// client has gone.
 fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> bool) -> Vec<Reply> {
+    if detector.is_tiled() {
+        return score_tiled(detector, tasks, gone);
+    }
     let per_image = detector.meta().prep.len();
     let mut replies: Vec<Option<Reply>> = Vec::with_capacity(tasks.len());
     // Each task's (names, images kept for heatmaps, index of its first input).
@@ -650,34 +650,14 @@ fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> b
             *reply = Some(Err(ApiError::internal()));
             continue;
         }
-        let mut kept = kept.into_iter();
-        let items: Result<Vec<Value>, ApiError> = names
-            .into_iter()
-            .enumerate()
-            .map(|(k, name)| {
-                let verdict = verdicts[first + k];
-                let mut v = json!({
-                    "name": name,
-                    "score": verdict.score,
-                    "p_value": verdict.p_value,
-                    "is_anomaly": verdict.is_anomaly,
-                });
-                if let Some(image) = kept.next() {
-                    let png = encode_image(
-                        &DynamicImage::ImageRgb8(detector.heatmap(&image, &maps[first + k])),
-                        ImageFormat::Png,
-                    )
-                    .map_err(|_| ApiError::internal())?;
-                    v["map_png"] = json!(base64::engine::general_purpose::STANDARD.encode(png));
-                }
-                Ok(v)
-            })
-            .collect();
-        *reply = Some(items.map(|items| {
-            Answer::Json(
-                json!({ "threshold": detector.meta().calibration.threshold, "items": items }),
-            )
-        }));
+        let n = names.len();
+        *reply = Some(answer_images(
+            detector,
+            names,
+            &verdicts[first..first + n],
+            &maps[first..first + n],
+            kept,
+        ));
     }
     replies
         .into_iter()
@@ -685,7 +665,89 @@ fn score_images(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> b
         .collect()
 }
 
+/// [`score_images`] for a tiled model: each request's images are scored whole, at their
+/// own size (tile by tile), one request at a time.
+fn score_tiled(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> bool) -> Vec<Reply> {
+    tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, task)| {
+            let Task::ScoreImages { uploads, map } = task else {
+                return Err(ApiError::internal());
+            };
+            let mut images = Vec::with_capacity(uploads.len());
+            let mut pixels = 0u64;
+            for upload in &uploads {
+                let (img, _) = decode_upload(upload, MAX_PIXELS)?;
+                pixels += u64::from(img.width()) * u64::from(img.height());
+                if map && pixels > MAX_MAP_PIXELS {
+                    return Err(map_too_large());
+                }
+                images.push(img);
+            }
+            let (verdicts, maps) = detector.score_images(&images);
+            if gone(i) {
+                return Err(ApiError::internal());
+            }
+            let names = uploads.into_iter().map(|u| u.name).collect();
+            let kept = if map { images } else { Vec::new() };
+            answer_images(detector, names, &verdicts, &maps, kept)
+        })
+        .collect()
+}
+
+/// The answer to a scoring request: each image's verdict by name, with its heatmap when
+/// its image was `kept` (in order, from the first).
+fn answer_images(
+    detector: &Detector,
+    names: Vec<String>,
+    verdicts: &[Verdict],
+    maps: &[Vec<f32>],
+    kept: Vec<DynamicImage>,
+) -> Reply {
+    let mut kept = kept.into_iter();
+    let items: Result<Vec<Value>, ApiError> = names
+        .into_iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let verdict = verdicts[k];
+            let mut v = json!({
+                "name": name,
+                "score": verdict.score,
+                "p_value": verdict.p_value,
+                "is_anomaly": verdict.is_anomaly,
+            });
+            if let Some(image) = kept.next() {
+                let png = encode_image(
+                    &DynamicImage::ImageRgb8(detector.heatmap(&image, &maps[k])),
+                    ImageFormat::Png,
+                )
+                .map_err(|_| ApiError::internal())?;
+                v["map_png"] = json!(base64::engine::general_purpose::STANDARD.encode(png));
+            }
+            Ok(v)
+        })
+        .collect();
+    items.map(|items| {
+        Answer::Json(json!({ "threshold": detector.meta().calibration.threshold, "items": items }))
+    })
+}
+
+/// The answer to heatmaps over [`MAX_MAP_PIXELS`] in one request.
+fn map_too_large() -> ApiError {
+    ApiError::too_large(format!(
+        "heatmaps of at most {} megapixels per request; send fewer or smaller images, or \
+         leave out map=true",
+        MAX_MAP_PIXELS / 1_000_000
+    ))
+}
+
 fn encode_images(detector: &Detector, uploads: Vec<Upload>) -> Reply {
+    if detector.is_tiled() {
+        return Err(ApiError::unprocessable(
+            bottleneck::task::detect::TILED_CODES.into(),
+        ));
+    }
     let (inputs, _) = prepare(detector, &uploads, false)?;
     let per_image = detector.meta().prep.len();
     let latent = detector.meta().spec.latent;

@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prep = ImagePrep {
         channels,
         image_size: size,
+        tiles: None,
     };
     let (set, _) = ImageSet::open(find_images(a[0].as_ref())?, prep.clone(), false, &|_| {})?;
     let device = device_by_name(a.get(7).map_or("cpu", String::as_str))?;

@@ -56,10 +56,23 @@ pub struct TrainArgs {
     /// What the model is for.
     #[arg(long, value_enum, default_value = "detect")]
     task: Task,
-    /// Side of the square network input [default: the images' size rounded down to a
-    /// multiple of 16 (of 4 below 32 px), at most 128].
+    /// Shrink each whole image to a square network input of this side [default: images
+    /// up to 128 px are read whole, at their size rounded down to a multiple of 16 (of 4
+    /// below 32 px); larger images are read in --tile 64 tiles].
     #[arg(long)]
     image_size: Option<usize>,
+    /// Read images in square tiles of this side at their own resolution instead of
+    /// shrinking each to one input: trains on random crops, scores overlapping tiles
+    /// (stride half a tile) and writes maps at the image's size, so defects a few pixels
+    /// wide on large images stay visible. Tiled models have no --knn part, no per-image
+    /// code (encode, search) and no ONNX export [default: 64 for images over 128 px,
+    /// unless --image-size is given].
+    #[arg(long)]
+    tile: Option<usize>,
+    /// Scale the images by this factor (above 0, at most 1) before cutting tiles
+    /// [default: 1, or down to 1,024 px on the longer side for larger images].
+    #[arg(long)]
+    scale: Option<f32>,
     /// Bottleneck size [default: images 32, 64 or 128 by image size; tables a quarter of
     /// the number of features, 2 to 32; audio detection 8; audio denoising 256].
     #[arg(long)]
@@ -262,6 +275,8 @@ impl TrainArgs {
     fn image_options(&self) -> Vec<&'static str> {
         given(&[
             ("--image-size", self.image_size.is_some()),
+            ("--tile", self.tile.is_some()),
+            ("--scale", self.scale.is_some()),
             ("--width", self.width.is_some()),
             ("--smoothing", self.smoothing.is_some()),
             ("--head", self.head.is_some()),
@@ -381,6 +396,8 @@ impl TrainArgs {
         let d = DetectParams::default();
         DetectParams {
             image_size: self.image_size,
+            tile: self.tile,
+            scale: self.scale,
             latent: self.latent,
             width: self.width,
             epochs: self.epochs,
@@ -485,10 +502,13 @@ fn image_denoiser(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         || args.smoothing.is_some()
         || args.folds.is_some()
         || args.head.is_some()
+        || args.tile.is_some()
+        || args.scale.is_some()
     {
         anyhow::bail!(
-            "--image-size, --latent, --contamination, --smoothing, --folds and --head are for \
-             anomaly detection; a denoiser works at the images' own size"
+            "--image-size, --latent, --contamination, --smoothing, --folds, --head, --tile \
+             and --scale are for anomaly detection; a denoiser works at the images' own size \
+             (its tiles are --patch)"
         );
     }
     if args.is_table() {
@@ -631,9 +651,19 @@ fn image_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         Some(_) => "discriminative head, ",
         None => "",
     };
+    let (input, samples) = match m.prep.tiles {
+        Some(t) if t.scale == 1.0 => ("tiles at native resolution", "crops"),
+        Some(_) => ("tiles", "crops"),
+        None => ("input", "images"),
+    };
+    let scale = match m.prep.tiles {
+        Some(t) if t.scale != 1.0 => format!(" at scale {}", t.scale),
+        _ => String::new(),
+    };
     bars.note(&format!(
-        "wrote {}: {}x{}x{} input, latent {}, {head}{networks}{} epochs on {} images{each}, \
-         {calibration} (false-alarm bound {:.4}, {} calibration images), {:.1}s",
+        "wrote {}: {}x{}x{} {input}{scale}, latent {}, {head}{networks}{} epochs on {} \
+         {samples}{each}, {calibration} (false-alarm bound {:.4}, {} calibration images), \
+         {:.1}s",
         args.output.display(),
         m.prep.channels,
         m.prep.image_size,

@@ -290,11 +290,20 @@ class ImageDetector(_Detector):
     ``head="segment"`` also trains a discriminative head on synthetic anomalies drawn on
     the good images (DRAEM); the map is then, pixel by pixel, the larger of the
     reconstruction error and the head's anomaly probability, each on its own scale.
+
+    Images over 128 pixels are read in 64-pixel tiles at their own resolution (``tile``;
+    ``scale``, at most 1, shrinks them first; images over 1,024 pixels are scaled down to
+    1,024 by default) instead of being shrunk to one input: training reads random crops and
+    scoring overlapping tiles, so defects a few pixels wide on large images stay visible.
+    Tiled models have no nearest-neighbour part and no ``encode``; ``image_size=128``
+    reads each image whole.
     """
 
     _library_params = (
         "head",
         "image_size",
+        "tile",
+        "scale",
         "latent",
         "width",
         "epochs",
@@ -315,6 +324,8 @@ class ImageDetector(_Detector):
         fpr=None,
         calibration_fraction=None,
         image_size=None,
+        tile=None,
+        scale=None,
         latent=None,
         width=None,
         epochs=None,
@@ -326,6 +337,8 @@ class ImageDetector(_Detector):
         seed=None,
     ):
         self.head = head
+        self.tile = tile
+        self.scale = scale
         self.contamination = contamination
         self.fpr = fpr
         self.calibration_fraction = calibration_fraction

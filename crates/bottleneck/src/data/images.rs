@@ -8,6 +8,7 @@ use image::{DynamicImage, imageops::FilterType};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::tiles::{self, ScaledImage, Tiles};
 use crate::error::{Error, Result};
 
 /// File endings read as images (compared without case).
@@ -171,11 +172,17 @@ pub fn batches_by_bytes(
 }
 
 /// How images become network inputs: channel count and the side of the square they are
-/// resized to. Pixel values are scaled to `[0, 1]` whatever the bit depth.
+/// resized to, or with `tiles` the side of the square tiles they are cut into at their own
+/// resolution (times the tiles' scale). Pixel values are scaled to `[0, 1]` whatever the
+/// bit depth.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImagePrep {
     pub channels: usize,
     pub image_size: usize,
+    /// Read in tiles of `image_size` at the images' own resolution (absent in whole-image
+    /// models and in files from before tiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<Tiles>,
 }
 
 impl ImagePrep {
@@ -220,6 +227,50 @@ impl ImagePrep {
     pub fn load(&self, path: &Path) -> Result<Vec<f32>> {
         Ok(self.tensorize(&decode(path)?))
     }
+
+    /// Side of the anomaly map of a `width x height` image: the input square, or for a
+    /// tiled model the image's size at the tiles' scale.
+    pub fn map_size(&self, width: u32, height: u32) -> (usize, usize) {
+        match self.tiles {
+            None => (self.image_size, self.image_size),
+            Some(t) => scaled_size(width, height, t.scale),
+        }
+    }
+
+    /// `img` at the scale a tiled model reads it (its own size for whole-image models),
+    /// converted to the prep's channels, channel-major.
+    pub fn scaled(&self, img: &DynamicImage) -> ScaledImage {
+        let scale = self.tiles.map_or(1.0, |t| t.scale);
+        let (w, h) = scaled_size(img.width(), img.height(), scale);
+        let same = (w as u32, h as u32) == (img.width(), img.height());
+        let mut values = Vec::with_capacity(self.channels * w * h);
+        if self.channels == 1 {
+            let mut luma = img.to_luma32f();
+            if !same {
+                luma = image::imageops::resize(&luma, w as u32, h as u32, FilterType::Triangle);
+            }
+            values.extend(luma.pixels().map(|p| p.0[0].clamp(0.0, 1.0)));
+        } else {
+            let mut rgb = img.to_rgb32f();
+            if !same {
+                rgb = image::imageops::resize(&rgb, w as u32, h as u32, FilterType::Triangle);
+            }
+            for c in 0..3 {
+                values.extend(rgb.pixels().map(|p| p.0[c].clamp(0.0, 1.0)));
+            }
+        }
+        ScaledImage {
+            values,
+            width: w,
+            height: h,
+        }
+    }
+}
+
+/// A `width x height` image's size at `scale`, at least one pixel a side.
+fn scaled_size(width: u32, height: u32, scale: f32) -> (usize, usize) {
+    let side = |v: u32| ((v as f64 * scale as f64).round() as usize).max(1);
+    (side(width), side(height))
 }
 
 /// Channels to use for a set of images: 3 when any of the first few is in colour, else 1.
@@ -279,6 +330,12 @@ pub struct ImageSet {
     paths: Vec<PathBuf>,
     prep: ImagePrep,
     cache: Option<Vec<f32>>,
+    /// A tiled set's images at their scale, when they fit the budget.
+    scaled: Option<Vec<ScaledImage>>,
+    /// Training samples per image: 1, or a tiled set's random crops per pass.
+    crops: usize,
+    /// Seed of a tiled set's crop positions.
+    crop_seed: u64,
 }
 
 /// Decoded training images above this many bytes are streamed from disk instead of cached.
@@ -294,6 +351,9 @@ impl ImageSet {
         skip_bad: bool,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<(Self, Vec<Error>)> {
+        if prep.tiles.is_some() {
+            return Self::open_scaled(paths, prep, skip_bad, progress);
+        }
         let n = prep.len();
         let cache_it = paths.len() * n * 4 <= CACHE_BUDGET_BYTES;
         let done = std::sync::atomic::AtomicUsize::new(0);
@@ -350,14 +410,128 @@ impl ImageSet {
                 paths: kept_paths,
                 prep,
                 cache,
+                scaled: None,
+                crops: 1,
+                crop_seed: 0,
             },
             skipped,
         ))
     }
 
+    /// [`ImageSet::open`] for a tiled prep: images kept at their scale when they fit the
+    /// budget (sizes from the headers), else decoded again for each batch of crops.
+    fn open_scaled(
+        paths: Vec<PathBuf>,
+        prep: ImagePrep,
+        skip_bad: bool,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<(Self, Vec<Error>)> {
+        let scale = prep.tiles.map_or(1.0, |t| t.scale);
+        let bytes: usize = paths
+            .par_iter()
+            .map(|p| {
+                dimensions(p).map_or(0, |(w, h)| {
+                    let (w, h) = scaled_size(w, h, scale);
+                    w * h * prep.channels * 4
+                })
+            })
+            .sum();
+        let cache_it = bytes <= CACHE_BUDGET_BYTES;
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<Option<ScaledImage>>> = paths
+            .par_iter()
+            .map(|p| {
+                let r = decode(p).map(|img| {
+                    let s = prep.scaled(&img);
+                    cache_it.then_some(s)
+                });
+                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+                r
+            })
+            .collect();
+        let mut kept_paths = Vec::with_capacity(paths.len());
+        let mut kept = Vec::new();
+        let mut skipped = Vec::new();
+        let mut first_size = None;
+        for (path, r) in paths.into_iter().zip(results) {
+            match r {
+                Ok(img) => {
+                    if first_size.is_none() {
+                        first_size = match &img {
+                            Some(i) => Some((i.width, i.height)),
+                            None => {
+                                let (w, h) = dimensions(&path)?;
+                                Some(scaled_size(w, h, scale))
+                            }
+                        };
+                    }
+                    kept.extend(img);
+                    kept_paths.push(path);
+                }
+                Err(e) if skip_bad => skipped.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((w, h)) = first_size else {
+            return Err(Error::Invalid(
+                "every image failed to decode; nothing to train on".into(),
+            ));
+        };
+        let crops = tiles::crops_per_image(w, h, prep.image_size);
+        Ok((
+            Self {
+                paths: kept_paths,
+                prep,
+                cache: None,
+                scaled: cache_it.then_some(kept),
+                crops,
+                crop_seed: 0,
+            },
+            skipped,
+        ))
+    }
+
+    /// The set with a tiled set's crops placed by `seed`.
+    pub fn with_crop_seed(mut self, seed: u64) -> Self {
+        self.crop_seed = seed;
+        self
+    }
+
+    /// Training samples per image: 1, or a tiled set's crops per pass over its images.
+    /// Sample `i * crops() + c` is image `i`'s crop `c`.
+    pub fn crops(&self) -> usize {
+        self.crops
+    }
+
+    /// Image `i` at its tiles' scale (its own size for a whole-image set).
+    pub fn scaled_image(&self, i: usize) -> Result<std::borrow::Cow<'_, ScaledImage>> {
+        match &self.scaled {
+            Some(images) => Ok(std::borrow::Cow::Borrowed(&images[i])),
+            None => Ok(std::borrow::Cow::Owned(
+                self.prep.scaled(&decode(&self.paths[i])?),
+            )),
+        }
+    }
+
     /// A set of images already in memory, prepared once and kept. Each is named
     /// `image <i>` (from 0) where a path would be.
     pub fn from_images(images: &[DynamicImage], prep: ImagePrep) -> Self {
+        if prep.tiles.is_some() {
+            let scaled: Vec<ScaledImage> = images.par_iter().map(|i| prep.scaled(i)).collect();
+            let crops = scaled.first().map_or(1, |i| {
+                tiles::crops_per_image(i.width, i.height, prep.image_size)
+            });
+            return Self {
+                paths: (0..images.len())
+                    .map(|i| PathBuf::from(format!("image {i}")))
+                    .collect(),
+                prep,
+                cache: None,
+                scaled: Some(scaled),
+                crops,
+                crop_seed: 0,
+            };
+        }
         let n = prep.len();
         let mut cache = vec![0.0f32; images.len() * n];
         cache
@@ -370,6 +544,9 @@ impl ImageSet {
                 .collect(),
             prep,
             cache: Some(cache),
+            scaled: None,
+            crops: 1,
+            crop_seed: 0,
         }
     }
 
@@ -393,9 +570,24 @@ impl ImageSet {
         &self.prep
     }
 
-    /// The inputs of the images at `indices`, concatenated channel-major.
+    /// The inputs of the samples at `indices` (images, or a tiled set's crops: see
+    /// [`ImageSet::crops`]), concatenated channel-major.
     pub fn batch(&self, indices: &[usize]) -> Result<Vec<f32>> {
         let n = self.prep.len();
+        if self.prep.tiles.is_some() {
+            let t = self.prep.image_size;
+            let parts: Result<Vec<Vec<f32>>> = indices
+                .par_iter()
+                .map(|&i| {
+                    let img = self.scaled_image(i / self.crops)?;
+                    let (x, y) = tiles::crop_origin(self.crop_seed, i, img.width, img.height, t);
+                    let mut out = Vec::with_capacity(n);
+                    tiles::cut(&img, self.prep.channels, x, y, t, &mut out);
+                    Ok(out)
+                })
+                .collect();
+            return Ok(parts?.concat());
+        }
         match &self.cache {
             Some(cache) => {
                 let mut out = Vec::with_capacity(indices.len() * n);
@@ -451,6 +643,7 @@ mod tests {
         let prep = ImagePrep {
             channels: 1,
             image_size: 8,
+            tiles: None,
         };
         let v = prep.load(&p).unwrap();
         assert_eq!(v.len(), 64);
@@ -469,6 +662,7 @@ mod tests {
         let prep = ImagePrep {
             channels: 3,
             image_size: 4,
+            tiles: None,
         };
         let v = prep.load(&d.join("red.png")).unwrap();
         assert_eq!(&v[0..16], &[1.0; 16]);

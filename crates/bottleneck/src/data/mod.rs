@@ -10,3 +10,4 @@ pub mod scaling;
 pub mod spectral;
 pub mod synthetic;
 pub mod table;
+pub mod tiles;

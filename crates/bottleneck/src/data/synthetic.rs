@@ -28,6 +28,10 @@ pub struct BoardConfig {
     pub test_good: usize,
     pub test_per_defect: usize,
     pub seed: u64,
+    /// Draw each defect's largest extent uniformly in this range of pixels (shrunk about
+    /// its centre, never grown) instead of at the design's size: small defects on large
+    /// boards, such as 3-8 px at 1,024 px.
+    pub defect_px: Option<(f32, f32)>,
 }
 
 impl Default for BoardConfig {
@@ -38,12 +42,17 @@ impl Default for BoardConfig {
             test_good: 60,
             test_per_defect: 20,
             seed: 7,
+            defect_px: None,
         }
     }
 }
 
 /// Design units: the board is drawn on a 64 x 64 grid scaled to the image size.
 const UNITS: f32 = 64.0;
+/// Most optical blur in pixels: the design's blur grows with the image up to here, as a
+/// camera's does not (0.3-0.7 units is 0.2-1.4 px up to 128 px, so smaller boards are
+/// unchanged; at 1,024 px it would wipe out a 3-pixel defect).
+const MAX_BLUR_PX: f32 = 1.5;
 const BOARD: [f32; 3] = [0.08, 0.30, 0.14];
 const PAD: [f32; 3] = [0.82, 0.64, 0.28];
 const TRACE: [f32; 3] = [0.70, 0.52, 0.22];
@@ -104,6 +113,59 @@ impl Shape {
                 cy: (cy + dy) * k,
                 rx: rx * k,
                 ry: ry * k,
+            },
+        }
+    }
+
+    /// The shape's centre and largest extent.
+    fn centre_extent(&self) -> (f32, f32, f32) {
+        match *self {
+            Shape::Rect { x0, y0, x1, y1 } => {
+                ((x0 + x1) / 2.0, (y0 + y1) / 2.0, (x1 - x0).max(y1 - y0))
+            }
+            Shape::Circle { cx, cy, r } => (cx, cy, 2.0 * r),
+            Shape::Capsule { ax, ay, bx, by, w } => (
+                (ax + bx) / 2.0,
+                (ay + by) / 2.0,
+                ((bx - ax).powi(2) + (by - ay).powi(2)).sqrt() + w,
+            ),
+            Shape::Ellipse { cx, cy, rx, ry } => (cx, cy, 2.0 * rx.max(ry)),
+        }
+    }
+
+    /// The shape shrunk (or grown) by `f` about `(cx, cy)`.
+    fn about(self, f: f32, cx: f32, cy: f32) -> Shape {
+        let x = |v: f32| cx + (v - cx) * f;
+        let y = |v: f32| cy + (v - cy) * f;
+        match self {
+            Shape::Rect { x0, y0, x1, y1 } => Shape::Rect {
+                x0: x(x0),
+                y0: y(y0),
+                x1: x(x1),
+                y1: y(y1),
+            },
+            Shape::Circle { cx: a, cy: b, r } => Shape::Circle {
+                cx: x(a),
+                cy: y(b),
+                r: r * f,
+            },
+            Shape::Capsule { ax, ay, bx, by, w } => Shape::Capsule {
+                ax: x(ax),
+                ay: y(ay),
+                bx: x(bx),
+                by: y(by),
+                w: w * f,
+            },
+            Shape::Ellipse {
+                cx: a,
+                cy: b,
+                rx,
+                ry,
+            } => Shape::Ellipse {
+                cx: x(a),
+                cy: y(b),
+                rx: rx * f,
+                ry: ry * f,
             },
         }
     }
@@ -473,8 +535,14 @@ fn random_defect(kind: &str, d: &Design, board: [f32; 3], rng: &mut ChaCha8Rng) 
     }
 }
 
-/// Renders one board (and, with a defect, its mask) at `size` pixels.
-fn render(size: usize, defect: Option<&str>, rng: &mut ChaCha8Rng) -> (Vec<u8>, Option<Vec<u8>>) {
+/// Renders one board (and, with a defect, its mask) at `size` pixels; with `defect_px`
+/// the defect's largest extent is drawn in that range of pixels.
+fn render(
+    size: usize,
+    defect: Option<&str>,
+    defect_px: Option<(f32, f32)>,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<u8>, Option<Vec<u8>>) {
     let d = design();
     let k = size as f32 / UNITS;
     let (dx, dy) = (rng.random_range(-1.5..1.5), rng.random_range(-1.5..1.5));
@@ -518,7 +586,19 @@ fn render(size: usize, defect: Option<&str>, rng: &mut ChaCha8Rng) -> (Vec<u8>, 
     }
     let mut mask = None;
     if let Some(kind) = defect {
-        let def = random_defect(kind, &d, board, rng);
+        let mut def = random_defect(kind, &d, board, rng);
+        if let Some((lo, hi)) = defect_px {
+            let (cx, cy, extent) = def.mask.centre_extent();
+            let want = rng.random_range(lo..=hi) / k;
+            let f = (want / extent).min(1.0);
+            def.mask = def.mask.about(f, cx, cy);
+            for (shape, _, _) in &mut def.paint {
+                *shape = shape.about(f, cx, cy);
+            }
+            if let Some((shape, _)) = &mut def.stain {
+                *shape = shape.about(f, cx, cy);
+            }
+        }
         for (shape, color, alpha) in def.paint {
             c.paint(shape.scaled(k, dx, dy), color, alpha);
         }
@@ -536,7 +616,7 @@ fn render(size: usize, defect: Option<&str>, rng: &mut ChaCha8Rng) -> (Vec<u8>, 
         }
         mask = Some(pixels);
     }
-    c.blur(rng.random_range(0.3..0.7) * k);
+    c.blur((rng.random_range(0.3..0.7) * k).min(MAX_BLUR_PX));
     let gain: f32 = rng.random_range(0.9..1.1);
     let noise: f32 = rng.random_range(0.01..0.025);
     let mut out = Vec::with_capacity(size * size * 3);
@@ -587,7 +667,7 @@ pub fn generate_boards(root: &Path, cfg: &BoardConfig) -> Result<usize> {
         let d = root.join(dir);
         mkdir(&d)?;
         for i in 0..count {
-            let (img, _) = render(cfg.image_size, None, &mut rng);
+            let (img, _) = render(cfg.image_size, None, None, &mut rng);
             save_png(&d.join(format!("{i:03}.png")), cfg.image_size, 3, img)?;
             written += 1;
         }
@@ -598,7 +678,7 @@ pub fn generate_boards(root: &Path, cfg: &BoardConfig) -> Result<usize> {
         mkdir(&d)?;
         mkdir(&g)?;
         for i in 0..cfg.test_per_defect {
-            let (img, mask) = render(cfg.image_size, Some(kind), &mut rng);
+            let (img, mask) = render(cfg.image_size, Some(kind), cfg.defect_px, &mut rng);
             save_png(&d.join(format!("{i:03}.png")), cfg.image_size, 3, img)?;
             if let Some(m) = mask {
                 save_png(&g.join(format!("{i:03}_mask.png")), cfg.image_size, 1, m)?;
@@ -667,8 +747,8 @@ mod tests {
         for kind in DEFECTS {
             let mut a = ChaCha8Rng::seed_from_u64(3);
             let mut b = ChaCha8Rng::seed_from_u64(3);
-            let (good, _) = render(64, None, &mut a);
-            let (bad, mask) = render(64, Some(kind), &mut b);
+            let (good, _) = render(64, None, None, &mut a);
+            let (bad, mask) = render(64, Some(kind), None, &mut b);
             let mask = mask.unwrap();
             let area = mask.iter().filter(|&&m| m > 0).count();
             assert!(area >= 3, "{kind}: mask has {area} pixels");
@@ -699,6 +779,7 @@ mod tests {
             test_good: 1,
             test_per_defect: 1,
             seed: 1,
+            defect_px: None,
         };
         assert_eq!(generate_boards(&root, &cfg).unwrap(), 2 + 1 + DEFECTS.len());
         let first = std::fs::read(root.join("test/short/000.png")).unwrap();

@@ -31,7 +31,7 @@ use graph::{Dim, Elem, Graph};
 use scoring::{calibrate, error_map, knn, overlap_average, reduce, smooth, standardize, windows};
 
 use crate::data::spectral::{LOG_EPS, mel_filterbank};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::score::Calibration;
 use crate::task::audio_denoise::POWER_FLOOR;
 use crate::task::{AudioDenoiser, AudioDetector, Denoiser, Detector, Model, TableModel};
@@ -49,6 +49,18 @@ pub struct Onnx {
 
 /// The ONNX model of `model`.
 pub fn to_onnx(model: &Model) -> Result<Onnx> {
+    if let Model::ImageDetector(m) = model
+        && m.is_tiled()
+    {
+        // The graph would score one tile; cutting, stitching and the image score live
+        // outside it, so an exported file would not give the model's verdicts.
+        return Err(Error::Invalid(
+            "ONNX export covers whole-image detectors; this model reads images in tiles \
+             (cut, stitched and scored by bottleneck itself): score it with bottleneck, or \
+             train without tile to export"
+                .into(),
+        ));
+    }
     let (graph, name, doc) = match model {
         Model::ImageDetector(m) => (image_detector(m), "image_detector", IMAGE_DOC),
         Model::TableDetector(m) => (table_detector(m), "table_detector", TABLE_DOC),

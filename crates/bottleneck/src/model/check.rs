@@ -381,9 +381,20 @@ fn check_head(head: &SegmentSpec, spec: &ConvSpec) -> Checked {
     Ok(())
 }
 
+/// Most cells along a side of a tiled model's position statistics (it writes at most
+/// [`crate::task::detect::POSITION_CELLS`]).
+const MAX_POSITION_CELLS: usize = 1024;
+
 fn check_image_prep(prep: &ImagePrep, spec: &ConvSpec) -> Checked {
     length("prep.channels", prep.channels, spec.channels)?;
-    length("prep.image_size", prep.image_size, spec.image_size)
+    length("prep.image_size", prep.image_size, spec.image_size)?;
+    if let Some(t) = &prep.tiles {
+        finite("prep.tiles.scale", t.scale)?;
+        if !(t.scale > 0.0 && t.scale <= 1.0) {
+            return fail("prep.tiles.scale", format!("{} is outside (0, 1]", t.scale));
+        }
+    }
+    Ok(())
 }
 
 fn check_image_scoring(s: &ScoreSettings, spec: &ConvSpec) -> Checked {
@@ -452,6 +463,27 @@ impl CheckMeta for ModelMeta {
         }
         check_image_prep(&self.prep, &self.spec)?;
         check_image_scoring(&self.scoring, &self.spec)?;
+        if self.prep.tiles.is_some()
+            && let Some(j) = self.scoring.networks().position(|n| n.knn.is_some())
+        {
+            return fail(
+                &format!("scoring network {j}'s knn"),
+                "a tiled model has no nearest-neighbour part",
+            );
+        }
+        for (j, n) in self.scoring.networks().enumerate() {
+            let Some(p) = &n.positions else { continue };
+            let f = |name: &str| format!("scoring network {j}'s positions.{name}");
+            if self.prep.tiles.is_none() {
+                return fail(&f("width"), "only a tiled model has position statistics");
+            }
+            within(&f("width"), p.width, 1, MAX_POSITION_CELLS)?;
+            within(&f("height"), p.height, 1, MAX_POSITION_CELLS)?;
+            length(&f("mean"), p.mean.len(), p.width * p.height)?;
+            length(&f("std"), p.std.len(), p.width * p.height)?;
+            all_finite(&f("mean"), &p.mean)?;
+            all_positive(&f("std"), &p.std)?;
+        }
         length(
             "scoring.ensemble",
             self.scoring.ensemble.len(),

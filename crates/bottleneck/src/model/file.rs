@@ -88,6 +88,58 @@ pub struct NetworkScoring {
     /// a head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<HeadJoin>,
+    /// A tiled model's statistics over positions in the image, when its training images
+    /// share one size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<PositionStats>,
+}
+
+/// Where in the image a tiled model's map runs high on good images. `pixel_mean` and
+/// `pixel_std` standardise by position in a tile; on registered images (a fixed camera
+/// over one product) the same feature sits at the same place in every image, so the spots
+/// that are always hard to rebuild are places in the image, not in a tile. The image is cut
+/// into a grid of cells (`width x height`, mapped in proportion to the image's size); each
+/// cell has the mean and spread of its largest map value over the training images, and a
+/// map is standardised cell by cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionStats {
+    pub width: usize,
+    pub height: usize,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl PositionStats {
+    /// The cell of pixel `(x, y)` in a `w x h` map.
+    fn cell(&self, x: usize, y: usize, w: usize, h: usize) -> usize {
+        let cx = (x * self.width / w).min(self.width - 1);
+        let cy = (y * self.height / h).min(self.height - 1);
+        cy * self.width + cx
+    }
+
+    /// Each cell's largest value of the `w x h` `map`.
+    pub fn cell_max(&self, map: &[f32], w: usize, h: usize) -> Vec<f32> {
+        let mut out = vec![f32::MIN; self.width * self.height];
+        for y in 0..h {
+            for x in 0..w {
+                let c = self.cell(x, y, w, h);
+                out[c] = out[c].max(map[y * w + x]);
+            }
+        }
+        out
+    }
+
+    /// Standardises the `w x h` `map` in place, each pixel by its cell's statistics.
+    pub fn standardise(&self, map: &mut [f32], w: usize, h: usize) {
+        for y in 0..h {
+            for x in 0..w {
+                let c = self.cell(x, y, w, h);
+                let v = &mut map[y * w + x];
+                *v = (*v - self.mean[c]) / self.std[c];
+            }
+        }
+    }
 }
 
 /// A model with a discriminative head draws two maps: the (standardised) reconstruction

@@ -400,7 +400,7 @@ fn thumbnails(detector: &Detector, item: &ScoredImage) -> Result<(String, String
         DynamicImage::ImageLuma8(small.to_luma8())
     };
     let meta = detector.meta();
-    let map = maps::resize_map(&item.map, meta.prep.image_size, tw, th);
+    let map = detector.map_resized(&item.image, &item.map, tw, th);
     let heat = maps::overlay(&small, &map, meta.scoring.map_scale);
     Ok((
         png_uri(&small)?,
@@ -1073,6 +1073,7 @@ mod tests {
             test_good: 4,
             test_per_defect: 1,
             seed: 3,
+            defect_px: None,
         };
         generate_boards(&boards, &cfg).unwrap();
         let params = DetectParams {

@@ -262,13 +262,14 @@ impl std::str::FromStr for Reduction {
     }
 }
 
-/// A square `size x size` map resized to `width x height` (bilinear).
-pub fn resize_map(map: &[f32], size: usize, width: u32, height: u32) -> Vec<f32> {
-    if width as usize == size && height as usize == size {
+/// A map of `size` (width, height) resized to `width x height` (bilinear).
+pub fn resize_map(map: &[f32], size: (usize, usize), width: u32, height: u32) -> Vec<f32> {
+    if (width as usize, height as usize) == size {
         return map.to_vec();
     }
     let buf: ImageBuffer<Luma<f32>, Vec<f32>> =
-        ImageBuffer::from_raw(size as u32, size as u32, map.to_vec()).expect("map is size x size");
+        ImageBuffer::from_raw(size.0 as u32, size.1 as u32, map.to_vec())
+            .expect("map has its size");
     image::imageops::resize(&buf, width, height, FilterType::Triangle).into_raw()
 }
 

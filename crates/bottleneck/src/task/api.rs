@@ -101,8 +101,7 @@ impl AnomalyDetector for Detector {
     fn score(&self, images: &[DynamicImage]) -> Result<Vec<Verdict>> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(IMAGE_BATCH) {
-            let (verdicts, _) = self.score_inputs(self.tensorize_images(chunk), chunk.len());
-            out.extend(verdicts);
+            out.extend(self.score_images(chunk).0);
         }
         Ok(out)
     }
@@ -125,6 +124,9 @@ impl Encode for Detector {
 
     fn encode(&self, images: &[DynamicImage]) -> Result<Array2<f32>> {
         let latent = self.meta().spec.latent;
+        if self.is_tiled() {
+            return Err(Error::Invalid(crate::task::detect::TILED_CODES.into()));
+        }
         let mut codes = Vec::with_capacity(images.len() * latent);
         for chunk in images.chunks(IMAGE_BATCH) {
             codes.extend(self.encode_inputs(self.tensorize_images(chunk), chunk.len()));

@@ -13,6 +13,7 @@ use crate::data::images::{
     native_size, training_folder,
 };
 use crate::data::mvtec::test_images;
+use crate::data::tiles::{self, ScaledImage, Stitch, Tiles};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::model::file::{
@@ -33,8 +34,19 @@ use burn::module::Param;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectParams {
-    /// Side of the square network input; default: the images' own size up to 128.
+    /// Side of the square network input the whole image is shrunk to. Default: images up
+    /// to [`TILE_ABOVE`] px are read whole at their own size; larger ones in tiles.
     pub image_size: Option<usize>,
+    /// Read the images in square tiles of this side at their own resolution (times
+    /// `scale`) instead of shrinking each to one input: trains on random crops, scores
+    /// overlapping tiles and gives maps at the image's size, so defects a few pixels wide
+    /// on large images stay visible. Tiled models have no nearest-neighbour part and no
+    /// per-image code. Default: [`DEFAULT_TILE`] for images over [`TILE_ABOVE`] px when
+    /// `image_size` is not given.
+    pub tile: Option<usize>,
+    /// Scale the images are read at before tiling, above 0 and at most 1. Default: 1, or
+    /// down to a longer side of [`DEFAULT_TILED_SIDE`] px for larger images.
+    pub scale: Option<f32>,
     /// Bottleneck size; default from the image size.
     pub latent: Option<usize>,
     /// Channels of the first convolution (doubling per level up to 4x); default 32.
@@ -77,6 +89,8 @@ impl Default for DetectParams {
     fn default() -> Self {
         Self {
             image_size: None,
+            tile: None,
+            scale: None,
             latent: None,
             width: None,
             epochs: None,
@@ -110,9 +124,34 @@ impl DetectParams {
             return Err(Error::param("epochs", "must be at least 1"));
         }
         check_folds(self.folds)?;
+        if let Some(scale) = self.scale {
+            if self.tile.is_none() && self.image_size.is_some() {
+                return Err(Error::param(
+                    "scale",
+                    "applies to tiles, not to a whole image shrunk to image_size",
+                ));
+            }
+            if !(scale.is_finite() && scale > 0.0 && scale <= 1.0) {
+                return Err(Error::param(
+                    "scale",
+                    format!("{scale} must be above 0 and at most 1"),
+                ));
+            }
+        }
+        if let (Some(tile), Some(size)) = (self.tile, self.image_size)
+            && tile != size
+        {
+            return Err(Error::param(
+                "tile",
+                format!(
+                    "{tile} differs from image_size {size}: a tile is the network input, give one of them"
+                ),
+            ));
+        }
         if let Some(sigma) = self.smoothing_sigma {
             let side = self
-                .image_size
+                .tile
+                .or(self.image_size)
                 .unwrap_or(crate::model::check::MAX_IMAGE_SIZE) as f32;
             if !(sigma.is_finite() && (0.0..=side).contains(&sigma)) {
                 return Err(Error::param(
@@ -133,8 +172,79 @@ impl DetectParams {
     }
 }
 
+impl DetectParams {
+    /// The network input's side and, for a tiled model, how it reads its images, for
+    /// images whose longer side is `native` px. Fails when `scale` is given for images that
+    /// are read whole.
+    fn reading(&self, native: impl FnOnce() -> Result<usize>) -> Result<(usize, Option<Tiles>)> {
+        let (side, tiles) = match (self.tile, self.image_size) {
+            (Some(tile), _) => (
+                tile,
+                Some(Tiles {
+                    scale: self.scale.unwrap_or(1.0),
+                }),
+            ),
+            (None, Some(size)) => (size, None),
+            (None, None) => {
+                let native = native()?;
+                match native > TILE_ABOVE {
+                    true => (
+                        DEFAULT_TILE,
+                        Some(Tiles {
+                            scale: self
+                                .scale
+                                .unwrap_or((DEFAULT_TILED_SIDE as f32 / native as f32).min(1.0)),
+                        }),
+                    ),
+                    false => (default_image_size(native), None),
+                }
+            }
+        };
+        if tiles.is_none() && self.scale.is_some() {
+            return Err(Error::param(
+                "scale",
+                format!(
+                    "applies to tiles; these images are read whole (up to {TILE_ABOVE} px): \
+                     give tile too"
+                ),
+            ));
+        }
+        Ok((side, tiles))
+    }
+}
+
+/// Why a tiled model gives no code per image (encode, search, the service's /encode).
+pub const TILED_CODES: &str = "this model reads images in tiles and has a code per tile, \
+not per image: encode and search need a whole-image model (train with --image-size, e.g. \
+128; images over 128 px are read in tiles by default)";
+
+/// Longest image side read whole by default: larger images are read in tiles at their own
+/// resolution. On 300 px texture crops with small defects, 64 px tiles ranked images at
+/// 0.83 AUROC where the whole image shrunk to 128 px was at chance (0.42); on 1,024 px
+/// boards with 3-8 px defects, 0.76 against 0.44 (bench/RESULTS.md, "Native-resolution
+/// tiles").
+pub const TILE_ABOVE: usize = 128;
+/// Tile side by default: a few times the small defects it must see, and cheap to train
+/// (2,000 steps of 64 px crops take about 6 minutes on 2 cores).
+pub const DEFAULT_TILE: usize = 64;
+/// Longer side larger images are scaled down to by default before tiling, so scoring
+/// stays under about a thousand 64 px tiles (2.5 s on 2 cores) per image.
+pub const DEFAULT_TILED_SIDE: usize = 1024;
+
 /// Default optimizer steps when `epochs` is not given.
 const TARGET_STEPS: usize = 2000;
+/// A tiled model's random crops per pass are at most this share of the default steps'
+/// samples, so early stopping looks at the held-out loss about ten times.
+const TILED_PASSES: usize = 10;
+/// Training crops a tiled model's map statistics and head scale are measured on: enough
+/// for per-pixel means over tile positions, a fraction of a pass to compute.
+const TILED_STATISTICS_CROPS: usize = 2048;
+/// Cells along the longer side of a tiled model's position statistics
+/// ([`file::PositionStats`]): 8 px cells at 1,024 px, as fine as a whole-image model's
+/// per-pixel statistics at its 128 px input.
+pub const POSITION_CELLS: usize = 128;
+/// Training images a tiled model's position statistics are measured on (evenly spread).
+const POSITION_IMAGES: usize = 64;
 /// Largest image set calibrated cross-conformally by default: above it a single split
 /// holds out enough images (150 of 1,000 at 15%).
 pub const CROSS_CONFORMAL_IMAGES: usize = 1000;
@@ -145,6 +255,9 @@ pub const CROSS_CONFORMAL_IMAGES: usize = 1000;
 pub const CROSS_CONFORMAL_SIDE: usize = 32;
 /// Images per forward pass when scoring.
 const SCORE_BATCH: usize = 32;
+/// Most pixels pixel AUROC ranks: above it good pixels are thinned evenly (16M is 1,000
+/// test maps of 128 px, so whole-image models keep every pixel).
+const PIXEL_AUROC_PIXELS: usize = 16 << 20;
 /// False-positive rate up to which AUPRO integrates (MVTec AD's 0.3).
 pub const AUPRO_MAX_FPR: f64 = 0.3;
 /// Bytes the decoded images of one scoring batch may take at their peak: large images
@@ -183,7 +296,8 @@ pub struct ScoredImage {
     pub head_parts: Option<(f32, f32)>,
     pub p_value: f64,
     pub is_anomaly: bool,
-    /// Smoothed anomaly map at the model's input size (`image_size^2`).
+    /// Smoothed anomaly map at [`ImagePrep::map_size`] of the image: the model's input
+    /// size (`image_size^2`), or a tiled model's image size at its scale.
     pub map: Vec<f32>,
     /// The decoded input, for drawing heatmaps at its own size.
     pub image: DynamicImage,
@@ -263,19 +377,18 @@ impl Detector {
         let plan = params.check()?;
         let folder = training_folder(data);
         let paths = find_images(&folder)?;
-        let image_size = match params.image_size {
-            Some(s) => s,
-            None => default_image_size(native_size(&paths, params.skip_bad)?),
-        };
+        let (image_size, tiles) = params.reading(|| native_size(&paths, params.skip_bad))?;
         let channels = detect_channels(&paths, params.skip_bad)?;
         let prep = ImagePrep {
             channels,
             image_size,
+            tiles,
         };
         ConvSpec::for_image(channels, image_size, params.latent, params.width)?;
         progress.stage("reading images", paths.len() as u64);
         let (set, skipped) =
             ImageSet::open(paths, prep, params.skip_bad, &|_| progress.advance(1))?;
+        let set = set.with_crop_seed(params.seed);
         progress.finish();
         for e in &skipped {
             progress.warn(&format!("skipped: {e}"));
@@ -306,14 +419,15 @@ impl Detector {
         let Some(first) = images.first() else {
             return Err(Error::Invalid("no images to train on".into()));
         };
+        let (image_size, tiles) =
+            params.reading(|| Ok(first.width().max(first.height()) as usize))?;
         let prep = ImagePrep {
             channels: channels_of(images),
-            image_size: params
-                .image_size
-                .unwrap_or_else(|| default_image_size(first.width().max(first.height()) as usize)),
+            image_size,
+            tiles,
         };
         ConvSpec::for_image(prep.channels, prep.image_size, params.latent, params.width)?;
-        let set = ImageSet::from_images(images, prep);
+        let set = ImageSet::from_images(images, prep).with_crop_seed(params.seed);
         let mut detector = Self::fit_set(&set, "the images", params, &plan, device, progress)?;
         detector.meta.training.seconds = started.elapsed().as_secs_f64();
         Ok(detector)
@@ -338,7 +452,8 @@ impl Detector {
                 "{source}: {n} usable image; need at least 2 (one to train on, one to calibrate)"
             )));
         }
-        let up_to = match prep.image_size <= CROSS_CONFORMAL_SIDE {
+        let tiled = prep.tiles.is_some();
+        let up_to = match prep.image_size <= CROSS_CONFORMAL_SIDE && !tiled {
             true => CROSS_CONFORMAL_IMAGES,
             false => 0,
         };
@@ -395,9 +510,34 @@ impl Detector {
                     split.calibration.len()
                 ));
             }
+            // A tiled model trains on crops: sample `i * crops + c` is image i's crop c.
+            let samples: Vec<usize> = match tiled {
+                false => split.training.clone(),
+                true => {
+                    let per_pass = TARGET_STEPS * params.batch_size / TILED_PASSES;
+                    let m = set
+                        .crops()
+                        .min((per_pass / split.training.len().max(1)).max(1));
+                    let c = set.crops();
+                    split
+                        .training
+                        .iter()
+                        .flat_map(|&i| i * c..i * c + m)
+                        .collect()
+                }
+            };
+            // Statistics over the training samples: every one, or spread crops of a tiled
+            // model.
+            let statistics: Vec<usize> = match tiled {
+                false => samples.clone(),
+                true => {
+                    let step = samples.len().div_ceil(TILED_STATISTICS_CROPS).max(1);
+                    samples.iter().copied().step_by(step).collect()
+                }
+            };
             let opts = TrainOptions {
                 epochs: params.epochs.unwrap_or_else(|| {
-                    default_epochs(split.training.len(), params.batch_size, TARGET_STEPS, 300)
+                    default_epochs(samples.len(), params.batch_size, TARGET_STEPS, 300)
                 }),
                 batch_size: params.batch_size,
                 learning_rate: params.learning_rate,
@@ -408,19 +548,12 @@ impl Detector {
             let (model, head, log) = match &detector.meta.head {
                 None => {
                     let (model, log) =
-                        train_autoencoder(&spec, set, &split.training, &opts, device, progress)?;
+                        train_autoencoder(&spec, set, &samples, &opts, device, progress)?;
                     (model, None, log)
                 }
                 Some(head) => {
-                    let (model, head, log) = train_discriminative(
-                        &spec,
-                        head,
-                        set,
-                        &split.training,
-                        &opts,
-                        device,
-                        progress,
-                    )?;
+                    let (model, head, log) =
+                        train_discriminative(&spec, head, set, &samples, &opts, device, progress)?;
                     (model, Some(head), log)
                 }
             };
@@ -438,21 +571,30 @@ impl Detector {
                     .push(NetworkScoring::default());
             }
             if params.normalize_maps {
-                let (mean, std) = detector.pixel_statistics(j, set, &split.training, progress)?;
+                let (mean, std) = detector.pixel_statistics(j, set, &statistics, progress)?;
                 let stats = detector.meta.scoring.network_mut(j);
                 stats.pixel_mean = mean;
                 stats.pixel_std = std;
             }
             if detector.meta.head.is_some() {
-                detector.fit_head_join(j, set, &split.training, progress)?;
+                detector.fit_head_join(j, set, &statistics, progress)?;
             }
-            if params.knn > 0 {
+            if tiled && params.normalize_maps {
+                detector.fit_positions(j, set, &split.training, progress)?;
+            }
+            if params.knn > 0 && !tiled {
                 detector.fit_knn(j, set, &split.training, params.knn, progress)?;
             }
             // Each network scores the images it did not train on.
             let mut scores = Vec::with_capacity(split.calibration.len());
             progress.stage("calibrating", split.calibration.len() as u64);
-            for chunk in split.calibration.chunks(SCORE_BATCH) {
+            for &i in split.calibration.iter().filter(|_| tiled) {
+                let (parts, map) = detector.tiled_network(j, &*set.scaled_image(i)?);
+                scores.push(parts.score);
+                map_scale = map.iter().copied().fold(map_scale, f32::max);
+                progress.advance(1);
+            }
+            for chunk in split.calibration.chunks(SCORE_BATCH).filter(|_| !tiled) {
                 let x = detector.input_tensor(set.batch(chunk)?, chunk.len());
                 let (parts, maps) = detector.network_parts(j, x);
                 scores.extend(parts.iter().map(|p| p.score));
@@ -781,6 +923,73 @@ impl Detector {
         }
     }
 
+    /// Measures network `network`'s position statistics on up to [`POSITION_IMAGES`] of the
+    /// training images at `indices`, when they share one size (images of different sizes
+    /// are not registered to one another, and keep maps standardised by tile position only).
+    fn fit_positions(
+        &mut self,
+        network: usize,
+        set: &ImageSet,
+        indices: &[usize],
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let step = indices.len().div_ceil(POSITION_IMAGES).max(1);
+        let chosen: Vec<usize> = indices.iter().copied().step_by(step).collect();
+        if chosen.len() < 2 {
+            return Ok(());
+        }
+        // The first image's size, and the grid of cells over it.
+        let mut grid: Option<(usize, usize, file::PositionStats)> = None;
+        let (mut sum, mut sum_sq) = (Vec::new(), Vec::new());
+        progress.stage("position statistics", chosen.len() as u64);
+        for &i in &chosen {
+            let image = set.scaled_image(i)?;
+            let (w, h) = (image.width, image.height);
+            let (first_w, first_h, cells) = grid.get_or_insert_with(|| {
+                let c = w.max(h).div_ceil(POSITION_CELLS).max(1);
+                let (gw, gh) = (w.div_ceil(c), h.div_ceil(c));
+                let cells = file::PositionStats {
+                    width: gw,
+                    height: gh,
+                    mean: Vec::new(),
+                    std: Vec::new(),
+                };
+                (w, h, cells)
+            });
+            if (*first_w, *first_h) != (w, h) {
+                progress.finish();
+                return Ok(());
+            }
+            let (_, map) = self.tiled_network(network, &image);
+            let top = cells.cell_max(&map, w, h);
+            sum.resize(top.len(), 0.0f64);
+            sum_sq.resize(top.len(), 0.0f64);
+            for (k, &v) in top.iter().enumerate() {
+                sum[k] += v as f64;
+                sum_sq[k] += (v as f64) * (v as f64);
+            }
+            progress.advance(1);
+        }
+        progress.finish();
+        let Some((_, _, mut cells)) = grid else {
+            return Ok(());
+        };
+        let n = chosen.len() as f64;
+        cells.mean = sum.iter().map(|v| (v / n) as f32).collect();
+        cells.std = sum
+            .iter()
+            .zip(&sum_sq)
+            .map(|(a, b)| ((b / n - (a / n).powi(2)).max(0.0)).sqrt() as f32)
+            .collect();
+        let floor =
+            0.1 * cells.std.iter().sum::<f32>() / cells.std.len() as f32 + f32::MIN_POSITIVE;
+        for v in &mut cells.std {
+            *v = v.max(floor);
+        }
+        self.meta.scoring.network_mut(network).positions = Some(cells);
+        Ok(())
+    }
+
     /// Measures how network `network`'s head map joins its error map: the centre and
     /// spread of each one's image scores over the images at `indices`.
     fn fit_head_join(
@@ -815,16 +1024,121 @@ impl Detector {
         Ok(())
     }
 
+    /// Network `network`'s score parts and map of one image as a tiled model reads it:
+    /// overlapping tiles (a batch of them in memory at a time) stitched into a map at the
+    /// image's size, reduced to the score. With a head, its parts are the largest of any
+    /// tile's.
+    fn tiled_network(&self, network: usize, image: &ScaledImage) -> (ScoreParts, Vec<f32>) {
+        let t = self.meta.prep.image_size;
+        let channels = self.meta.prep.channels;
+        let mut stitch = Stitch::new(image.width, image.height, t);
+        let mut head_parts: Option<(f32, f32)> = None;
+        let origins = tiles::origins(image.width, image.height, t);
+        for batch in origins.chunks(SCORE_BATCH) {
+            let mut input = Vec::with_capacity(batch.len() * self.meta.prep.len());
+            for &(x, y) in batch {
+                tiles::cut(image, channels, x, y, t, &mut input);
+            }
+            let m = self.map_scores(network, self.input_tensor(input, batch.len()));
+            for (&(x, y), map) in batch.iter().zip(&m.maps) {
+                stitch.add(x, y, map);
+            }
+            for (e, h) in m.head_parts.into_iter().flatten() {
+                head_parts = Some(head_parts.map_or((e, h), |(a, b)| (a.max(e), b.max(h))));
+            }
+        }
+        let mut map = stitch.finish();
+        if let Some(p) = &self.meta.scoring.network_at(network).positions {
+            p.standardise(&mut map, image.width, image.height);
+        }
+        let parts = ScoreParts {
+            score: self.meta.scoring.reduction.apply(&map),
+            knn_parts: None,
+            head_parts,
+        };
+        (parts, map)
+    }
+
+    /// A tiled model's verdict, score parts and map (the networks' mean) of one image at
+    /// its tiles' scale.
+    fn score_scaled(&self, image: &ScaledImage) -> (Scored, Vec<f32>) {
+        let k = self.networks.len();
+        let mut per_network = Vec::with_capacity(k);
+        let mut head_parts = Some((0.0f32, 0.0f32));
+        let mut map = vec![0.0f32; image.width * image.height];
+        for j in 0..k {
+            let (parts, m) = self.tiled_network(j, image);
+            per_network.push(parts.score);
+            head_parts = match (head_parts, parts.head_parts) {
+                (Some((a, b)), Some((e, h))) => Some((a + e / k as f32, b + h / k as f32)),
+                _ => None,
+            };
+            map.iter_mut().zip(m).for_each(|(a, b)| *a += b / k as f32);
+        }
+        let scored = Scored {
+            verdict: self.meta.calibration.verdict_of(&per_network),
+            knn_parts: None,
+            head_parts,
+        };
+        (scored, map)
+    }
+
+    /// Whether the model reads images in tiles at their own resolution.
+    pub fn is_tiled(&self) -> bool {
+        self.meta.prep.tiles.is_some()
+    }
+
+    /// Verdicts and anomaly maps of decoded images, for whole-image and tiled models alike:
+    /// each map is at [`ImagePrep::map_size`] of its image.
+    pub fn score_images(&self, images: &[DynamicImage]) -> (Vec<Verdict>, Vec<Vec<f32>>) {
+        if self.is_tiled() {
+            return images
+                .iter()
+                .map(|img| {
+                    let (s, map) = self.score_scaled(&self.meta.prep.scaled(img));
+                    (s.verdict, map)
+                })
+                .unzip();
+        }
+        let mut verdicts = Vec::with_capacity(images.len());
+        let mut maps = Vec::with_capacity(images.len());
+        for chunk in images.chunks(SCORE_BATCH) {
+            let inputs: Vec<f32> = chunk
+                .par_iter()
+                .flat_map_iter(|img| self.meta.prep.tensorize(img))
+                .collect();
+            let (v, m) = self.score_inputs(inputs, chunk.len());
+            verdicts.extend(v);
+            maps.extend(m);
+        }
+        (verdicts, maps)
+    }
+
     /// Verdicts and anomaly maps (smoothed, standardised when the model has pixel
     /// statistics; an ensemble's are its networks' means) of `n` prepared inputs
-    /// (channel-major, concatenated).
+    /// (channel-major, concatenated). A tiled model reads each input as an image one tile
+    /// in size; images at their own size go to [`Detector::score_images`].
     pub fn score_inputs(&self, inputs: Vec<f32>, n: usize) -> (Vec<Verdict>, Vec<Vec<f32>>) {
         let (scored, maps) = self.score_parts(inputs, n);
         (scored.into_iter().map(|s| s.verdict).collect(), maps)
     }
 
-    /// Like [`Detector::score_inputs`], with each score's parts.
+    /// Like [`Detector::score_inputs`], with each score's parts. A tiled model scores each
+    /// input as an image one tile in size.
     fn score_parts(&self, inputs: Vec<f32>, n: usize) -> (Vec<Scored>, Vec<Vec<f32>>) {
+        if self.is_tiled() {
+            let s = self.meta.prep.image_size;
+            return inputs
+                .chunks(self.meta.prep.len())
+                .map(|values| {
+                    self.score_scaled(&ScaledImage {
+                        values: values.to_vec(),
+                        width: s,
+                        height: s,
+                    })
+                })
+                .unzip();
+        }
         let x = self.input_tensor(inputs, n);
         let k = self.networks.len();
         let mut per_network = vec![0.0f32; n * k];
@@ -978,7 +1292,13 @@ impl Detector {
         images: Vec<(usize, DynamicImage)>,
         path_of: impl Fn(usize) -> PathBuf,
     ) -> Vec<ScoredImage> {
-        let (scored, maps) = self.score_parts(self.tensorize(&images), images.len());
+        let (scored, maps): (Vec<Scored>, Vec<Vec<f32>>) = match self.is_tiled() {
+            true => images
+                .iter()
+                .map(|(_, img)| self.score_scaled(&self.meta.prep.scaled(img)))
+                .unzip(),
+            false => self.score_parts(self.tensorize(&images), images.len()),
+        };
         images
             .into_iter()
             .zip(scored)
@@ -1022,6 +1342,9 @@ impl Detector {
         mut on_item: impl FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<usize> {
         let latent = self.meta.spec.latent;
+        if self.is_tiled() {
+            return Err(Error::Invalid(TILED_CODES.into()));
+        }
         Self::decode_batches(paths, skip_bad, "encoding", progress, |ok| {
             let codes = self.encode_decoded(&ok);
             for ((index, _), code) in ok.iter().zip(codes.chunks(latent)) {
@@ -1031,14 +1354,22 @@ impl Detector {
         })
     }
 
-    /// `map` (at the model's input size, as scoring returns it) resized to `image`'s size.
+    /// `map` (at [`ImagePrep::map_size`] of `image`, as scoring returns it) resized to
+    /// `image`'s size.
     fn full_map(&self, image: &DynamicImage, map: &[f32]) -> Vec<f32> {
-        maps::resize_map(
-            map,
-            self.meta.prep.image_size,
-            image.width(),
-            image.height(),
-        )
+        self.map_resized(image, map, image.width(), image.height())
+    }
+
+    /// `image`'s `map` (as scoring returns it) resized to `width x height`.
+    pub fn map_resized(
+        &self,
+        image: &DynamicImage,
+        map: &[f32],
+        width: u32,
+        height: u32,
+    ) -> Vec<f32> {
+        let size = self.meta.prep.map_size(image.width(), image.height());
+        maps::resize_map(map, size, width, height)
     }
 
     /// The heatmap of a scored image: `image` at its own size with its anomaly `map` drawn
@@ -1081,7 +1412,7 @@ impl Detector {
                 (vec![false; w as usize * h as usize], w, h)
             }
         };
-        let map = maps::resize_map(&item.map, self.meta.prep.image_size, w, h);
+        let map = self.map_resized(&item.image, &item.map, w, h);
         metrics::ProPixels::new(&map, &labels, w as usize).expect("the map has the mask's size")
     }
 
@@ -1103,10 +1434,7 @@ impl Detector {
         let mut head_parts: Vec<Option<(f32, f32)>> = vec![None; tests.len()];
         let mut pixel_scores = Vec::new();
         let mut pixel_labels = Vec::new();
-        let mask_prep = ImagePrep {
-            channels: 1,
-            image_size: s,
-        };
+        let mut pixel_resolution = s;
         let any_mask = tests.iter().any(|t| t.mask.is_some());
         let mut pro_pixels = Vec::new();
         self.score_paths(&paths, false, progress, |item| {
@@ -1122,16 +1450,36 @@ impl Detector {
                 // Each mask is decoded once: at the model's size for pixel AUROC, at its
                 // own for AUPRO.
                 let mask = t.mask.as_deref().map(decode).transpose()?;
+                let (mw, mh) = self
+                    .meta
+                    .prep
+                    .map_size(item.image.width(), item.image.height());
+                pixel_resolution = pixel_resolution.max(mw.max(mh));
                 let labels: Vec<bool> = match &mask {
-                    Some(m) => mask_prep
-                        .tensorize(m)
-                        .into_iter()
-                        .map(|v| v >= 0.5)
-                        .collect(),
-                    None => vec![false; s * s],
+                    Some(m) => {
+                        let luma = m.to_luma32f();
+                        let luma = match luma.dimensions() == (mw as u32, mh as u32) {
+                            true => luma,
+                            false => image::imageops::resize(
+                                &luma,
+                                mw as u32,
+                                mh as u32,
+                                image::imageops::FilterType::Triangle,
+                            ),
+                        };
+                        luma.pixels().map(|p| p.0[0] >= 0.5).collect()
+                    }
+                    None => vec![false; mw * mh],
                 };
-                pixel_scores.extend_from_slice(&item.map);
-                pixel_labels.extend(labels);
+                // Every defect pixel, and good pixels evenly thinned when the maps are
+                // large (AUROC's estimate stays unbiased), so memory stays bounded.
+                let stride = (mw * mh * tests.len()).div_ceil(PIXEL_AUROC_PIXELS).max(1);
+                for (i, (&v, l)) in item.map.iter().zip(labels).enumerate() {
+                    if l || i % stride == 0 {
+                        pixel_scores.push(v);
+                        pixel_labels.push(l);
+                    }
+                }
                 pro_pixels.push(self.pro_pixels(&item, mask.as_ref()));
             }
             Ok(())
@@ -1197,7 +1545,7 @@ impl Detector {
                 }
                 false => None,
             },
-            pixel_resolution: s,
+            pixel_resolution,
             aupro: metrics::aupro(&pro_pixels, AUPRO_MAX_FPR),
             image_auroc_by_reduction: ReductionAurocs {
                 mean: metrics::auroc(&column(0), &labels),
@@ -1283,8 +1631,11 @@ pub struct EvalReport {
     pub fpr_target: f64,
     /// Share of `test/good` flagged.
     pub false_alarm_rate_good: Option<f64>,
-    /// Pixel AUROC against the ground-truth masks (at the model's input size).
+    /// Pixel AUROC against the ground-truth masks, at the maps' size (the model's input
+    /// size, or a tiled model's image size with good pixels thinned evenly when there are
+    /// many).
     pub pixel_auroc: Option<f64>,
+    /// Longest side of the maps pixel AUROC was measured at.
     pub pixel_resolution: usize,
     /// Area under the per-region overlap curve up to a false-positive rate of 0.3, divided
     /// by 0.3 (MVTec AD's AUPRO), with maps resized to the masks' resolution.
@@ -1388,6 +1739,7 @@ mod tests {
             test_good: 4,
             test_per_defect: 1,
             seed: 4,
+            defect_px: None,
         };
         generate_boards(&root, &cfg).unwrap();
         let params = DetectParams {
@@ -1445,6 +1797,7 @@ mod tests {
             test_good: 4,
             test_per_defect: 1,
             seed: 5,
+            defect_px: None,
         };
         generate_boards(&root, &cfg).unwrap();
         let device = Device::flex();
@@ -1527,6 +1880,7 @@ mod tests {
             test_good: 4,
             test_per_defect: 1,
             seed: 6,
+            defect_px: None,
         };
         generate_boards(&root, &cfg).unwrap();
         let device = Device::flex();
@@ -1607,5 +1961,177 @@ mod tests {
             assert!(e.to_string().contains(field), "{field}: {e}");
         }
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn tiles_read_images_at_their_own_size_and_survive_the_file() {
+        let root = std::env::temp_dir().join(format!("bn-detect-tiles-{}", std::process::id()));
+        let cfg = BoardConfig {
+            image_size: 48,
+            train_good: 12,
+            test_good: 2,
+            test_per_defect: 1,
+            seed: 8,
+            defect_px: Some((3.0, 5.0)),
+        };
+        generate_boards(&root, &cfg).unwrap();
+        let device = Device::flex();
+        let params = DetectParams {
+            tile: Some(16),
+            epochs: Some(2),
+            width: Some(8),
+            folds: Some(1),
+            fpr: 0.2,
+            ..DetectParams::default()
+        };
+        let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
+        let meta = det.meta();
+        assert_eq!(meta.prep.tiles, Some(Tiles { scale: 1.0 }));
+        assert_eq!((meta.prep.image_size, meta.spec.image_size), (16, 16));
+        // Statistics per position in a tile; no nearest-neighbour part (codes are per tile).
+        assert_eq!(meta.scoring.network.pixel_mean.len(), 16 * 16);
+        assert!(meta.scoring.network.knn.is_none());
+        // The boards share one size: statistics over positions in the image, a cell a pixel
+        // (48 px is under POSITION_CELLS).
+        let positions = meta.scoring.network.positions.as_ref().expect("positions");
+        assert_eq!((positions.width, positions.height), (48, 48));
+        assert_eq!(positions.std.len(), 48 * 48);
+        assert!(positions.std.iter().all(|&v| v > 0.0));
+        // Each training image gives its crops (18 cover a 48 px image twice in 16 px tiles).
+        let per_image = tiles::crops_per_image(48, 48, 16);
+        assert_eq!(per_image, 18);
+        assert_eq!(meta.training.train_samples, 10 * per_image);
+        assert_eq!(meta.calibration.scores.len(), 2);
+
+        let paths = find_images(&root.join("test")).unwrap();
+        let images: Vec<DynamicImage> = paths.iter().map(|p| decode(p).unwrap()).collect();
+        let collect = |d: &Detector| {
+            let mut v = Vec::new();
+            d.score_paths(&paths, false, &Silent, |item| {
+                v.push((item.score, item.p_value, item.map));
+                Ok(())
+            })
+            .unwrap();
+            v
+        };
+        let scored = collect(&det);
+        for (score, _, map) in &scored {
+            // The map is at the image's own size and the score is its largest value.
+            assert_eq!(map.len(), 48 * 48);
+            assert_eq!(*score, map.iter().copied().fold(f32::MIN, f32::max));
+        }
+        let (verdicts, maps) = det.score_images(&images);
+        for ((v, m), (score, p, map)) in verdicts.iter().zip(&maps).zip(&scored) {
+            assert_eq!((v.score, v.p_value, m), (*score, *p, map));
+        }
+        // An image of one tile is that tile's map, unchanged by stitching, standardised by
+        // position.
+        let small = images[0].crop_imm(5, 9, 16, 16);
+        let (_, one) = det.score_images(std::slice::from_ref(&small));
+        let x = det.input_tensor(meta.prep.tensorize(&small), 1);
+        let mut want = det.map_scores(0, x).maps[0].clone();
+        positions.standardise(&mut want, 16, 16);
+        assert_eq!(one[0], want);
+        // The heatmap comes at the image's size.
+        assert_eq!(det.heatmap(&images[0], &maps[0]).dimensions(), (48, 48));
+
+        let file = root.join("m.safetensors");
+        det.save(&file).unwrap();
+        let loaded = Detector::load(&file, &device).unwrap();
+        assert_eq!(loaded.meta(), det.meta());
+        assert_eq!(
+            collect(&loaded),
+            scored,
+            "scores change after a save/load round trip"
+        );
+        // Codes are per tile: encoding images is refused by name.
+        let e = loaded
+            .encode_paths(&paths, false, &Silent, |_, _| Ok(()))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("tile"), "{e}");
+        // A scale outside (0, 1], or a nearest-neighbour part, is refused by field.
+        let bytes = std::fs::read(&file).unwrap();
+        for (edit, field) in [
+            (
+                Box::new(|m: &mut serde_json::Value| m["prep"]["tiles"]["scale"] = 0.into())
+                    as Box<dyn Fn(&mut serde_json::Value)>,
+                "prep.tiles.scale",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| m["prep"]["tiles"]["scale"] = 3.into()),
+                "prep.tiles.scale",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| {
+                    m["scoring"]["positions"]["std"][3] = (-1.0).into()
+                }),
+                "positions.std",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| m["scoring"]["positions"]["width"] = 5.into()),
+                "positions.mean",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| {
+                    m["scoring"]["knn"] = serde_json::json!({
+                        "k": 1, "codes": 2, "map_center": 0.0, "map_spread": 1.0,
+                        "knn_center": 0.0, "knn_spread": 1.0
+                    })
+                }),
+                "knn",
+            ),
+        ] {
+            let edited = file::rewrite_metadata(&bytes, edit).unwrap();
+            let e = Detector::from_bytes(&file, edited, &device).err().unwrap();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
+
+        // At half scale the map is at half the image's size.
+        let half = DetectParams {
+            scale: Some(0.5),
+            ..params.clone()
+        };
+        let det = Detector::fit(&root, &half, &device, &Silent).unwrap();
+        let (_, maps) = det.score_images(&images[..1]);
+        assert_eq!(maps[0].len(), 24 * 24);
+        assert_eq!(det.heatmap(&images[0], &maps[0]).dimensions(), (48, 48));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn tile_settings_that_cannot_work_fail_before_any_image_is_read() {
+        let missing = Path::new("/nonexistent/bottleneck-tiles");
+        for (params, field) in [
+            (
+                DetectParams {
+                    scale: Some(0.5),
+                    image_size: Some(64),
+                    ..DetectParams::default()
+                },
+                "scale",
+            ),
+            (
+                DetectParams {
+                    tile: Some(64),
+                    scale: Some(1.5),
+                    ..DetectParams::default()
+                },
+                "scale",
+            ),
+            (
+                DetectParams {
+                    tile: Some(64),
+                    image_size: Some(128),
+                    ..DetectParams::default()
+                },
+                "tile",
+            ),
+        ] {
+            let e = Detector::fit(missing, &params, &Device::flex(), &Silent)
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
     }
 }

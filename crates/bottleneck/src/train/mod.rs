@@ -408,12 +408,14 @@ mod tests {
             test_good: 0,
             test_per_defect: 0,
             seed,
+            defect_px: None,
         };
         generate_boards(&root, &cfg).unwrap();
         let paths = find_images(&root.join("train/good")).unwrap();
         let prep = ImagePrep {
             channels: 3,
             image_size: 16,
+            tiles: None,
         };
         let (set, _) = ImageSet::open(paths, prep, false, &|_| {}).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
