@@ -1300,3 +1300,67 @@ fn audio_service_scores_wav_uploads_as_score_does() {
         "audio denoiser",
     );
 }
+
+#[test]
+fn tiled_service_scores_as_score_does_with_maps_at_the_image_size() {
+    let dir = scratch("serve-tiles");
+    let cfg = BoardConfig {
+        image_size: 48,
+        train_good: 12,
+        test_good: 2,
+        test_per_defect: 1,
+        seed: 9,
+        defect_px: Some((3.0, 5.0)),
+    };
+    let (data, model) = boards_and_model(
+        &dir,
+        &cfg,
+        &["--tile", "16", "--epochs", "2", "--width", "8"],
+    );
+    let server = Server::start(&model, &["--workers", "1"]);
+    let info = json_of(&call("GET", &server.url("/v1/model"), "", b"").2);
+    assert_eq!(info["meta"]["prep"]["tiles"]["scale"], 1.0);
+    // The cell statistics are summarised by their size.
+    assert_eq!(info["meta"]["scoring"]["positions"]["mean_values"], 48 * 48);
+    let expected = cli_scores(&model, &data.join("test"), &dir);
+    assert_eq!(expected.len(), 2 + 6);
+    let bytes: Vec<Vec<u8>> = expected
+        .iter()
+        .map(|(p, _, _)| std::fs::read(p).unwrap())
+        .collect();
+    let files: Vec<(&str, &str, &[u8])> = bytes.iter().map(|b| ("f", "x.png", &b[..])).collect();
+    let (ct, body) = multipart(&files);
+    for query in ["", "?map=true"] {
+        let (code, _, text) = call(
+            "POST",
+            &server.url(&format!("/v1/score{query}")),
+            &ct,
+            &body,
+        );
+        assert_eq!(code, 200, "{text}");
+        let v = json_of(&text);
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), expected.len());
+        for (item, (_, score, is_anomaly)) in items.iter().zip(&expected) {
+            assert!(
+                (item["score"].as_f64().unwrap() - score).abs() < 1e-4,
+                "{text}"
+            );
+            assert_eq!(item["is_anomaly"].as_bool().unwrap(), *is_anomaly);
+            match item.get("map_png") {
+                Some(png) => {
+                    let png = base64::engine::general_purpose::STANDARD
+                        .decode(png.as_str().unwrap())
+                        .unwrap();
+                    let map = image::load_from_memory(&png).unwrap();
+                    assert_eq!((map.width(), map.height()), (48, 48));
+                }
+                None => assert!(query.is_empty(), "{text}"),
+            }
+        }
+    }
+    // Codes are per tile: /encode says so.
+    let (code, _, text) = call("POST", &server.url("/v1/encode"), "image/png", &bytes[0]);
+    assert_eq!(code, 422, "{text}");
+    assert!(text.contains("tile"), "{text}");
+}

@@ -602,6 +602,15 @@ fn summarise_pixels(scoring: &mut serde_json::Map<String, Value>) {
             scoring.insert(format!("{key}_values"), json!(n));
         }
     }
+    // A tiled model's cell statistics: the grid's size, without its values.
+    if let Some(Value::Object(p)) = scoring.get_mut("positions") {
+        for key in ["mean", "std"] {
+            if let Some(v) = p.remove(key) {
+                let n = v.as_array().map_or(0, Vec::len);
+                p.insert(format!("{key}_values"), json!(n));
+            }
+        }
+    }
 }
 
 /// Scores the images of several requests together, in forward passes of at most
@@ -675,22 +684,27 @@ fn score_tiled(detector: &Detector, tasks: Vec<Task>, gone: &dyn Fn(usize) -> bo
             let Task::ScoreImages { uploads, map } = task else {
                 return Err(ApiError::internal());
             };
-            let mut images = Vec::with_capacity(uploads.len());
+            // One image decoded and scored at a time; images and maps are kept only for
+            // heatmaps, which MAX_MAP_PIXELS bounds.
+            let (mut verdicts, mut maps, mut kept) = (Vec::new(), Vec::new(), Vec::new());
             let mut pixels = 0u64;
             for upload in &uploads {
+                if gone(i) {
+                    return Err(ApiError::internal());
+                }
                 let (img, _) = decode_upload(upload, MAX_PIXELS)?;
                 pixels += u64::from(img.width()) * u64::from(img.height());
                 if map && pixels > MAX_MAP_PIXELS {
                     return Err(map_too_large());
                 }
-                images.push(img);
-            }
-            let (verdicts, maps) = detector.score_images(&images);
-            if gone(i) {
-                return Err(ApiError::internal());
+                let (v, m) = detector.score_images(std::slice::from_ref(&img));
+                verdicts.extend(v);
+                if map {
+                    maps.extend(m);
+                    kept.push(img);
+                }
             }
             let names = uploads.into_iter().map(|u| u.name).collect();
-            let kept = if map { images } else { Vec::new() };
             answer_images(detector, names, &verdicts, &maps, kept)
         })
         .collect()

@@ -441,10 +441,7 @@ impl ImageSet {
         let results: Vec<Result<Option<ScaledImage>>> = paths
             .par_iter()
             .map(|p| {
-                let r = decode(p).map(|img| {
-                    let s = prep.scaled(&img);
-                    cache_it.then_some(s)
-                });
+                let r = decode(p).map(|img| cache_it.then(|| prep.scaled(&img)));
                 progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
                 r
             })
@@ -575,18 +572,26 @@ impl ImageSet {
     pub fn batch(&self, indices: &[usize]) -> Result<Vec<f32>> {
         let n = self.prep.len();
         if self.prep.tiles.is_some() {
-            let t = self.prep.image_size;
-            let parts: Result<Vec<Vec<f32>>> = indices
+            // Each image once, however many of its crops the batch holds (decoding is the
+            // cost when the set is not cached).
+            let mut images: Vec<usize> = indices.iter().map(|&i| i / self.crops).collect();
+            images.sort_unstable();
+            images.dedup();
+            let decoded: Vec<std::borrow::Cow<'_, ScaledImage>> = images
                 .par_iter()
-                .map(|&i| {
-                    let img = self.scaled_image(i / self.crops)?;
-                    let (x, y) = tiles::crop_origin(self.crop_seed, i, img.width, img.height, t);
-                    let mut out = Vec::with_capacity(n);
-                    tiles::cut(&img, self.prep.channels, x, y, t, &mut out);
-                    Ok(out)
-                })
-                .collect();
-            return Ok(parts?.concat());
+                .map(|&i| self.scaled_image(i))
+                .collect::<Result<_>>()?;
+            let t = self.prep.image_size;
+            let mut out = Vec::with_capacity(indices.len() * n);
+            for &i in indices {
+                let k = images
+                    .binary_search(&(i / self.crops))
+                    .expect("decoded above");
+                let img = &decoded[k];
+                let (x, y) = tiles::crop_origin(self.crop_seed, i, img.width, img.height, t);
+                tiles::cut(img, self.prep.channels, x, y, t, &mut out);
+            }
+            return Ok(out);
         }
         match &self.cache {
             Some(cache) => {

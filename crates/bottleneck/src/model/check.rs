@@ -463,6 +463,21 @@ impl CheckMeta for ModelMeta {
         }
         check_image_prep(&self.prep, &self.spec)?;
         check_image_scoring(&self.scoring, &self.spec)?;
+        let want = match self.prep.tiles {
+            Some(_) => crate::model::file::TILED_FORMAT_VERSION,
+            None => crate::model::file::FORMAT_VERSION,
+        };
+        if self.format_version != want {
+            return fail(
+                "format_version",
+                format!(
+                    "{} does not match prep.tiles (tiled models are version {}, others {})",
+                    self.format_version,
+                    crate::model::file::TILED_FORMAT_VERSION,
+                    crate::model::file::FORMAT_VERSION
+                ),
+            );
+        }
         if self.prep.tiles.is_some()
             && let Some(j) = self.scoring.networks().position(|n| n.knn.is_some())
         {

@@ -23,6 +23,9 @@ use crate::score::{Calibration, Loss, Reduction};
 
 /// Version of the metadata layout; a file with another version is refused with a message.
 pub const FORMAT_VERSION: u32 = 1;
+/// Format version of image detectors that read in tiles (`prep.tiles`): binaries from
+/// before tiles refuse them by version instead of scoring whole images with tile statistics.
+pub const TILED_FORMAT_VERSION: u32 = 2;
 /// Metadata key holding [`ModelMeta`] as JSON.
 pub const META_KEY: &str = "bottleneck";
 /// Metadata key holding the CRC-32 of the bottleneck metadata, the tensor layout and the
@@ -813,7 +816,7 @@ fn header_of(path: &Path, bytes: &[u8]) -> Result<serde_json::Value> {
         .get("format_version")
         .and_then(|v| v.as_u64())
         .ok_or_else(|| bad("metadata has no format_version".into()))? as u32;
-    if found != FORMAT_VERSION {
+    if found != FORMAT_VERSION && found != TILED_FORMAT_VERSION {
         return Err(Error::FormatVersion {
             path: path.to_path_buf(),
             found,

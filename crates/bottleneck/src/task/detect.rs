@@ -453,6 +453,17 @@ impl Detector {
             )));
         }
         let tiled = prep.tiles.is_some();
+        if let Some(sigma) = params.smoothing_sigma
+            && sigma > prep.image_size as f32
+        {
+            return Err(Error::param(
+                "smoothing_sigma",
+                format!(
+                    "{sigma} is above the network input's side {}",
+                    prep.image_size
+                ),
+            ));
+        }
         let up_to = match prep.image_size <= CROSS_CONFORMAL_SIDE && !tiled {
             true => CROSS_CONFORMAL_IMAGES,
             false => 0,
@@ -483,7 +494,10 @@ impl Detector {
         let mut detector = Self {
             networks: Vec::with_capacity(k),
             meta: ModelMeta {
-                format_version: FORMAT_VERSION,
+                format_version: match tiled {
+                    true => file::TILED_FORMAT_VERSION,
+                    false => FORMAT_VERSION,
+                },
                 kind: file::ModelKind::ImageDetector.data(),
                 task: file::ModelKind::ImageDetector.task(),
                 spec: spec.clone(),
@@ -1473,9 +1487,14 @@ impl Detector {
                 };
                 // Every defect pixel, and good pixels evenly thinned when the maps are
                 // large (AUROC's estimate stays unbiased), so memory stays bounded.
-                let stride = (mw * mh * tests.len()).div_ceil(PIXEL_AUROC_PIXELS).max(1);
+                let stride = (mw * mh * tests.len()).div_ceil(PIXEL_AUROC_PIXELS).max(1) as u64;
                 for (i, (&v, l)) in item.map.iter().zip(labels).enumerate() {
-                    if l || i % stride == 0 {
+                    // A hash of (image, pixel), not every stride-th pixel, which would keep the
+                    // same columns of a map whose width the stride divides (tile seams).
+                    let h = ((item.index as u64) << 32 | i as u64)
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        >> 17;
+                    if l || h % stride == 0 {
                         pixel_scores.push(v);
                         pixel_labels.push(l);
                     }
@@ -1987,6 +2006,7 @@ mod tests {
         let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
         let meta = det.meta();
         assert_eq!(meta.prep.tiles, Some(Tiles { scale: 1.0 }));
+        assert_eq!(meta.format_version, file::TILED_FORMAT_VERSION);
         assert_eq!((meta.prep.image_size, meta.spec.image_size), (16, 16));
         // Statistics per position in a tile; no nearest-neighbour part (codes are per tile).
         assert_eq!(meta.scoring.network.pixel_mean.len(), 16 * 16);
@@ -2067,6 +2087,11 @@ mod tests {
                     m["scoring"]["positions"]["std"][3] = (-1.0).into()
                 }),
                 "positions.std",
+            ),
+            (
+                // Tiled files are version 2, so binaries from before tiles refuse them.
+                Box::new(|m: &mut serde_json::Value| m["format_version"] = 1.into()),
+                "format_version",
             ),
             (
                 Box::new(|m: &mut serde_json::Value| m["scoring"]["positions"]["width"] = 5.into()),
