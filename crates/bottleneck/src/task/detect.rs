@@ -1494,7 +1494,7 @@ impl Detector {
                     let h = ((item.index as u64) << 32 | i as u64)
                         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                         >> 17;
-                    if l || h % stride == 0 {
+                    if l || h.is_multiple_of(stride) {
                         pixel_scores.push(v);
                         pixel_labels.push(l);
                     }
