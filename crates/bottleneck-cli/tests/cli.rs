@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use bottleneck::data::synthetic::BoardConfig;
 
 mod common;
-use common::{boards_and_model, read_csv, run, run_ok, scratch, text, train_denoiser};
+use common::{
+    boards_and_model, read_csv, run, run_ok, scratch, text, tiled_boards_and_model, train_denoiser,
+};
 
 /// The settings of the quick models these tests train.
 const SMALL: [&str; 4] = ["--epochs", "3", "--width", "8"];
@@ -1078,19 +1080,7 @@ fn oversized_and_unreadable_images_are_refused_or_skipped_from_the_first_file_on
 #[test]
 fn tiles_give_maps_at_the_image_size_and_refuse_what_they_cannot_do() {
     let dir = scratch("tiles");
-    let cfg = BoardConfig {
-        image_size: 48,
-        train_good: 12,
-        test_good: 2,
-        test_per_defect: 1,
-        seed: 9,
-        defect_px: Some((3.0, 5.0)),
-    };
-    let (data, model) = boards_and_model(
-        &dir,
-        &cfg,
-        &["--tile", "16", "--epochs", "2", "--width", "8"],
-    );
+    let (data, model) = tiled_boards_and_model(&dir);
     let model = model.to_str().unwrap();
     let maps = dir.join("maps");
     let csv = dir.join("scores.csv");

@@ -12,7 +12,9 @@ use bottleneck::data::synthetic::{BoardConfig, SENSORS, sensor_rows};
 use serde_json::{Value, json};
 
 mod common;
-use common::{bin, boards_and_model, run_ok, scratch, text, train_denoiser};
+use common::{
+    bin, boards_and_model, run_ok, scratch, text, tiled_boards_and_model, train_denoiser,
+};
 
 /// Boards and an image model trained on them, shared by the tests of this file.
 fn boards_model() -> &'static (PathBuf, PathBuf) {
@@ -1304,19 +1306,7 @@ fn audio_service_scores_wav_uploads_as_score_does() {
 #[test]
 fn tiled_service_scores_as_score_does_with_maps_at_the_image_size() {
     let dir = scratch("serve-tiles");
-    let cfg = BoardConfig {
-        image_size: 48,
-        train_good: 12,
-        test_good: 2,
-        test_per_defect: 1,
-        seed: 9,
-        defect_px: Some((3.0, 5.0)),
-    };
-    let (data, model) = boards_and_model(
-        &dir,
-        &cfg,
-        &["--tile", "16", "--epochs", "2", "--width", "8"],
-    );
+    let (data, model) = tiled_boards_and_model(&dir);
     let server = Server::start(&model, &["--workers", "1"]);
     let info = json_of(&call("GET", &server.url("/v1/model"), "", b"").2);
     assert_eq!(info["meta"]["prep"]["tiles"]["scale"], 1.0);

@@ -69,6 +69,24 @@ pub fn boards_and_model(
     (data, model)
 }
 
+/// Small 48 px boards with 3-5 px defects under `dir` and a quick model reading them in
+/// 16 px tiles.
+pub fn tiled_boards_and_model(dir: &Path) -> (PathBuf, PathBuf) {
+    let cfg = BoardConfig {
+        image_size: 48,
+        train_good: 12,
+        test_good: 2,
+        test_per_defect: 1,
+        seed: 9,
+        defect_px: Some((3.0, 5.0)),
+    };
+    boards_and_model(
+        dir,
+        &cfg,
+        &["--tile", "16", "--epochs", "2", "--width", "8"],
+    )
+}
+
 /// Trains a small Gaussian (sigma 0.1) denoiser on the images in `clean` for `epochs`
 /// epochs, to `model`; returns the run for its output and status.
 pub fn train_denoiser(clean: &Path, model: &Path, epochs: &str) -> Output {

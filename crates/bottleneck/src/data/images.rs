@@ -199,28 +199,7 @@ impl ImagePrep {
     /// The network input for `img`: resized (bilinear), converted to the prep's channels,
     /// laid out channel-major.
     pub fn tensorize(&self, img: &DynamicImage) -> Vec<f32> {
-        let s = self.image_size as u32;
-        let mut out = Vec::with_capacity(self.len());
-        if self.channels == 1 {
-            let luma = img.to_luma32f();
-            let luma = if luma.dimensions() == (s, s) {
-                luma
-            } else {
-                image::imageops::resize(&luma, s, s, FilterType::Triangle)
-            };
-            out.extend(luma.pixels().map(|p| p.0[0].clamp(0.0, 1.0)));
-        } else {
-            let rgb = img.to_rgb32f();
-            let rgb = if rgb.dimensions() == (s, s) {
-                rgb
-            } else {
-                image::imageops::resize(&rgb, s, s, FilterType::Triangle)
-            };
-            for c in 0..3 {
-                out.extend(rgb.pixels().map(|p| p.0[c].clamp(0.0, 1.0)));
-            }
-        }
-        out
+        self.planes_at(img, self.image_size, self.image_size)
     }
 
     /// Decodes and tensorizes the file at `path`.
@@ -242,28 +221,35 @@ impl ImagePrep {
     pub fn scaled(&self, img: &DynamicImage) -> ScaledImage {
         let scale = self.tiles.map_or(1.0, |t| t.scale);
         let (w, h) = scaled_size(img.width(), img.height(), scale);
-        let same = (w as u32, h as u32) == (img.width(), img.height());
-        let mut values = Vec::with_capacity(self.channels * w * h);
-        if self.channels == 1 {
-            let mut luma = img.to_luma32f();
-            if !same {
-                luma = image::imageops::resize(&luma, w as u32, h as u32, FilterType::Triangle);
-            }
-            values.extend(luma.pixels().map(|p| p.0[0].clamp(0.0, 1.0)));
-        } else {
-            let mut rgb = img.to_rgb32f();
-            if !same {
-                rgb = image::imageops::resize(&rgb, w as u32, h as u32, FilterType::Triangle);
-            }
-            for c in 0..3 {
-                values.extend(rgb.pixels().map(|p| p.0[c].clamp(0.0, 1.0)));
-            }
-        }
         ScaledImage {
-            values,
+            values: self.planes_at(img, w, h),
             width: w,
             height: h,
         }
+    }
+
+    /// `img` resized (bilinear) to `w x h` unless it has that size, converted to the
+    /// prep's channels, channel-major in `[0, 1]`.
+    fn planes_at(&self, img: &DynamicImage, w: usize, h: usize) -> Vec<f32> {
+        let (w, h) = (w as u32, h as u32);
+        let same = (w, h) == (img.width(), img.height());
+        let mut out = Vec::with_capacity(self.channels * w as usize * h as usize);
+        if self.channels == 1 {
+            let mut luma = img.to_luma32f();
+            if !same {
+                luma = image::imageops::resize(&luma, w, h, FilterType::Triangle);
+            }
+            out.extend(luma.pixels().map(|p| p.0[0].clamp(0.0, 1.0)));
+        } else {
+            let mut rgb = img.to_rgb32f();
+            if !same {
+                rgb = image::imageops::resize(&rgb, w, h, FilterType::Triangle);
+            }
+            for c in 0..3 {
+                out.extend(rgb.pixels().map(|p| p.0[c].clamp(0.0, 1.0)));
+            }
+        }
+        out
     }
 }
 

@@ -1749,6 +1749,31 @@ mod tests {
     }
     use crate::progress::Silent;
 
+    /// Score, p-value and map of each of `paths`, in order.
+    fn scored_paths(d: &Detector, paths: &[PathBuf]) -> Vec<(f32, f64, Vec<f32>)> {
+        let mut v = Vec::new();
+        d.score_paths(paths, false, &Silent, |item| {
+            v.push((item.score, item.p_value, item.map));
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    /// Asserts that the model file `bytes` (of `file`) with its metadata changed by `edit`
+    /// is refused on load with an error naming `field`.
+    fn assert_refused(
+        file: &Path,
+        bytes: &[u8],
+        edit: Box<dyn Fn(&mut serde_json::Value)>,
+        field: &str,
+        device: &Device,
+    ) {
+        let edited = file::rewrite_metadata(bytes, edit).unwrap();
+        let e = Detector::from_bytes(file, edited, device).err().unwrap();
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+
     #[test]
     fn model_file_round_trip_keeps_every_score_and_calibration_holds() {
         let root = std::env::temp_dir().join(format!("bn-detect-{}", std::process::id()));
@@ -1787,15 +1812,7 @@ mod tests {
         assert_eq!(meta.calibration.p_value(top + 1e-3), 0.1);
 
         let paths = find_images(&root.join("test")).unwrap();
-        let collect = |d: &Detector| {
-            let mut v = Vec::new();
-            d.score_paths(&paths, false, &Silent, |item| {
-                v.push((item.score, item.p_value, item.map));
-                Ok(())
-            })
-            .unwrap();
-            v
-        };
+        let collect = |d: &Detector| scored_paths(d, &paths);
         let before = collect(&det);
         let file = root.join("m.safetensors");
         det.save(&file).unwrap();
@@ -1975,9 +1992,7 @@ mod tests {
                 "head.channels",
             ),
         ] {
-            let edited = file::rewrite_metadata(&bytes, edit).unwrap();
-            let e = Detector::from_bytes(&file, edited, &device).err().unwrap();
-            assert!(e.to_string().contains(field), "{field}: {e}");
+            assert_refused(&file, &bytes, edit, field, &device);
         }
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -2025,15 +2040,7 @@ mod tests {
 
         let paths = find_images(&root.join("test")).unwrap();
         let images: Vec<DynamicImage> = paths.iter().map(|p| decode(p).unwrap()).collect();
-        let collect = |d: &Detector| {
-            let mut v = Vec::new();
-            d.score_paths(&paths, false, &Silent, |item| {
-                v.push((item.score, item.p_value, item.map));
-                Ok(())
-            })
-            .unwrap();
-            v
-        };
+        let collect = |d: &Detector| scored_paths(d, &paths);
         let scored = collect(&det);
         for (score, _, map) in &scored {
             // The map is at the image's own size and the score is its largest value.
@@ -2107,9 +2114,7 @@ mod tests {
                 "knn",
             ),
         ] {
-            let edited = file::rewrite_metadata(&bytes, edit).unwrap();
-            let e = Detector::from_bytes(&file, edited, &device).err().unwrap();
-            assert!(e.to_string().contains(field), "{field}: {e}");
+            assert_refused(&file, &bytes, edit, field, &device);
         }
 
         // At half scale the map is at half the image's size.
