@@ -1,21 +1,66 @@
-//! Progress bars on stderr (indicatif), silenced by `--quiet`.
+//! Progress on stderr, silenced by `--quiet`: bars (indicatif) on a terminal, and plain
+//! timestamped lines where stderr is a log (a file, CI, cron), where a bar would show
+//! nothing.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bottleneck::progress::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Least time between two plain progress lines of one stage.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
 /// One bar per stage; warnings and notes printed above it.
 pub struct Bars {
     quiet: bool,
-    bar: Mutex<Option<ProgressBar>>,
+    stage: Mutex<Option<Stage>>,
+}
+
+/// The stage in progress: its bar (hidden off a terminal, where it still counts steps and
+/// estimates the time left) and, for plain lines, its label, latest status and when the
+/// last line was written.
+struct Stage {
+    bar: ProgressBar,
+    label: String,
+    status: String,
+    printed: Instant,
+}
+
+impl Stage {
+    /// The plain line for this stage: `label: pos/len`, then the time taken when it is done
+    /// or the time so far and the estimate left once it has started, then its status.
+    fn line(&self, done: bool) -> String {
+        let elapsed = self.bar.elapsed().as_secs_f64();
+        let pos = self.bar.position();
+        let len = self.bar.length().unwrap_or(pos);
+        let mut line = format!("{}: {pos}/{len}", self.label);
+        if done || pos >= len {
+            line += &format!(", done in {elapsed:.1} s");
+        } else if pos > 0 {
+            let eta = indicatif::HumanDuration(self.bar.eta());
+            line += &format!(", {elapsed:.0} s, eta {eta}");
+        }
+        if !self.status.is_empty() {
+            line += &format!(", {}", self.status);
+        }
+        line
+    }
+
+    /// Writes the plain line when stderr is not a terminal and the last one is old enough.
+    fn log(&mut self, force: bool) {
+        if self.bar.is_hidden() && (force || self.printed.elapsed() >= LINE_EVERY) {
+            eprintln!("{}", self.line(false));
+            self.printed = Instant::now();
+        }
+    }
 }
 
 impl Bars {
     pub fn new(quiet: bool) -> Self {
         Self {
             quiet,
-            bar: Mutex::new(None),
+            stage: Mutex::new(None),
         }
     }
 
@@ -41,24 +86,44 @@ impl Progress for Bars {
             .progress_chars("=> "),
         );
         bar.set_prefix(label.to_string());
-        *self.bar.lock().expect("bar lock") = Some(bar);
+        let mut stage = Stage {
+            bar,
+            label: label.to_string(),
+            status: String::new(),
+            printed: Instant::now(),
+        };
+        stage.log(true);
+        *self.stage.lock().expect("bar lock") = Some(stage);
     }
 
     fn advance(&self, n: u64) {
-        if let Some(b) = self.bar.lock().expect("bar lock").as_ref() {
-            b.inc(n);
+        if let Some(s) = self.stage.lock().expect("bar lock").as_mut() {
+            s.bar.inc(n);
+            s.log(false);
         }
     }
 
     fn status(&self, message: &str) {
-        if let Some(b) = self.bar.lock().expect("bar lock").as_ref() {
-            b.set_message(message.to_string());
+        if self.quiet {
+            return;
+        }
+        match self.stage.lock().expect("bar lock").as_mut() {
+            Some(s) => {
+                s.bar.set_message(message.to_string());
+                s.status = message.to_string();
+                s.log(false);
+            }
+            // Between stages (which network of several comes next) it is a line of its own.
+            None => eprintln!("{message}"),
         }
     }
 
     fn finish(&self) {
-        if let Some(b) = self.bar.lock().expect("bar lock").take() {
-            b.finish();
+        if let Some(s) = self.stage.lock().expect("bar lock").take() {
+            s.bar.finish();
+            if s.bar.is_hidden() {
+                eprintln!("{}", s.line(true));
+            }
         }
     }
 
@@ -66,10 +131,10 @@ impl Progress for Bars {
         if self.quiet {
             return;
         }
-        match self.bar.lock().expect("bar lock").as_ref() {
+        match self.stage.lock().expect("bar lock").as_ref() {
             // A hidden bar (stderr not a terminal: logs, CI, cron) prints nothing, so the
             // warning goes straight to stderr there.
-            Some(b) if !b.is_hidden() => b.println(format!("warning: {message}")),
+            Some(s) if !s.bar.is_hidden() => s.bar.println(format!("warning: {message}")),
             _ => eprintln!("warning: {message}"),
         }
     }

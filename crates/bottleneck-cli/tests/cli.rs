@@ -234,6 +234,22 @@ fn bad_inputs_are_one_line_errors_with_nonzero_exit() {
         stderr.contains("warning: ") && stderr.contains("b.png"),
         "{stderr}"
     );
+    // Progress reaches such a log as plain lines: each stage when it starts and when it is
+    // done, with its count and time.
+    let stages: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("scoring: "))
+        .collect();
+    assert!(
+        stages.first().is_some_and(|l| *l == "scoring: 0/2"),
+        "{stderr}"
+    );
+    assert!(
+        stages
+            .last()
+            .is_some_and(|l| l.starts_with("scoring: 2/2, done in ")),
+        "{stderr}"
+    );
 }
 
 #[test]
