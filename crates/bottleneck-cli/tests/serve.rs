@@ -1353,4 +1353,16 @@ fn tiled_service_scores_as_score_does_with_maps_at_the_image_size() {
     let (code, _, text) = call("POST", &server.url("/v1/encode"), "image/png", &bytes[0]);
     assert_eq!(code, 422, "{text}");
     assert!(text.contains("tile"), "{text}");
+    // A tiled model reads every pixel: an upload over its bound (4.2 megapixels at the
+    // model's scale) is refused from its header, where a whole-image model takes 24.
+    assert_error(
+        call(
+            "POST",
+            &server.url("/v1/score"),
+            "image/png",
+            &big_png(2100),
+        ),
+        413,
+        "4.4 megapixels, at most 4 accepted",
+    );
 }
