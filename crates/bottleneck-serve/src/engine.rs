@@ -772,11 +772,9 @@ fn map_too_large() -> ApiError {
 }
 
 fn encode_images(detector: &Detector, uploads: Vec<Upload>) -> Reply {
-    if detector.is_tiled() {
-        return Err(ApiError::unprocessable(
-            bottleneck::task::detect::TILED_CODES.into(),
-        ));
-    }
+    detector
+        .check_codes()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let (inputs, _) = prepare(detector, &uploads, false)?;
     let per_image = detector.meta().prep.len();
     let latent = detector.meta().spec.latent;

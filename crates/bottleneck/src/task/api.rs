@@ -124,9 +124,7 @@ impl Encode for Detector {
 
     fn encode(&self, images: &[DynamicImage]) -> Result<Array2<f32>> {
         let latent = self.meta().spec.latent;
-        if self.is_tiled() {
-            return Err(Error::Invalid(crate::task::detect::TILED_CODES.into()));
-        }
+        self.check_codes()?;
         let mut codes = Vec::with_capacity(images.len() * latent);
         for chunk in images.chunks(IMAGE_BATCH) {
             codes.extend(self.encode_inputs(self.tensorize_images(chunk), chunk.len()));

@@ -1102,6 +1102,15 @@ impl Detector {
         self.meta.prep.tiles.is_some()
     }
 
+    /// Fails with [`TILED_CODES`] for a tiled model, whose codes are per tile: what every
+    /// caller of per-image codes (encode, search, the service's `/encode`) checks first.
+    pub fn check_codes(&self) -> Result<()> {
+        match self.is_tiled() {
+            true => Err(Error::Invalid(TILED_CODES.into())),
+            false => Ok(()),
+        }
+    }
+
     /// Verdicts and anomaly maps of decoded images, for whole-image and tiled models alike:
     /// each map is at [`ImagePrep::map_size`] of its image.
     pub fn score_images(&self, images: &[DynamicImage]) -> (Vec<Verdict>, Vec<Vec<f32>>) {
@@ -1356,9 +1365,7 @@ impl Detector {
         mut on_item: impl FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<usize> {
         let latent = self.meta.spec.latent;
-        if self.is_tiled() {
-            return Err(Error::Invalid(TILED_CODES.into()));
-        }
+        self.check_codes()?;
         Self::decode_batches(paths, skip_bad, "encoding", progress, |ok| {
             let codes = self.encode_decoded(&ok);
             for ((index, _), code) in ok.iter().zip(codes.chunks(latent)) {
