@@ -202,6 +202,15 @@ impl ImagePrep {
         self.planes_at(img, self.image_size, self.image_size)
     }
 
+    /// The network inputs of `images` ([`ImagePrep::tensorize`], in parallel), concatenated
+    /// in their order.
+    pub fn tensorize_all<'a>(
+        &self,
+        images: impl ParallelIterator<Item = &'a DynamicImage>,
+    ) -> Vec<f32> {
+        images.flat_map_iter(|img| self.tensorize(img)).collect()
+    }
+
     /// Decodes and tensorizes the file at `path`.
     pub fn load(&self, path: &Path) -> Result<Vec<f32>> {
         Ok(self.tensorize(&decode(path)?))

@@ -136,11 +136,7 @@ impl Encode for Detector {
 impl Detector {
     /// The network inputs of `images`, concatenated.
     fn tensorize_images(&self, images: &[DynamicImage]) -> Vec<f32> {
-        let prep = &self.meta().prep;
-        images
-            .par_iter()
-            .flat_map_iter(|img| prep.tensorize(img))
-            .collect()
+        self.meta().prep.tensorize_all(images.par_iter())
     }
 }
 

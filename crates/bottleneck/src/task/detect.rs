@@ -1126,10 +1126,7 @@ impl Detector {
         let mut verdicts = Vec::with_capacity(images.len());
         let mut maps = Vec::with_capacity(images.len());
         for chunk in images.chunks(SCORE_BATCH) {
-            let inputs: Vec<f32> = chunk
-                .par_iter()
-                .flat_map_iter(|img| self.meta.prep.tensorize(img))
-                .collect();
+            let inputs = self.meta.prep.tensorize_all(chunk.par_iter());
             let (v, m) = self.score_inputs(inputs, chunk.len());
             verdicts.extend(v);
             maps.extend(m);
@@ -1284,10 +1281,9 @@ impl Detector {
 
     /// The prepared network inputs of decoded images, concatenated.
     fn tensorize(&self, images: &[(usize, DynamicImage)]) -> Vec<f32> {
-        images
-            .par_iter()
-            .flat_map_iter(|(_, img)| self.meta.prep.tensorize(img))
-            .collect()
+        self.meta
+            .prep
+            .tensorize_all(images.par_iter().map(|(_, img)| img))
     }
 
     /// Scores `paths` in batches (bounded memory whatever their number) and hands each
