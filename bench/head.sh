@@ -5,7 +5,8 @@
 # settings, with `--head none` and `--head segment` (add `--knn 0` and other flags through
 # TRAIN_ARGS). Prints wall time, image AUROC (the score, the map alone, and with a head each
 # part alone), pixel AUROC, AUPRO and per-defect image AUROC.
-# Usage: bash bench/head.sh [SEED ...] (default 42); TRAIN_ARGS="..." for extra train flags.
+# Usage: bash bench/head.sh [SEED ...] (default 42); TRAIN_ARGS="..." for extra train flags;
+# HEADS="segment" to run only the head (default: none segment).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cargo build --release --manifest-path "$root/Cargo.toml" -q
@@ -17,7 +18,7 @@ seeds=("$@")
 for seed in "${seeds[@]}"; do
   data="$work/boards-$seed"
   [ -d "$data/train/good" ] || "$bin" -q boards "$data" --seed "$seed"
-  for head in none segment; do
+  for head in ${HEADS:-none segment}; do
     model="$work/$head-$seed.safetensors"
     start=$(date +%s.%N)
     # shellcheck disable=SC2086

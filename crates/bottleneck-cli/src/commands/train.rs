@@ -132,9 +132,10 @@ pub struct TrainArgs {
     knn: Option<usize>,
     /// Images: what draws the map. none: the reconstruction error; segment: also a small
     /// network reading each image beside its reconstruction, trained on synthetic
-    /// anomalies drawn on the good images (DRAEM); the map is then, pixel by pixel, the
-    /// larger of the error and its probability of an anomaly, each on the scale of the
-    /// training images' scores [default: none].
+    /// anomalies drawn on the good images (DRAEM's Perlin blots and NSA's Poisson-blended
+    /// patches); the map is then, pixel by pixel, the larger of the error and its
+    /// probability of an anomaly, each on the scale of the training images' scores
+    /// [default: none].
     #[arg(long)]
     head: Option<Head>,
     /// Tables: use only these columns as features (comma-separated).

@@ -288,8 +288,9 @@ class ImageDetector(_Detector):
     take too long) trains one network and holds out ``calibration_fraction`` of them.
 
     ``head="segment"`` also trains a discriminative head on synthetic anomalies drawn on
-    the good images (DRAEM); the map is then, pixel by pixel, the larger of the
-    reconstruction error and the head's anomaly probability, each on its own scale.
+    the good images (DRAEM's Perlin blots, NSA's Poisson-blended patches); the map is
+    then, pixel by pixel, the larger of the reconstruction error and the head's anomaly
+    probability, each on its own scale.
 
     Images over 128 pixels are read in 64-pixel tiles at their own resolution (``tile``;
     ``scale``, at most 1, shrinks them first; images over 1,024 pixels are scaled down to
