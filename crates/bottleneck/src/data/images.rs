@@ -490,8 +490,7 @@ impl ImageSet {
     }
 
     /// Training samples per image: 1, or a tiled set's crops per pass over its images.
-    /// Sample `i * crops() + c` is image `i`'s crop `c`: placed by the crop seed in
-    /// [`ImageSet::batch`], anew every batch in [`ImageSet::training_batch`].
+    /// Sample `i * crops() + c` is image `i`'s crop `c`.
     pub fn crops(&self) -> usize {
         self.crops
     }
@@ -564,25 +563,8 @@ impl ImageSet {
     }
 
     /// The inputs of the samples at `indices` (images, or a tiled set's crops: see
-    /// [`ImageSet::crops`]), concatenated channel-major. A crop's place depends on the set's
-    /// crop seed and its index only, so the same indices give the same crops.
+    /// [`ImageSet::crops`]), concatenated channel-major.
     pub fn batch(&self, indices: &[usize]) -> Result<Vec<f32>> {
-        self.batch_placed(indices, self.crop_seed)
-    }
-
-    /// The inputs of the training samples at `indices`, as [`ImageSet::batch`], except that
-    /// a tiled set's crops are placed anew from `rng` (one draw a batch), so every pass over
-    /// the images sees other crops of them while a seeded run stays reproducible. A
-    /// whole-image set draws nothing.
-    pub fn training_batch(&self, indices: &[usize], rng: &mut impl rand::Rng) -> Result<Vec<f32>> {
-        match self.prep.tiles {
-            Some(_) => self.batch_placed(indices, self.crop_seed ^ rng.next_u64()),
-            None => self.batch(indices),
-        }
-    }
-
-    /// The inputs of the samples at `indices`, a tiled set's crops placed by `seed`.
-    fn batch_placed(&self, indices: &[usize], seed: u64) -> Result<Vec<f32>> {
         let n = self.prep.len();
         if self.prep.tiles.is_some() {
             // Each image once, however many of its crops the batch holds (decoding is the
@@ -601,7 +583,7 @@ impl ImageSet {
                     .binary_search(&(i / self.crops))
                     .expect("decoded above");
                 let img = &decoded[k];
-                let (x, y) = tiles::crop_origin(seed, i, img.width, img.height, t);
+                let (x, y) = tiles::crop_origin(self.crop_seed, i, img.width, img.height, t);
                 tiles::cut(img, self.prep.channels, x, y, t, &mut out);
             }
             return Ok(out);
@@ -694,48 +676,6 @@ mod tests {
         assert_eq!(skipped.len(), 1);
         // broken.png sorts first: the cache is compacted so slot 0 holds red.png.
         assert_eq!(set.batch(&[0]).unwrap(), v);
-    }
-
-    #[test]
-    fn training_crops_move_every_batch_and_repeat_with_the_seed() {
-        use rand::SeedableRng;
-        // A 64 px gradient image, so every crop place gives other values.
-        let img = DynamicImage::ImageLuma8(image::GrayImage::from_fn(64, 64, |x, y| {
-            image::Luma([(x * 3 + y * 191 % 64) as u8])
-        }));
-        let tiled = ImagePrep {
-            channels: 1,
-            image_size: 16,
-            tiles: Some(Tiles { scale: 1.0 }),
-        };
-        let set = ImageSet::from_images(std::slice::from_ref(&img), tiled).with_crop_seed(3);
-        let idx = [0, 1, 2, 3];
-        let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let (mut a, mut b) = (rng(), rng());
-        let first = set.training_batch(&idx, &mut a).unwrap();
-        // Same generator state, same crops; the next batch of the same indices moves.
-        assert_eq!(first, set.training_batch(&idx, &mut b).unwrap());
-        let second = set.training_batch(&idx, &mut a).unwrap();
-        assert_eq!(second.len(), first.len());
-        assert_ne!(first, second);
-        // `batch` (statistics, validation) keeps each index's crop.
-        assert_eq!(set.batch(&idx).unwrap(), set.batch(&idx).unwrap());
-        // A whole-image set reads the image and leaves the generator alone.
-        let whole = ImagePrep {
-            channels: 1,
-            image_size: 16,
-            tiles: None,
-        };
-        let set = ImageSet::from_images(&[img], whole);
-        let mut c = rng();
-        assert_eq!(
-            set.training_batch(&[0], &mut c).unwrap(),
-            set.batch(&[0]).unwrap()
-        );
-        assert_eq!(
-            rand::RngCore::next_u64(&mut c),
-            rand::RngCore::next_u64(&mut rng())
-        );
     }
 
     #[cfg(unix)]

@@ -524,8 +524,7 @@ impl Detector {
                     split.calibration.len()
                 ));
             }
-            // A tiled model trains on crops: sample `i * crops + c` is one of image i's crops,
-            // placed anew every batch (`ImageSet::training_batch`).
+            // A tiled model trains on crops: sample `i * crops + c` is image i's crop c.
             let samples: Vec<usize> = match tiled {
                 false => split.training.clone(),
                 true => {

@@ -311,12 +311,9 @@ pub fn train_autoencoder(
         schedule,
         stopping.as_ref(),
         progress,
-        |model, chunk, rng| {
+        |model, chunk, _| {
             let x = Tensor::<4>::from_data(
-                TensorData::new(
-                    set.training_batch(chunk, rng)?,
-                    [chunk.len(), spec.channels, side, side],
-                ),
+                TensorData::new(set.batch(chunk)?, [chunk.len(), spec.channels, side, side]),
                 &ad,
             );
             let y = model.forward(x.clone());
@@ -378,7 +375,7 @@ pub fn train_discriminative(
         progress,
         |model, chunk, rng| {
             let n = chunk.len();
-            let clean = set.training_batch(chunk, rng)?;
+            let clean = set.batch(chunk)?;
             let synthetic = anomalies::synthesise(&clean, n, channels, side, rng);
             let tensor = |values, c| {
                 Tensor::<4>::from_data(TensorData::new(values, [n, c, side, side]), &ad)
