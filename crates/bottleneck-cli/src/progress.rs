@@ -17,13 +17,11 @@ pub struct Bars {
     stage: Mutex<Option<Stage>>,
 }
 
-/// The stage in progress: its bar (hidden off a terminal, where it still counts steps and
-/// estimates the time left) and, for plain lines, its label, latest status and when the
+/// The stage in progress: its bar (hidden off a terminal, where it still holds its label
+/// and status, counts steps and estimates the time left) and, for plain lines, when the
 /// last line was written.
 struct Stage {
     bar: ProgressBar,
-    label: String,
-    status: String,
     printed: Instant,
 }
 
@@ -34,15 +32,16 @@ impl Stage {
         let elapsed = self.bar.elapsed().as_secs_f64();
         let pos = self.bar.position();
         let len = self.bar.length().unwrap_or(pos);
-        let mut line = format!("{}: {pos}/{len}", self.label);
+        let mut line = format!("{}: {pos}/{len}", self.bar.prefix());
         if done || pos >= len {
             line += &format!(", done in {elapsed:.1} s");
         } else if pos > 0 {
             let eta = indicatif::HumanDuration(self.bar.eta());
             line += &format!(", {elapsed:.0} s, eta {eta}");
         }
-        if !self.status.is_empty() {
-            line += &format!(", {}", self.status);
+        let status = self.bar.message();
+        if !status.is_empty() {
+            line += &format!(", {status}");
         }
         line
     }
@@ -88,8 +87,6 @@ impl Progress for Bars {
         bar.set_prefix(label.to_string());
         let mut stage = Stage {
             bar,
-            label: label.to_string(),
-            status: String::new(),
             printed: Instant::now(),
         };
         stage.log(true);
@@ -110,7 +107,6 @@ impl Progress for Bars {
         match self.stage.lock().expect("bar lock").as_mut() {
             Some(s) => {
                 s.bar.set_message(message.to_string());
-                s.status = message.to_string();
                 s.log(false);
             }
             // Between stages (which network of several comes next) it is a line of its own.

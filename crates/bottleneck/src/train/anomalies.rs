@@ -171,7 +171,8 @@ fn paste_patch(
     let source = &clean[other * channels * plane..(other + 1) * channels * plane];
     let rect = |plane_values: &[f32], y0: usize, x0: usize| -> Vec<f32> {
         (0..h)
-            .flat_map(|y| plane_values[(y0 + y) * side + x0..(y0 + y) * side + x0 + w].to_vec())
+            .flat_map(|y| &plane_values[(y0 + y) * side + x0..(y0 + y) * side + x0 + w])
+            .copied()
             .collect()
     };
     let mut blended = Vec::with_capacity(channels);
@@ -185,20 +186,11 @@ fn paste_patch(
         }
         blended.push(f);
     }
-    for (c, f) in blended.iter().enumerate() {
-        for y in 0..h {
-            for x in 0..w {
-                if changed[y * w + x] {
-                    image[c * plane + (ty + y) * side + tx + x] = f[y * w + x];
-                }
-            }
-        }
-    }
-    for y in 0..h {
-        for x in 0..w {
-            if changed[y * w + x] {
-                mask[(ty + y) * side + tx + x] = 1.0;
-            }
+    for k in (0..h * w).filter(|&k| changed[k]) {
+        let at = (ty + k / w) * side + tx + k % w;
+        mask[at] = 1.0;
+        for (c, f) in blended.iter().enumerate() {
+            image[c * plane + at] = f[k];
         }
     }
 }
