@@ -276,6 +276,172 @@ fn col2im(g: &Geometry, cols: &[f32], rows: std::ops::Range<usize>, image: &mut 
     }
 }
 
+/// Layers with at most this many small-side channels (an output layer's 1 or 3 image
+/// channels) run as direct loops instead of columns and a product: their columns have
+/// `c_large * k * k` rows for a product with at most this many rows, so writing and reading
+/// them costs more than the product itself. The image networks' 3x3 output layer (32
+/// channels in, 1 out, 64 px) moved 1.2 million column values an image three times a step
+/// for 1.2 million multiply-adds each.
+const DIRECT_MAX_CHANNELS: usize = 4;
+
+fn direct(g: &Geometry) -> bool {
+    g.c_small <= DIRECT_MAX_CHANNELS
+}
+
+/// The small-side columns `ox` whose large-side column `ox * stride + kx - padding` lies
+/// inside the image, for kernel column `kx`.
+fn tap_range(g: &Geometry, kx: usize) -> std::ops::Range<usize> {
+    let (n, s, p) = (g.large, g.stride, g.padding);
+    let lo = p.saturating_sub(kx).div_ceil(s);
+    let hi = match (n + p).checked_sub(kx + 1) {
+        Some(last) => (last / s + 1).min(g.small),
+        None => 0,
+    };
+    lo..hi.max(lo)
+}
+
+/// The large-side row read by small-side row `oy` through kernel row `ky`, if inside.
+fn tap_row(g: &Geometry, oy: usize, ky: usize) -> Option<usize> {
+    (oy * g.stride + ky)
+        .checked_sub(g.padding)
+        .filter(|&y| y < g.large)
+}
+
+/// `dst[i] += a * src[i * stride]` over `dst`.
+fn axpy_strided(dst: &mut [f32], a: f32, src: &[f32], stride: usize) {
+    if stride == 1 {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d += a * v;
+        }
+    } else {
+        for (d, v) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            *d += a * v;
+        }
+    }
+}
+
+/// `dst[i * stride] += a * src[i]` over `src`.
+fn axpy_scatter(dst: &mut [f32], a: f32, src: &[f32], stride: usize) {
+    if stride == 1 {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d += a * v;
+        }
+    } else {
+        for (d, v) in dst.iter_mut().step_by(stride).zip(src) {
+            *d += a * v;
+        }
+    }
+}
+
+/// `sum(a[i] * b[i * stride])` over `a`, in 16 lanes added in a fixed order.
+fn dot_strided(a: &[f32], b: &[f32], stride: usize) -> f32 {
+    if stride != 1 {
+        return a
+            .iter()
+            .zip(b.iter().step_by(stride))
+            .map(|(x, y)| x * y)
+            .sum();
+    }
+    let b = &b[..a.len()];
+    let mut lanes = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// [`conv_forward`] of one image by direct loops: `out` `[c_small, small^2]` holds the
+/// bias and gets the taps added.
+fn direct_forward(g: &Geometry, image: &[f32], w: &[f32], out: &mut [f32]) {
+    let (n, k, s, p, m) = (g.large, g.k, g.stride, g.padding, g.small);
+    for (co, plane) in out.chunks_mut(m * m).enumerate() {
+        for c in 0..g.c_large {
+            let src = &image[c * n * n..][..n * n];
+            for ky in 0..k {
+                for (oy, row) in plane.chunks_mut(m).enumerate() {
+                    let Some(y) = tap_row(g, oy, ky) else {
+                        continue;
+                    };
+                    for kx in 0..k {
+                        let wv = w[((co * g.c_large + c) * k + ky) * k + kx];
+                        let r = tap_range(g, kx);
+                        if r.is_empty() {
+                            continue;
+                        }
+                        let from = y * n + r.start * s + kx - p;
+                        axpy_strided(&mut row[r], wv, &src[from..], s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`conv_adjoint`] of one image by direct loops: adds the taps of `y` `[c_small,
+/// small^2]` onto `out` `[c_large, large^2]`.
+fn direct_adjoint(g: &Geometry, y: &[f32], w: &[f32], out: &mut [f32]) {
+    let (n, k, s, p, m) = (g.large, g.k, g.stride, g.padding, g.small);
+    for (c, plane) in out.chunks_mut(n * n).enumerate() {
+        for co in 0..g.c_small {
+            let src = &y[co * m * m..][..m * m];
+            for ky in 0..k {
+                for oy in 0..m {
+                    let Some(yy) = tap_row(g, oy, ky) else {
+                        continue;
+                    };
+                    for kx in 0..k {
+                        let wv = w[((co * g.c_large + c) * k + ky) * k + kx];
+                        let r = tap_range(g, kx);
+                        if r.is_empty() {
+                            continue;
+                        }
+                        let at = yy * n + r.start * s + kx - p;
+                        axpy_scatter(&mut plane[at..], wv, &src[oy * m..][r], s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`conv_weight_grad`]'s share of one image by direct loops, added to `acc` `[c_small,
+/// c_large * k * k]`.
+fn direct_weight_grad(g: &Geometry, image: &[f32], small: &[f32], acc: &mut [f32]) {
+    let (n, k, s, p, m) = (g.large, g.k, g.stride, g.padding, g.small);
+    for co in 0..g.c_small {
+        let dy = &small[co * m * m..][..m * m];
+        for c in 0..g.c_large {
+            let src = &image[c * n * n..][..n * n];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let r = tap_range(g, kx);
+                    if r.is_empty() {
+                        continue;
+                    }
+                    let mut sum = 0.0f32;
+                    for oy in 0..m {
+                        let Some(y) = tap_row(g, oy, ky) else {
+                            continue;
+                        };
+                        let from = y * n + r.start * s + kx - p;
+                        sum += dot_strided(&dy[oy * m..][r.clone()], &src[from..], s);
+                    }
+                    acc[((co * g.c_large + c) * k + ky) * k + kx] += sum;
+                }
+            }
+        }
+    }
+}
+
 /// Column bands over the small side: whole rows of it, about [`BAND_BYTES`] of columns
 /// each, so a band's columns stay in cache between being written and being read.
 fn bands(g: &Geometry) -> impl Iterator<Item = std::ops::Range<usize>> {
@@ -425,10 +591,13 @@ fn conv_forward(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; g.batch * g.c_small * area];
     per_image(&mut out, g.c_small * area, |b, o| {
         let image = &x[b * g.c_large * g.large_area()..][..g.c_large * g.large_area()];
-        let mut cols = column_buffer(g);
         for (plane, &b) in o.chunks_mut(area).zip(bias) {
             plane.fill(b);
         }
+        if direct(g) {
+            return direct_forward(g, image, w, o);
+        }
+        let mut cols = column_buffer(g);
         for band in bands(g) {
             let len = band.len() * g.small;
             let start = band.start * g.small;
@@ -463,6 +632,9 @@ fn conv_adjoint(g: &Geometry, y: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec
             }
         }
         let yb = &y[b * g.c_small * area..][..g.c_small * area];
+        if direct(g) {
+            return direct_adjoint(g, yb, w, o);
+        }
         let mut cols = column_buffer(g);
         for band in bands(g) {
             let len = band.len() * g.small;
@@ -493,6 +665,9 @@ fn conv_weight_grad(g: &Geometry, large: &[f32], small: &[f32]) -> Vec<f32> {
     sum_over_images(g.batch, g.c_small * rows, |b, acc| {
         let image = &large[b * g.c_large * g.large_area()..][..g.c_large * g.large_area()];
         let sb = &small[b * g.c_small * area..][..g.c_small * area];
+        if direct(g) {
+            return direct_weight_grad(g, image, sb, acc);
+        }
         let mut cols = column_buffer(g);
         for band in bands(g) {
             let len = band.len() * g.small;
@@ -874,14 +1049,31 @@ mod tests {
         // Else both sides would be burn's own layers.
         assert!(supported(&device) && supported(&Device::flex()));
         // (c_in, c_out, side, kernel, stride, padding): the autoencoder's strided 4x4, the
-        // output 3x3, an odd size, no padding, and one whose columns span several bands.
-        for (ci, co, side, k, s, p) in [
+        // output 3x3, an odd size, no padding, one whose columns span several bands, and a
+        // kernel wider than the image's inside; both through columns (over
+        // DIRECT_MAX_CHANNELS outputs) and through direct loops (the rest).
+        let convs = [
             (3, 5, 16, 4, 2, 1),
             (4, 1, 9, 3, 1, 1),
             (2, 3, 11, 4, 2, 1),
+            (2, 6, 11, 4, 2, 1),
             (3, 2, 7, 3, 2, 0),
+            (3, 5, 7, 3, 2, 0),
             (8, 4, 64, 3, 1, 1),
-        ] {
+            (8, 5, 64, 3, 1, 1),
+            (32, 1, 64, 3, 1, 1),
+            (2, 3, 3, 5, 1, 2),
+            (2, 7, 3, 5, 1, 2),
+        ];
+        let routes = |cases: &[(usize, usize, usize, usize, usize, usize)], small_is_out| {
+            cases
+                .iter()
+                .map(|&(ci, co, ..)| if small_is_out { co } else { ci } <= DIRECT_MAX_CHANNELS)
+                .collect::<std::collections::BTreeSet<bool>>()
+                .len()
+        };
+        assert_eq!(routes(&convs, true), 2, "both routes of conv2d are tested");
+        for (ci, co, side, k, s, p) in convs {
             let conv = Conv2dConfig::new([ci, co], [k, k])
                 .with_stride([s, s])
                 .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
@@ -896,13 +1088,18 @@ mod tests {
                 bias,
             );
         }
-        for (ci, co, side, k, s, p) in [
+        let transposed = [
             (5, 3, 8, 4, 2, 1),
             (2, 4, 5, 3, 1, 1),
+            (6, 4, 5, 3, 1, 1),
             (3, 2, 6, 4, 2, 0),
+            (5, 2, 6, 4, 2, 0),
             (4, 3, 5, 2, 2, 0),
             (4, 16, 32, 4, 2, 1),
-        ] {
+            (8, 16, 32, 4, 2, 1),
+        ];
+        assert_eq!(routes(&transposed, false), 2, "both routes of transposed");
+        for (ci, co, side, k, s, p) in transposed {
             let deconv = ConvTranspose2dConfig::new([ci, co], [k, k])
                 .with_stride([s, s])
                 .with_padding([p, p])
