@@ -195,10 +195,10 @@ def baselines(args):
     classes = sorted(os.listdir(f"{args.out}/test"))
     tests = {c: load_dir(f"{args.out}/test/{c}", args.size) for c in classes}
     cap = len(train) - 1
-    full = PCA(n_components=min(cap, train.shape[1])).fit(train)
+    full = PCA(n_components=min(cap, train.shape[1]), random_state=0).fit(train)
     k90 = min(cap, int(np.searchsorted(np.cumsum(full.explained_variance_ratio_), 0.90)) + 1)
-    pcas = {"pca16": PCA(n_components=min(16, cap)).fit(train),
-            "pca90": PCA(n_components=k90).fit(train)}
+    pcas = {"pca16": PCA(n_components=min(16, cap), random_state=0).fit(train),
+            "pca90": PCA(n_components=k90, random_state=0).fit(train)}
     sq_train = (train ** 2).sum(1)
 
     def scores(x):
