@@ -110,14 +110,33 @@ pub fn conv_transpose2d(
     )
 }
 
-/// [`ConvKernels::box_mean_fast`] on a Flex device, else `None` (the caller pools).
-pub fn box_mean(x: Tensor<4>, window: usize) -> Option<Tensor<4>> {
-    supported(&x.device()).then(|| {
+/// [`ConvKernels::box_mean_fast`] on a Flex device, else [`pooled_box_mean`].
+pub fn box_mean(x: Tensor<4>, window: usize) -> Tensor<4> {
+    if supported(&x.device()) {
         Tensor::from_dispatch(<burn::backend::Dispatch as ConvKernels>::box_mean_fast(
             x.into_dispatch(),
             window,
         ))
-    })
+    } else {
+        pooled_box_mean(x, window)
+    }
+}
+
+/// The same window mean through burn's average pooling: a row pass then a column pass
+/// (exact, borders included, since the valid part of a window is a rectangle).
+pub fn pooled_box_mean(x: Tensor<4>, window: usize) -> Tensor<4> {
+    use burn::tensor::module::avg_pool2d;
+    use burn::tensor::ops::AvgPoolOptions;
+    let pass = |t: Tensor<4>, k: [usize; 2]| {
+        avg_pool2d(
+            t,
+            AvgPoolOptions::new(k)
+                .with_stride([1, 1])
+                .with_padding([k[0] / 2, k[1] / 2])
+                .with_count_include_pad(false),
+        )
+    };
+    pass(pass(x, [1, window]), [window, 1])
 }
 
 /// [`ConvKernels::leaky_relu_fast`] on a Flex device, else burn's own.
@@ -375,26 +394,44 @@ fn dot_strided(a: &[f32], b: &[f32], stride: usize) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// [`conv_forward`] of one image by direct loops: `out` `[c_small, small^2]` holds the
-/// bias and gets the taps added.
-fn direct_forward(g: &Geometry, image: &[f32], w: &[f32], out: &mut [f32]) {
-    let (n, k, s, p, m) = (g.large, g.k, g.stride, g.padding, g.small);
-    for (co, plane) in out.chunks_mut(m * m).enumerate() {
+/// One tap of a direct layer: small-side channel `co` and row `oy` meet large-side channel
+/// `c` through weight `w[weight]`, small-side columns `cols` against the large-side plane
+/// from `large_at` on (at the stride).
+struct Tap {
+    co: usize,
+    c: usize,
+    oy: usize,
+    weight: usize,
+    cols: std::ops::Range<usize>,
+    large_at: usize,
+}
+
+/// Calls `f` on every tap with columns inside the image, in the order co, c, ky, oy, kx
+/// (the order each output value's terms are added in).
+fn for_each_tap(g: &Geometry, mut f: impl FnMut(Tap)) {
+    let (n, k, s, p) = (g.large, g.k, g.stride, g.padding);
+    for co in 0..g.c_small {
         for c in 0..g.c_large {
-            let src = &image[c * n * n..][..n * n];
             for ky in 0..k {
-                for (oy, row) in plane.chunks_mut(m).enumerate() {
+                for oy in 0..g.small {
                     let Some(y) = tap_row(g, oy, ky) else {
                         continue;
                     };
                     for kx in 0..k {
-                        let wv = w[((co * g.c_large + c) * k + ky) * k + kx];
-                        let r = tap_range(g, kx);
-                        if r.is_empty() {
+                        let cols = tap_range(g, kx);
+                        if cols.is_empty() {
                             continue;
                         }
-                        let from = y * n + r.start * s + kx - p;
-                        axpy_strided(&mut row[r], wv, &src[from..], s);
+                        let large_at = y * n + cols.start * s + kx - p;
+                        let weight = ((co * g.c_large + c) * k + ky) * k + kx;
+                        f(Tap {
+                            co,
+                            c,
+                            oy,
+                            weight,
+                            cols,
+                            large_at,
+                        });
                     }
                 }
             }
@@ -402,31 +439,26 @@ fn direct_forward(g: &Geometry, image: &[f32], w: &[f32], out: &mut [f32]) {
     }
 }
 
+/// [`conv_forward`] of one image by direct loops: `out` `[c_small, small^2]` holds the
+/// bias and gets the taps added.
+fn direct_forward(g: &Geometry, image: &[f32], w: &[f32], out: &mut [f32]) {
+    let (n, m) = (g.large, g.small);
+    for_each_tap(g, |t| {
+        let row = &mut out[(t.co * m + t.oy) * m..];
+        let src = &image[t.c * n * n + t.large_at..];
+        axpy_strided(&mut row[t.cols], w[t.weight], src, g.stride);
+    });
+}
+
 /// [`conv_adjoint`] of one image by direct loops: adds the taps of `y` `[c_small,
 /// small^2]` onto `out` `[c_large, large^2]`.
 fn direct_adjoint(g: &Geometry, y: &[f32], w: &[f32], out: &mut [f32]) {
-    let (n, k, s, p, m) = (g.large, g.k, g.stride, g.padding, g.small);
-    for (c, plane) in out.chunks_mut(n * n).enumerate() {
-        for co in 0..g.c_small {
-            let src = &y[co * m * m..][..m * m];
-            for ky in 0..k {
-                for oy in 0..m {
-                    let Some(yy) = tap_row(g, oy, ky) else {
-                        continue;
-                    };
-                    for kx in 0..k {
-                        let wv = w[((co * g.c_large + c) * k + ky) * k + kx];
-                        let r = tap_range(g, kx);
-                        if r.is_empty() {
-                            continue;
-                        }
-                        let at = yy * n + r.start * s + kx - p;
-                        axpy_scatter(&mut plane[at..], wv, &src[oy * m..][r], s);
-                    }
-                }
-            }
-        }
-    }
+    let (n, m) = (g.large, g.small);
+    for_each_tap(g, |t| {
+        let dst = &mut out[t.c * n * n + t.large_at..];
+        let src = &y[(t.co * m + t.oy) * m..][t.cols];
+        axpy_scatter(dst, w[t.weight], src, g.stride);
+    });
 }
 
 /// [`conv_weight_grad`]'s share of one image by direct loops, added to `acc` `[c_small,
@@ -1133,25 +1165,14 @@ mod tests {
 
     #[test]
     fn box_mean_matches_burns_average_pool_forward_and_backward() {
-        use burn::tensor::module::avg_pool2d;
-        use burn::tensor::ops::AvgPoolOptions;
         let device = Device::flex().autodiff();
         device.seed(3);
         // Windows wider than the image on one side, as on the other, and equal to it.
         for (shape, window) in [([2, 3, 9, 13], 7), ([1, 2, 5, 4], 7), ([3, 1, 7, 7], 3)] {
             let x =
                 Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).require_grad();
-            let pass = |t: Tensor<4>, k: [usize; 2]| {
-                avg_pool2d(
-                    t,
-                    AvgPoolOptions::new(k)
-                        .with_stride([1, 1])
-                        .with_padding([k[0] / 2, k[1] / 2])
-                        .with_count_include_pad(false),
-                )
-            };
-            let theirs = pass(pass(x.clone(), [1, window]), [window, 1]);
-            let ours = box_mean(x.clone(), window).expect("a Flex device");
+            let theirs = pooled_box_mean(x.clone(), window);
+            let ours = box_mean(x.clone(), window);
             assert_close("box mean", ours.clone().inner(), theirs.clone().inner());
             let w = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
             let ga = (ours * w.clone()).sum().backward();
@@ -1164,11 +1185,7 @@ mod tests {
         }
         // A known answer: the mean of 1..=5 in a window of 3, clipped at both ends.
         let line = Tensor::<4>::from_floats([[[[1.0, 2.0, 3.0, 4.0, 5.0]]]], &Device::flex());
-        let got: Vec<f32> = box_mean(line, 3)
-            .unwrap()
-            .into_data()
-            .iter::<f32>()
-            .collect();
+        let got: Vec<f32> = box_mean(line, 3).into_data().iter::<f32>().collect();
         assert_eq!(got, vec![1.5, 2.0, 3.0, 4.0, 4.5]);
     }
 
