@@ -507,21 +507,26 @@ fn column_buffer(g: &Geometry) -> Vec<f32> {
 /// A row-major matrix view for [`matmul`]: `rows x cols` with row stride `rs` and column
 /// stride `cs` (a transposed view swaps them).
 #[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
+pub(super) struct Mat {
+    pub(super) ptr: *const f32,
+    pub(super) rs: isize,
+    pub(super) cs: isize,
 }
 
+// SAFETY: a Mat only reads the slice it was made from, which its maker keeps alive and
+// unchanged for as long as the Mat is used (every use below is within one function call).
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+
 impl Mat {
-    fn rows(data: &[f32], cols: usize) -> Self {
+    pub(super) fn rows(data: &[f32], cols: usize) -> Self {
         Self {
             ptr: data.as_ptr(),
             rs: cols as isize,
             cs: 1,
         }
     }
-    fn transposed(data: &[f32], cols: usize) -> Self {
+    pub(super) fn transposed(data: &[f32], cols: usize) -> Self {
         Self {
             ptr: data.as_ptr(),
             rs: 1,
@@ -533,7 +538,7 @@ impl Mat {
 /// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]` on this thread, `dst` row-major with row
 /// stride `dst_rs`; `accumulate` adds to `dst`.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(super) fn matmul(
     dst: &mut [f32],
     dst_rs: usize,
     m: usize,
@@ -547,15 +552,35 @@ fn matmul(
         n <= dst_rs && dst.len() >= m.saturating_sub(1) * dst_rs + n,
         "matmul: destination too small"
     );
-    // SAFETY: `dst` holds m rows of n values at stride dst_rs (checked above); `lhs` and
-    // `rhs` were made from slices holding m x k and k x n values at their strides by the
-    // callers below, which derive every size from one Geometry.
+    // SAFETY: `dst` holds m rows of n values at stride dst_rs (checked above).
+    unsafe { matmul_raw(dst.as_mut_ptr(), dst_rs, m, n, k, lhs, rhs, accumulate) }
+}
+
+/// [`matmul`] into a raw destination.
+///
+/// # Safety
+/// `dst` must be valid for writes of m rows of n values at row stride `dst_rs`, written by
+/// no one else during the call; `lhs` and `rhs` must be views of live slices holding
+/// `m x k` and `k x n` values at their strides (the callers derive every size from the
+/// shapes of the slices they view).
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matmul_raw(
+    dst: *mut f32,
+    dst_rs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded from this function's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -576,7 +601,7 @@ fn matmul(
 }
 
 /// The contiguous f32 values of a Flex tensor.
-fn values(t: &FlexTensor) -> FlexTensor {
+pub(super) fn values(t: &FlexTensor) -> FlexTensor {
     assert_eq!(
         t.dtype(),
         DType::F32,

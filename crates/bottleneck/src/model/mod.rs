@@ -4,6 +4,7 @@ pub mod check;
 pub mod conv;
 pub mod denoise;
 pub mod dense;
+pub mod dense_kernels;
 pub mod file;
 pub mod kernels;
 pub mod segment;

@@ -1,0 +1,456 @@
+//! The table and audio networks' fully connected layers on the CPU (burn's Flex backend):
+//! product, bias and leaky ReLU as one operation with its own backward pass, a burn
+//! backend extension like the convolutions of [`super::kernels`].
+//!
+//! Why: burn runs `leaky_relu(x W + b)` as a product, a broadcast add and the activation's
+//! element-wise passes (the dense networks' `0.1 x + 0.9 relu(x)` is four, each writing a
+//! fresh tensor). Scoring a 13-feature table spent more time in those passes and their
+//! allocations than in the products (`perf`: products 35%, element-wise passes 28%, copies
+//! and page faults 13%), at 0.36-0.49x PyTorch's rows/s (bench/throughput_tables.sh).
+//! Here the output is cut into tiles of rows and columns; each tile starts from the bias,
+//! takes one product and gets its activation while still in cache, tiles in parallel.
+//!
+//! Deterministic: a tile's shape depends only on the layer's sizes, never on the number of
+//! threads, and each output value is one tile's sum, so results are the same on any machine
+//! with the same instruction set.
+
+use std::borrow::Cow;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::kernels::{Mat, matmul_raw, supported, values};
+
+/// Rows and columns of the largest output tile: a 13-feature table's 4,096-row scoring chunk
+/// is 32 such tiles.
+const TILE: usize = 128;
+/// Products cut into fewer tiles than this get smaller ones (down to [`MIN_TILE`]), so a
+/// training batch of 64 rows still keeps both cores busy: with one 128-row tile a step ran
+/// on one core and the 64-feature network trained at 60% of burn's own speed.
+const MIN_TILES: usize = 8;
+const MIN_TILE: usize = 32;
+
+/// Products of fewer multiply-adds run their tiles on the calling thread: waking the other
+/// core cost more than it saved (the 64-feature network at batch 64 trained at 50-55k
+/// rows/s with every product split across cores, 72-76k with these on one, against 68-72k
+/// for burn's own layers; bench/throughput_tables.sh's example, alternated runs). The tiles
+/// are the same either way, so the results are too.
+const SERIAL_BELOW: usize = 1 << 22;
+
+/// Tile sides `(rows, cols)` for an `m x n` product: [`TILE`], halved (the longer side
+/// first) while there are fewer than [`MIN_TILES`] tiles. Depends on the sizes only.
+fn tile_shape(m: usize, n: usize) -> (usize, usize) {
+    let (mut rows, mut cols) = (TILE, TILE);
+    while m.div_ceil(rows) * n.div_ceil(cols) < MIN_TILES {
+        let can_rows = rows > MIN_TILE && rows / 2 < m;
+        let can_cols = cols > MIN_TILE && cols / 2 < n;
+        match (can_rows, can_cols) {
+            (true, true) if m >= n => rows /= 2,
+            (true, true) | (false, true) => cols /= 2,
+            (true, false) => rows /= 2,
+            (false, false) => break,
+        }
+    }
+    (rows, cols)
+}
+
+#[backend_extension(Flex, Autodiff)]
+pub trait DenseKernels: Backend {
+    /// `x` `[n, d_in]` times `weight` `[d_in, d_out]` plus `bias` `[d_out]`, then leaky ReLU
+    /// with negative `slope` (`1` for no activation).
+    fn linear_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        slope: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// `linear.forward(x)`, followed by a leaky ReLU of negative slope `slope` if given, as one
+/// [`DenseKernels::linear_fast`] on a Flex device; elsewhere (or without a bias) burn's own
+/// layer and activation.
+pub fn linear_layer(linear: &Linear, x: Tensor<2>, slope: Option<f64>) -> Tensor<2> {
+    match &linear.bias {
+        Some(bias) if supported(&x.device()) => {
+            Tensor::from_dispatch(<burn::backend::Dispatch as DenseKernels>::linear_fast(
+                x.into_dispatch(),
+                linear.weight.val().into_dispatch(),
+                bias.val().into_dispatch(),
+                slope.unwrap_or(1.0) as f32,
+            ))
+        }
+        _ => {
+            let y = linear.forward(x);
+            match slope {
+                Some(s) => burn::tensor::activation::leaky_relu(y, s),
+                None => y,
+            }
+        }
+    }
+}
+
+fn shape2(t: &FlexTensor) -> [usize; 2] {
+    let s = t.shape();
+    assert_eq!(s.num_dims(), 2, "linear_fast: two-dimensional tensors only");
+    [s[0], s[1]]
+}
+
+/// Where the tiles of one product write: disjoint parts of one row-major matrix.
+#[derive(Clone, Copy)]
+struct Dst(*mut f32);
+
+// SAFETY: the tiles handed a Dst write disjoint parts of a buffer their caller holds
+// mutably for the whole parallel loop.
+unsafe impl Send for Dst {}
+unsafe impl Sync for Dst {}
+
+/// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]` (`dst` row-major, exactly `m x n`), as tiles
+/// of [`tile_shape`] in parallel; `accumulate` adds to `dst`, and with `slope != 1`
+/// negative results are then multiplied by `slope`.
+#[allow(clippy::too_many_arguments)]
+fn tiled_product(
+    dst: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+    slope: f32,
+) {
+    assert_eq!(dst.len(), m * n, "tiled_product: destination size");
+    let (tile_rows, tile_cols) = tile_shape(m, n);
+    let (row_tiles, col_tiles) = (m.div_ceil(tile_rows), n.div_ceil(tile_cols));
+    let out = Dst(dst.as_mut_ptr());
+    let tile = |t: usize| {
+        // Whole values, not their pointer fields (which are not Send), into the closure.
+        let (out, lhs, rhs) = (out, lhs, rhs);
+        let (i0, j0) = ((t / col_tiles) * tile_rows, (t % col_tiles) * tile_cols);
+        let (rows, cols) = (tile_rows.min(m - i0), tile_cols.min(n - j0));
+        // SAFETY: row r of this tile is dst[(i0 + r) * n + j0..][..cols], inside `dst`
+        // (i0 + r < m, j0 + cols <= n) and written by no other tile.
+        let row = |r: usize| unsafe {
+            std::slice::from_raw_parts_mut(out.0.add((i0 + r) * n + j0), cols)
+        };
+        let lhs = Mat {
+            ptr: lhs.ptr.wrapping_offset(i0 as isize * lhs.rs),
+            ..lhs
+        };
+        let rhs = Mat {
+            ptr: rhs.ptr.wrapping_offset(j0 as isize * rhs.cs),
+            ..rhs
+        };
+        // SAFETY: the tile is rows x cols of `dst` at row stride n, this tile's alone;
+        // `lhs` (from row i0) and `rhs` (from column j0) stay inside the m x k and k x n
+        // views the caller made from its slices.
+        unsafe {
+            matmul_raw(
+                out.0.add(i0 * n + j0),
+                n,
+                rows,
+                cols,
+                k,
+                lhs,
+                rhs,
+                accumulate,
+            )
+        };
+        if slope != 1.0 {
+            for r in 0..rows {
+                // A select, not a branch: the signs are random, and a branch on them
+                // mispredicted often enough to take 40% of a 64-feature network's time.
+                for v in row(r) {
+                    *v = if *v < 0.0 { *v * slope } else { *v };
+                }
+            }
+        }
+    };
+    let tiles = 0..row_tiles * col_tiles;
+    if m * n * k < SERIAL_BELOW {
+        tiles.for_each(tile);
+    } else {
+        tiles.into_par_iter().for_each(tile);
+    }
+}
+
+/// The forward pass on plain values: `[n, d_in] x [d_in, d_out] + bias`, activated.
+fn linear_forward(x: &[f32], w: &[f32], bias: &[f32], d_in: usize, slope: f32) -> Vec<f32> {
+    let d_out = bias.len();
+    assert!(
+        x.len().is_multiple_of(d_in) && w.len() == d_in * d_out,
+        "linear_fast: input of {} values, weight of {} for {d_in} -> {d_out}",
+        x.len(),
+        w.len()
+    );
+    let n = x.len() / d_in;
+    // Every row starts from the bias (one pass, instead of zeroing and then copying).
+    let mut out = Vec::with_capacity(n * d_out);
+    for _ in 0..n {
+        out.extend_from_slice(bias);
+    }
+    tiled_product(
+        &mut out,
+        n,
+        d_out,
+        d_in,
+        Mat::rows(x, d_in),
+        Mat::rows(w, d_out),
+        true,
+        slope,
+    );
+    out
+}
+
+impl DenseKernels for Flex {
+    fn linear_fast(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, slope: f32) -> FlexTensor {
+        let ([n, d_in], [w_in, d_out]) = (shape2(&x), shape2(&weight));
+        assert!(
+            w_in == d_in && bias.shape().num_elements() == d_out,
+            "linear_fast: x [{n}, {d_in}], weight [{w_in}, {d_out}], bias of {}",
+            bias.shape().num_elements()
+        );
+        let (x, w, b) = (values(&x), values(&weight), values(&bias));
+        let out = linear_forward(x.storage(), w.storage(), b.storage(), d_in, slope);
+        FlexTensor::from_data(TensorData::new(out, [n, d_out]))
+    }
+}
+
+/// What the backward pass needs: the input and weight, and the output where an activation
+/// followed (its sign is the pre-activation's, the slope being positive).
+#[derive(Debug, Clone)]
+struct LinearSaved {
+    x: FlexTensor,
+    weight: FlexTensor,
+    activated: Option<(FlexTensor, f32)>,
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = LinearSaved;
+
+    fn backward(self, ops: Ops<LinearSaved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = values(&grads.consume::<Flex>(&ops.node));
+        let LinearSaved {
+            x,
+            weight,
+            activated,
+        } = ops.state;
+        let [n, d_out] = shape2(&grad);
+        // The gradient before the activation.
+        let g: Cow<[f32]> = match &activated {
+            Some((out, slope)) => {
+                let out = values(out);
+                grad.storage::<f32>()
+                    .iter()
+                    .zip(out.storage::<f32>())
+                    .map(|(&g, &y)| if y >= 0.0 { g } else { slope * g })
+                    .collect::<Vec<f32>>()
+                    .into()
+            }
+            None => grad.storage::<f32>().into(),
+        };
+        if let Some(node) = node_x {
+            let w = values(&weight);
+            let d_in = shape2(&w)[0];
+            let mut dx = vec![0.0f32; n * d_in];
+            tiled_product(
+                &mut dx,
+                n,
+                d_in,
+                d_out,
+                Mat::rows(&g, d_out),
+                Mat::transposed(w.storage(), d_out),
+                false,
+                1.0,
+            );
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dx, [n, d_in])),
+            );
+        }
+        if let Some(node) = node_w {
+            let x = values(&x);
+            let d_in = shape2(&x)[1];
+            let mut dw = vec![0.0f32; d_in * d_out];
+            tiled_product(
+                &mut dw,
+                d_in,
+                d_out,
+                n,
+                Mat::transposed(x.storage(), d_in),
+                Mat::rows(&g, d_out),
+                false,
+                1.0,
+            );
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dw, [d_in, d_out])),
+            );
+        }
+        if let Some(node) = node_b {
+            let mut db = vec![0.0f64; d_out];
+            for row in g.chunks_exact(d_out) {
+                for (s, &v) in db.iter_mut().zip(row) {
+                    *s += v as f64;
+                }
+            }
+            let db: Vec<f32> = db.into_iter().map(|v| v as f32).collect();
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(db, [d_out])));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> DenseKernels for Autodiff<Flex, C> {
+    fn linear_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        slope: f32,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        let out = Flex::linear_fast(x.clone(), weight.clone(), bias, slope);
+        match LinearBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let activated = (slope != 1.0).then(|| (out.clone(), slope));
+                let saved = LinearSaved {
+                    x,
+                    weight,
+                    activated,
+                };
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn::tensor::Distribution;
+
+    fn assert_close(what: &str, a: Tensor<2>, b: Tensor<2>) {
+        let values = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
+        let (a, b) = (values(a), values(b));
+        assert_eq!(a.len(), b.len(), "{what}: sizes");
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            worst <= 1e-5 * scale,
+            "{what}: max difference {worst} against scale {scale}"
+        );
+    }
+
+    /// Output and the gradients of input, weight and bias agree with burn's own layer and
+    /// activation, for shapes that fill tiles exactly, leave partial tiles in both
+    /// directions, and hold a single row or feature.
+    #[test]
+    fn linear_matches_burns_layer_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        let shapes = [
+            (5, 13, 3),
+            (64, 26, 64),
+            (300, 129, 257),
+            (1, 1, 1),
+            (130, 784, 1),
+        ];
+        for (n, d_in, d_out) in shapes {
+            for slope in [None, Some(0.1)] {
+                let what = format!("{n}x{d_in}->{d_out}, slope {slope:?}");
+                // Drawn under the lock that keeps concurrent tests' draws apart.
+                let (layer, x, weights) = crate::train::seeded(&device, 11, || {
+                    let layer = LinearConfig::new(d_in, d_out).init(&device);
+                    let normal = Distribution::Normal(0.0, 1.0);
+                    let x = Tensor::<2>::random([n, d_in], normal, &device).require_grad();
+                    // Parameters are drawn on first use.
+                    let _ = layer.forward(x.clone());
+                    let weights = Tensor::<2>::random([n, d_out], normal, &device);
+                    (layer, x, weights)
+                });
+                let ours = linear_layer(&layer, x.clone(), slope);
+                let plain = layer.forward(x.clone());
+                let reference = match slope {
+                    Some(s) => burn::tensor::activation::leaky_relu(plain, s),
+                    None => plain,
+                };
+                assert_close(
+                    &format!("{what}: output"),
+                    ours.clone().inner(),
+                    reference.clone().inner(),
+                );
+                // The loss weighs every output differently.
+                let ga = (ours * weights.clone()).sum().backward();
+                let gb = (reference * weights).sum().backward();
+                assert_close(
+                    &format!("{what}: input gradient"),
+                    x.grad(&ga).unwrap(),
+                    x.grad(&gb).unwrap(),
+                );
+                let w = layer.weight.val();
+                assert_close(
+                    &format!("{what}: weight gradient"),
+                    w.grad(&ga).unwrap(),
+                    w.grad(&gb).unwrap(),
+                );
+                let b = layer.bias.as_ref().unwrap().val();
+                assert_close(
+                    &format!("{what}: bias gradient"),
+                    b.grad(&ga).unwrap().unsqueeze(),
+                    b.grad(&gb).unwrap().unsqueeze(),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_split_small_products_and_depend_on_sizes_only() {
+        // A scoring chunk: full tiles.
+        assert_eq!(tile_shape(4096, 64), (128, 128));
+        // A training batch of 64 rows of a 256-wide layer: 8 tiles of 64 x 32.
+        assert_eq!(tile_shape(64, 256), (128, 32));
+        // The longer side is halved first.
+        assert_eq!(tile_shape(256, 128), (32, 128));
+        // Too small to split further: one tile.
+        assert_eq!(tile_shape(5, 3), (128, 128));
+        assert_eq!(tile_shape(0, 0), (128, 128));
+    }
+
+    /// The inference device (no autodiff) takes the same kernel and gives the same values.
+    #[test]
+    fn inference_device_gives_the_same_output() {
+        let device = Device::flex();
+        let (layer, x) = crate::train::seeded(&device, 3, || {
+            let layer = LinearConfig::new(40, 200).init(&device);
+            let x = Tensor::<2>::random([150, 40], Distribution::Normal(0.0, 1.0), &device);
+            let _ = layer.forward(x.clone());
+            (layer, x)
+        });
+        let ours = linear_layer(&layer, x.clone(), Some(0.2));
+        let reference = burn::tensor::activation::leaky_relu(layer.forward(x), 0.2);
+        assert_close("inference output", ours, reference);
+    }
+}
