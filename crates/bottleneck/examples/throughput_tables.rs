@@ -53,13 +53,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let m = chunk.len() / d;
         let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, d]), &device);
         let mask = x.ones_like();
-        let y = model.forward(x.clone(), Some(mask));
-        let err: Vec<f32> = (y - x)
-            .powi_scalar(2)
-            .sum_dim(1)
+        let y: Vec<f32> = model
+            .forward(x, Some(mask))
             .into_data()
             .try_into_vec()
             .map_err(|e| format!("{e:?}"))?;
+        // Each row's squared error, in a loop over the values as `score` does it.
+        let err: Vec<f32> = chunk
+            .chunks(d)
+            .zip(y.chunks(d))
+            .map(|(x, y)| x.iter().zip(y).map(|(a, b)| (b - a) * (b - a)).sum())
+            .collect();
         total += err.iter().map(|&e| e as f64).sum::<f64>();
     }
     let score_s = t.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
-use super::dense_kernels::linear_layer;
+use super::dense_kernels::{linear_layer, linear_stack};
 use crate::error::{Error, Result};
 
 /// The shape of a dense autoencoder; stored in the model file.
@@ -99,13 +99,22 @@ fn leaky_relu(x: Tensor<2>) -> Tensor<2> {
     x.clone() * NEGATIVE_SLOPE + relu(x) * (1.0 - NEGATIVE_SLOPE)
 }
 
-/// One hidden layer: the product, the batch normalisation if any, the activation. Without
-/// normalisation all three are one fused operation on the CPU
-/// ([`super::dense_kernels`]).
-fn hidden_layer(layer: &Linear, norm: Option<&BatchNorm>, x: Tensor<2>) -> Tensor<2> {
-    match norm {
-        None => linear_layer(layer, x, Some(NEGATIVE_SLOPE)),
-        Some(norm) => leaky_relu(norm.forward(linear_layer(layer, x, None))),
+/// One hidden layer with batch normalisation: the product, the normalisation, the
+/// activation (without normalisation see [`hidden_stack`]).
+fn normalised_layer(layer: &Linear, norm: &BatchNorm, x: Tensor<2>) -> Tensor<2> {
+    leaky_relu(norm.forward(linear_layer(layer, x, None)))
+}
+
+/// Hidden layers without normalisation, each followed by the activation.
+fn hidden_stack(layers: &[Linear]) -> Vec<(&Linear, Option<f64>)> {
+    layers.iter().map(|l| (l, Some(NEGATIVE_SLOPE))).collect()
+}
+
+/// What the first layer reads: the values, beside the mask where there is one.
+fn input_of(values: Tensor<2>, mask: Option<Tensor<2>>) -> Tensor<2> {
+    match mask {
+        Some(mask) => Tensor::cat(vec![values, mask], 1),
+        None => values,
     }
 }
 
@@ -153,12 +162,13 @@ impl DenseAutoencoder {
     /// Codes of rows `values` `[batch, features]` (missing cells 0) with `mask` (1 where
     /// observed), which a network built with `mask_input` needs and any other must not get.
     pub fn encode(&self, values: Tensor<2>, mask: Option<Tensor<2>>) -> Encoded {
-        let mut x = match mask {
-            Some(mask) => Tensor::cat(vec![values, mask], 1),
-            None => values,
-        };
-        for (i, layer) in self.encoder.iter().enumerate() {
-            x = hidden_layer(layer, self.encoder_norm.get(i), x);
+        let mut x = input_of(values, mask);
+        if self.encoder_norm.is_empty() {
+            x = linear_stack(&hidden_stack(&self.encoder), x);
+        } else {
+            for (layer, norm) in self.encoder.iter().zip(&self.encoder_norm) {
+                x = normalised_layer(layer, norm, x);
+            }
         }
         Encoded {
             mean: linear_layer(&self.to_latent, x.clone(), None),
@@ -168,16 +178,30 @@ impl DenseAutoencoder {
 
     /// Rows `[batch, features]` rebuilt from codes.
     pub fn decode(&self, codes: Tensor<2>) -> Tensor<2> {
+        if self.decoder_norm.is_empty() {
+            let mut layers = hidden_stack(&self.decoder);
+            layers.push((&self.output, None));
+            return linear_stack(&layers, codes);
+        }
         let mut x = codes;
-        for (i, layer) in self.decoder.iter().enumerate() {
-            x = hidden_layer(layer, self.decoder_norm.get(i), x);
+        for (layer, norm) in self.decoder.iter().zip(&self.decoder_norm) {
+            x = normalised_layer(layer, norm, x);
         }
         linear_layer(&self.output, x, None)
     }
 
-    /// Reconstruction from the mean code.
+    /// Reconstruction from the mean code. Without batch normalisation, on the CPU, each
+    /// block of rows goes through every layer in one operation
+    /// ([`super::dense_kernels::linear_stack`]).
     pub fn forward(&self, values: Tensor<2>, mask: Option<Tensor<2>>) -> Tensor<2> {
-        self.decode(self.encode(values, mask).mean)
+        if !(self.encoder_norm.is_empty() && self.decoder_norm.is_empty()) {
+            return self.decode(self.encode(values, mask).mean);
+        }
+        let mut layers = hidden_stack(&self.encoder);
+        layers.push((&self.to_latent, None));
+        layers.extend(hidden_stack(&self.decoder));
+        layers.push((&self.output, None));
+        linear_stack(&layers, input_of(values, mask))
     }
 }
 

@@ -20,6 +20,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::nn::Linear;
@@ -27,7 +28,7 @@ use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::kernels::{Mat, matmul_raw, supported, values};
+use super::kernels::{Mat, matmul, matmul_raw, supported, values};
 
 /// Rows and columns of the largest output tile: a 13-feature table's 4,096-row scoring chunk
 /// is 32 such tiles.
@@ -72,6 +73,18 @@ pub trait DenseKernels: Backend {
         bias: FloatTensor<Self>,
         slope: f32,
     ) -> FloatTensor<Self>;
+
+    /// `x` `[n, widths[0]]` through a stack of [`DenseKernels::linear_fast`] layers, a block
+    /// of rows at a time through all of them. Layer `i` maps `widths[i]` to `widths[i + 1]`
+    /// with negative slope `slopes[i]`; `params` holds each layer's weight
+    /// `[widths[i], widths[i + 1]]` then its bias, flattened, in layer order (burn's
+    /// extensions take single tensors, not lists of them).
+    fn stack_fast(
+        x: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        widths: Vec<usize>,
+        slopes: Vec<f32>,
+    ) -> FloatTensor<Self>;
 }
 
 /// `linear.forward(x)`, followed by a leaky ReLU of negative slope `slope` if given, as one
@@ -95,6 +108,58 @@ pub fn linear_layer(linear: &Linear, x: Tensor<2>, slope: Option<f64>) -> Tensor
             }
         }
     }
+}
+
+/// `layers` (each a layer and the slope of the leaky ReLU after it, if any) applied to `x`
+/// in turn: on a Flex device without autodiff one [`DenseKernels::stack_fast`], which takes
+/// each block of rows through every layer while it is in cache; elsewhere
+/// [`linear_layer`] after [`linear_layer`].
+pub fn linear_stack(layers: &[(&Linear, Option<f64>)], x: Tensor<2>) -> Tensor<2> {
+    let fused = !layers.is_empty()
+        && layers.iter().all(|(l, _)| l.bias.is_some())
+        && supported(&x.device())
+        && !x.device().is_autodiff();
+    if !fused {
+        return layers
+            .iter()
+            .fold(x, |x, &(layer, slope)| linear_layer(layer, x, slope));
+    }
+    fused_stack(layers, x)
+}
+
+/// [`DenseKernels::stack_fast`] of `layers` (all with a bias) on `x`, on any device the
+/// extension serves.
+fn fused_stack(layers: &[(&Linear, Option<f64>)], x: Tensor<2>) -> Tensor<2> {
+    let mut widths = vec![x.dims()[1]];
+    let mut params = Vec::with_capacity(2 * layers.len());
+    for (layer, _) in layers {
+        widths.push(layer.weight.dims()[1]);
+        params.push(layer.weight.val().flatten::<1>(0, 1));
+        params.extend(layer.bias.as_ref().map(|b| b.val()));
+    }
+    let slopes = layers
+        .iter()
+        .map(|&(_, s)| s.unwrap_or(1.0) as f32)
+        .collect();
+    Tensor::from_dispatch(<burn::backend::Dispatch as DenseKernels>::stack_fast(
+        x.into_dispatch(),
+        Tensor::cat(params, 0).into_dispatch(),
+        widths,
+        slopes,
+    ))
+}
+
+/// The parameters of layer after layer in [`DenseKernels::stack_fast`]'s `params`: each
+/// layer's weight and bias ranges.
+fn param_ranges(
+    widths: &[usize],
+) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> + '_ {
+    widths.windows(2).scan(0usize, |offset, pair| {
+        let w = *offset..*offset + pair[0] * pair[1];
+        let b = w.end..w.end + pair[1];
+        *offset = b.end;
+        Some((w, b))
+    })
 }
 
 fn shape2(t: &FlexTensor) -> [usize; 2] {
@@ -209,7 +274,98 @@ fn linear_forward(x: &[f32], w: &[f32], bias: &[f32], d_in: usize, slope: f32) -
     out
 }
 
+/// Rows that go through a whole stack of layers together: a 13-feature table's 4,096-row
+/// scoring chunk is 32 blocks, each layer's output at most 128 x 512 values (256 KiB).
+const STACK_ROWS: usize = 128;
+
+/// One layer of a stack on plain values: weight `[d_in, d_out]`, bias `[d_out]`, slope.
+type StackLayer<'a> = (&'a [f32], &'a [f32], f32);
+
+/// [`DenseKernels::stack_fast`] on plain values: `x` `[n, d_in]` through `layers`.
+fn stack_forward(x: &[f32], d_in: usize, layers: &[StackLayer]) -> Vec<f32> {
+    let mut width = d_in;
+    for (i, (w, b, _)) in layers.iter().enumerate() {
+        assert!(
+            w.len() == width * b.len(),
+            "stack_fast: layer {i} has a weight of {} values for {width} -> {}",
+            w.len(),
+            b.len()
+        );
+        width = b.len();
+    }
+    assert!(x.len().is_multiple_of(d_in), "stack_fast: input size");
+    let (n, d_out) = (x.len() / d_in, width);
+    let widest = layers.iter().map(|l| l.1.len()).max().unwrap_or(0);
+    let mut out = vec![0.0f32; n * d_out];
+    let block = |(b, o): (usize, &mut [f32])| {
+        let rows = o.len() / d_out;
+        let input = &x[b * STACK_ROWS * d_in..][..rows * d_in];
+        let mut bufs = [vec![0.0f32; rows * widest], vec![0.0f32; rows * widest]];
+        let mut width = d_in;
+        for (i, &(w, bias, slope)) in layers.iter().enumerate() {
+            let d = bias.len();
+            let [even, odd] = &mut bufs;
+            let (src, dst) = if i % 2 == 0 {
+                (&*odd, even)
+            } else {
+                (&*even, odd)
+            };
+            let src = if i == 0 { input } else { &src[..rows * width] };
+            let dst = if i + 1 == layers.len() {
+                &mut *o
+            } else {
+                &mut dst[..rows * d]
+            };
+            for row in dst.chunks_exact_mut(d) {
+                row.copy_from_slice(bias);
+            }
+            let (lhs, rhs) = (Mat::rows(src, width), Mat::rows(w, d));
+            matmul(dst, d, rows, d, width, lhs, rhs, true);
+            if slope != 1.0 {
+                for v in dst.iter_mut() {
+                    *v = if *v < 0.0 { *v * slope } else { *v };
+                }
+            }
+            width = d;
+        }
+    };
+    let per_row: usize = layers.iter().map(|l| l.0.len()).sum();
+    let blocks = out.par_chunks_mut(STACK_ROWS * d_out.max(1)).enumerate();
+    if n * per_row < SERIAL_BELOW {
+        blocks.collect::<Vec<_>>().into_iter().for_each(block);
+    } else {
+        blocks.for_each(block);
+    }
+    out
+}
+
 impl DenseKernels for Flex {
+    fn stack_fast(
+        x: FlexTensor,
+        params: FlexTensor,
+        widths: Vec<usize>,
+        slopes: Vec<f32>,
+    ) -> FlexTensor {
+        let [n, d_in] = shape2(&x);
+        let expected: usize = widths.windows(2).map(|p| p[0] * p[1] + p[1]).sum();
+        assert!(
+            widths.len() == slopes.len() + 1
+                && widths.first() == Some(&d_in)
+                && params.shape().num_elements() == expected,
+            "stack_fast: x [{n}, {d_in}], widths {widths:?}, {} slopes, {} parameters",
+            slopes.len(),
+            params.shape().num_elements()
+        );
+        let (x, params) = (values(&x), values(&params));
+        let p: &[f32] = params.storage();
+        let layers: Vec<StackLayer> = param_ranges(&widths)
+            .zip(&slopes)
+            .map(|((w, b), &s)| (&p[w], &p[b], s))
+            .collect();
+        let out = stack_forward(x.storage(), d_in, &layers);
+        FlexTensor::from_data(TensorData::new(out, [n, widths[widths.len() - 1]]))
+    }
+
     fn linear_fast(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, slope: f32) -> FlexTensor {
         let ([n, d_in], [w_in, d_out]) = (shape2(&x), shape2(&weight));
         assert!(
@@ -312,6 +468,26 @@ impl Backward<Flex, 3> for LinearBackward {
 }
 
 impl<C: CheckpointStrategy> DenseKernels for Autodiff<Flex, C> {
+    /// Layer after layer, each tracked for the backward pass (the parameters sliced out of
+    /// `params` by tracked operations, so their gradients reach it).
+    fn stack_fast(
+        x: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        widths: Vec<usize>,
+        slopes: Vec<f32>,
+    ) -> FloatTensor<Self> {
+        let slice = |r: std::ops::Range<usize>| {
+            Self::float_slice(params.clone(), &[burn::tensor::Slice::from(r)])
+        };
+        param_ranges(&widths)
+            .zip(widths.windows(2))
+            .zip(slopes)
+            .fold(x, |x, (((w, b), pair), s)| {
+                let w = Self::float_reshape(slice(w), Shape::new([pair[0], pair[1]]));
+                Self::linear_fast(x, w, slice(b), s)
+            })
+    }
+
     fn linear_fast(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -437,6 +613,90 @@ mod tests {
         // Too small to split further: one tile.
         assert_eq!(tile_shape(5, 3), (128, 128));
         assert_eq!(tile_shape(0, 0), (128, 128));
+    }
+
+    /// `n` rows of 26 values through 26 -> 64 -> 32 -> 3 -> 13, leaky ReLU after the first
+    /// two: the 13-feature table network's shape, its scoring chunk among the sizes.
+    fn stack_case(device: &Device, n: usize) -> (Vec<Linear>, Tensor<2>) {
+        crate::train::seeded(device, 5, || {
+            let layers: Vec<Linear> = [(26, 64), (64, 32), (32, 3), (3, 13)]
+                .iter()
+                .map(|&(i, o)| LinearConfig::new(i, o).init(device))
+                .collect();
+            let x = Tensor::<2>::random([n, 26], Distribution::Normal(0.0, 1.0), device);
+            let _ = layers.iter().fold(x.clone(), |x, l| l.forward(x));
+            (layers, x)
+        })
+    }
+
+    const STACK_SLOPES: [Option<f64>; 4] = [Some(0.1), Some(0.1), None, None];
+
+    fn reference_stack(layers: &[Linear], x: Tensor<2>) -> Tensor<2> {
+        layers
+            .iter()
+            .zip(STACK_SLOPES)
+            .fold(x, |x, (l, s)| match s {
+                Some(s) => burn::tensor::activation::leaky_relu(l.forward(x), s),
+                None => l.forward(x),
+            })
+    }
+
+    /// On the inference device the whole stack is one operation; it gives burn's layer by
+    /// layer values, for one row, partial blocks, and a scoring chunk (run on both cores).
+    #[test]
+    fn stack_matches_burns_layers_one_after_another() {
+        let device = Device::flex();
+        for n in [1, 5, 300, 4096] {
+            let (layers, x) = stack_case(&device, n);
+            let stack: Vec<(&Linear, Option<f64>)> = layers.iter().zip(STACK_SLOPES).collect();
+            let ours = linear_stack(&stack, x.clone());
+            assert_close(
+                &format!("stack of {n} rows"),
+                ours,
+                reference_stack(&layers, x),
+            );
+        }
+    }
+
+    /// The operation's autodiff form (layer by layer, parameters sliced out of the packed
+    /// tensor) passes gradients to every layer's weight and bias and to the input.
+    #[test]
+    fn stack_on_autodiff_passes_every_gradient() {
+        let device = Device::flex().autodiff();
+        let (layers, x) = stack_case(&device, 40);
+        let x = x.require_grad();
+        let stack: Vec<(&Linear, Option<f64>)> = layers.iter().zip(STACK_SLOPES).collect();
+        let ours = fused_stack(&stack, x.clone());
+        let reference = reference_stack(&layers, x.clone());
+        assert_close(
+            "autodiff stack",
+            ours.clone().inner(),
+            reference.clone().inner(),
+        );
+        let weights = crate::train::seeded(&device, 6, || {
+            Tensor::<2>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device)
+        });
+        let ga = (ours * weights.clone()).sum().backward();
+        let gb = (reference * weights).sum().backward();
+        assert_close(
+            "stack input gradient",
+            x.grad(&ga).unwrap(),
+            x.grad(&gb).unwrap(),
+        );
+        for (i, layer) in layers.iter().enumerate() {
+            let w = layer.weight.val();
+            assert_close(
+                &format!("stack layer {i} weight gradient"),
+                w.grad(&ga).unwrap(),
+                w.grad(&gb).unwrap(),
+            );
+            let b = layer.bias.as_ref().unwrap().val();
+            assert_close(
+                &format!("stack layer {i} bias gradient"),
+                b.grad(&ga).unwrap().unsqueeze(),
+                b.grad(&gb).unwrap().unsqueeze(),
+            );
+        }
     }
 
     /// The inference device (no autodiff) takes the same kernel and gives the same values.

@@ -162,10 +162,9 @@ struct Scored {
     parts: Vec<Vec<f32>>,
 }
 
-/// Codes (means for a VAE) and, for a VAE, log-variances of standardised rows (NaN
-/// missing) from network `model`: the network is shown missing cells as 0 beside the mask
-/// of observed ones.
-fn encode_with(model: &DenseAutoencoder, device: &Device, d: usize, values: &[f32]) -> Encoded {
+/// What the network reads for standardised rows (NaN missing): the rows with missing
+/// cells as 0, and the mask of observed cells.
+fn network_inputs(device: &Device, d: usize, values: &[f32]) -> (Tensor<2>, Tensor<2>) {
     let n = values.len() / d;
     let mask: Vec<f32> = values.iter().map(|v| (!v.is_nan()) as u8 as f32).collect();
     let shown: Vec<f32> = values
@@ -175,11 +174,27 @@ fn encode_with(model: &DenseAutoencoder, device: &Device, d: usize, values: &[f3
     // Inputs are made on the inference device itself: tensors moved over from an
     // autodiff device leak on every forward.
     let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, d]), device);
-    model.encode(t(shown), Some(t(mask)))
+    (t(shown), t(mask))
+}
+
+/// Codes (means for a VAE) and, for a VAE, log-variances of standardised rows (NaN
+/// missing) from network `model`: the network is shown missing cells as 0 beside the mask
+/// of observed ones.
+fn encode_with(model: &DenseAutoencoder, device: &Device, d: usize, values: &[f32]) -> Encoded {
+    let (shown, mask) = network_inputs(device, d, values);
+    model.encode(shown, Some(mask))
 }
 
 /// Runs network `model` on standardised rows (NaN missing), in the order given.
 fn network_pass(model: &DenseAutoencoder, device: &Device, d: usize, values: &[f32]) -> Pass {
+    if model.to_log_var.is_none() {
+        // No KL term to compute: the whole network in one pass (one operation on the CPU).
+        let (shown, mask) = network_inputs(device, d, values);
+        return Pass {
+            recon: to_vec(model.forward(shown, Some(mask))),
+            kl: None,
+        };
+    }
     let enc = encode_with(model, device, d, values);
     let kl = enc.log_var.map(|lv| {
         let kl = (lv.clone().exp() + enc.mean.clone().powi_scalar(2) - lv - 1.0).sum_dim(1) * 0.5;
