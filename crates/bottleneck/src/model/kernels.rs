@@ -601,7 +601,7 @@ pub(super) unsafe fn matmul_raw(
 }
 
 /// The contiguous f32 values of a Flex tensor.
-pub(super) fn values(t: &FlexTensor) -> FlexTensor {
+pub(crate) fn values(t: &FlexTensor) -> FlexTensor {
     assert_eq!(
         t.dtype(),
         DType::F32,

@@ -1,5 +1,6 @@
 //! The training loops: seeded shuffling, Adam with cosine decay, mean loss per epoch.
 
+pub(crate) mod adam;
 pub(crate) mod anomalies;
 pub mod dense;
 pub mod noise;
@@ -7,7 +8,7 @@ pub mod noise;
 pub use dense::{DenseTrainOptions, train_dense};
 pub use noise::{NoiseKind, NoiseModel};
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -176,7 +177,7 @@ pub(crate) fn run_epochs<M: Module>(
     progress: &dyn Progress,
     mut batch_loss: impl FnMut(&M, &[usize], &mut ChaCha8Rng) -> Result<Tensor<1>>,
 ) -> Result<(M, TrainLog)> {
-    let mut optim = AdamConfig::new().init();
+    let mut optim = adam::FusedAdam::init();
     let mut rng = ChaCha8Rng::seed_from_u64(schedule.seed);
     let mut order = indices.to_vec();
     let per_epoch = order.len().div_ceil(schedule.batch_size);
