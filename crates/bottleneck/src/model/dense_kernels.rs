@@ -330,11 +330,11 @@ fn stack_forward(x: &[f32], d_in: usize, layers: &[StackLayer]) -> Vec<f32> {
         }
     };
     let per_row: usize = layers.iter().map(|l| l.0.len()).sum();
-    let blocks = out.par_chunks_mut(STACK_ROWS * d_out.max(1)).enumerate();
+    let rows = STACK_ROWS * d_out.max(1);
     if n * per_row < SERIAL_BELOW {
-        blocks.collect::<Vec<_>>().into_iter().for_each(block);
+        out.chunks_mut(rows).enumerate().for_each(block);
     } else {
-        blocks.for_each(block);
+        out.par_chunks_mut(rows).enumerate().for_each(block);
     }
     out
 }
@@ -526,18 +526,23 @@ mod tests {
     use burn::nn::LinearConfig;
     use burn::tensor::Distribution;
 
-    fn assert_close(what: &str, a: Tensor<2>, b: Tensor<2>) {
-        let values = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
-        let (a, b) = (values(a), values(b));
-        assert_eq!(a.len(), b.len(), "{what}: sizes");
-        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let worst = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            worst <= 1e-5 * scale,
-            "{what}: max difference {worst} against scale {scale}"
+    use crate::model::kernels::tests::assert_close;
+
+    type Grads = burn::tensor::Gradients;
+
+    /// Both gradients of a layer's weight and bias, from two backward passes, agree.
+    fn assert_layer_grads(what: &str, layer: &Linear, ga: &Grads, gb: &Grads) {
+        let w = layer.weight.val();
+        assert_close(
+            &format!("{what} weight gradient"),
+            w.grad(ga).unwrap(),
+            w.grad(gb).unwrap(),
+        );
+        let b = layer.bias.as_ref().unwrap().val();
+        assert_close(
+            &format!("{what} bias gradient"),
+            b.grad(ga).unwrap().unsqueeze::<2>(),
+            b.grad(gb).unwrap().unsqueeze::<2>(),
         );
     }
 
@@ -586,18 +591,7 @@ mod tests {
                     x.grad(&ga).unwrap(),
                     x.grad(&gb).unwrap(),
                 );
-                let w = layer.weight.val();
-                assert_close(
-                    &format!("{what}: weight gradient"),
-                    w.grad(&ga).unwrap(),
-                    w.grad(&gb).unwrap(),
-                );
-                let b = layer.bias.as_ref().unwrap().val();
-                assert_close(
-                    &format!("{what}: bias gradient"),
-                    b.grad(&ga).unwrap().unsqueeze(),
-                    b.grad(&gb).unwrap().unsqueeze(),
-                );
+                assert_layer_grads(&format!("{what}:"), &layer, &ga, &gb);
             }
         }
     }
@@ -684,18 +678,7 @@ mod tests {
             x.grad(&gb).unwrap(),
         );
         for (i, layer) in layers.iter().enumerate() {
-            let w = layer.weight.val();
-            assert_close(
-                &format!("stack layer {i} weight gradient"),
-                w.grad(&ga).unwrap(),
-                w.grad(&gb).unwrap(),
-            );
-            let b = layer.bias.as_ref().unwrap().val();
-            assert_close(
-                &format!("stack layer {i} bias gradient"),
-                b.grad(&ga).unwrap().unsqueeze(),
-                b.grad(&gb).unwrap().unsqueeze(),
-            );
+            assert_layer_grads(&format!("stack layer {i}"), layer, &ga, &gb);
         }
     }
 

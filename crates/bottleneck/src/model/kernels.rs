@@ -1096,14 +1096,16 @@ pub fn conv_transpose_layer(deconv: &burn::nn::conv::ConvTranspose2d, x: Tensor<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
     use burn::tensor::Distribution;
 
-    fn assert_close(what: &str, a: Tensor<4>, b: Tensor<4>) {
-        let values = |t: Tensor<4>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
+    /// `a` and `b` agree to 1e-5 of `b`'s largest magnitude (also used by the dense kernels'
+    /// tests).
+    pub(crate) fn assert_close<const D: usize>(what: &str, a: Tensor<D>, b: Tensor<D>) {
+        let values = |t: Tensor<D>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
         let (a, b) = (values(a), values(b));
         assert_eq!(a.len(), b.len(), "{what}: sizes");
         let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
@@ -1155,8 +1157,8 @@ mod tests {
         let (ba, bb) = (bias.grad(&ga).unwrap(), bias.grad(&gb).unwrap());
         assert_close(
             &format!("{what} bias gradient"),
-            ba.unsqueeze(),
-            bb.unsqueeze(),
+            ba.unsqueeze::<4>(),
+            bb.unsqueeze::<4>(),
         );
     }
 
