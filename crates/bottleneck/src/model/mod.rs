@@ -1,5 +1,6 @@
 //! Model definitions and the model file.
 
+pub mod bf16;
 pub mod check;
 pub mod conv;
 pub mod denoise;
