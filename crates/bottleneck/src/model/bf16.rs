@@ -6,8 +6,9 @@
 //! development machine (one core, 24 independent sums), 138 GFLOP/s against 70 for float32
 //! FMA. The `gemm` crate has no bfloat16 kernel, hence this one. The products alone run
 //! 1.3-2x faster than `gemm`'s float32, but a whole training step only ~10% faster (the
-//! column copies and the packing stay), and the one default image run measured ranked lower,
-//! so it is not the default (bench/RESULTS.md, "Default training time").
+//! column copies and the packing stay), and the default image detector ranked lower with it
+//! in two seeds of three, so it is not the default (bench/RESULTS.md, "Default training
+//! time").
 //!
 //! Operands are rounded to bfloat16 (8 significant bits, round to nearest even) as they are
 //! packed; every product of two bfloat16 values is exact in float32 and the sums are float32:
@@ -32,8 +33,8 @@ const KC: usize = 256;
 const MC: usize = 128;
 
 /// Whether training asked for bfloat16 products (`BOTTLENECK_PRECISION=bf16`) and this CPU
-/// runs the kernel. Off by default: measured on the default image detector (brick, seed 42),
-/// it trained ~10% faster and ranked 0.036 image AUROC lower (see bench/RESULTS.md).
+/// runs the kernel. Off by default: on the default image detector (brick, three seeds) it
+/// trained 10-23% faster, with image AUROC lower in two seeds of three (bench/RESULTS.md).
 pub fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
