@@ -46,19 +46,16 @@ pub fn available() -> bool {
 }
 
 /// Whether this CPU has the instructions the kernel uses.
-pub fn cpu_runs_kernel() -> bool {
-    cpu_has_bf16()
-}
-
 #[cfg(target_arch = "x86_64")]
-fn cpu_has_bf16() -> bool {
+pub fn cpu_runs_kernel() -> bool {
     std::arch::is_x86_feature_detected!("avx512bf16")
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
+/// Whether this CPU has the instructions the kernel uses.
 #[cfg(not(target_arch = "x86_64"))]
-fn cpu_has_bf16() -> bool {
+pub fn cpu_runs_kernel() -> bool {
     false
 }
 
@@ -109,7 +106,12 @@ unsafe fn pack_across(
                 .offset((k0 + kk) as isize * op.ks + (x0 + x) as isize * op.xs)
         }
     };
-    let mut block = vec![0u32; panel * 16];
+    // Scratch for the path contiguous along k only.
+    let mut block = if op.ks == 1 {
+        vec![0u32; panel * 16]
+    } else {
+        Vec::new()
+    };
     for (p, dst) in out
         .chunks_mut(pairs * panel)
         .take(xn.div_ceil(panel))

@@ -535,6 +535,15 @@ impl Mat {
     }
 }
 
+/// Panics unless `dst` holds `m` rows of `n` values at row stride `dst_rs`: what every
+/// product writing through a raw pointer relies on.
+fn check_destination(dst: &[f32], dst_rs: usize, m: usize, n: usize) {
+    assert!(
+        n <= dst_rs && dst.len() >= m.saturating_sub(1) * dst_rs + n,
+        "matmul: destination too small"
+    );
+}
+
 /// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]` on this thread, `dst` row-major with row
 /// stride `dst_rs`; `accumulate` adds to `dst`.
 #[allow(clippy::too_many_arguments)]
@@ -548,10 +557,7 @@ pub(super) fn matmul(
     rhs: Mat,
     accumulate: bool,
 ) {
-    assert!(
-        n <= dst_rs && dst.len() >= m.saturating_sub(1) * dst_rs + n,
-        "matmul: destination too small"
-    );
+    check_destination(dst, dst_rs, m, n);
     // SAFETY: `dst` holds m rows of n values at stride dst_rs (checked above).
     unsafe { matmul_raw(dst.as_mut_ptr(), dst_rs, m, n, k, lhs, rhs, accumulate) }
 }
@@ -639,10 +645,7 @@ fn product(
     match precision {
         Precision::F32 => matmul(dst, dst_rs, m, n, k, lhs, rhs, accumulate),
         Precision::Bf16 => {
-            assert!(
-                n <= dst_rs && dst.len() >= m.saturating_sub(1) * dst_rs + n,
-                "matmul: destination too small"
-            );
+            check_destination(dst, dst_rs, m, n);
             // SAFETY: `dst` holds m rows of n values at stride dst_rs (checked above);
             // Bf16 is only chosen where the CPU runs the kernel (Precision::training).
             unsafe {
@@ -689,10 +692,7 @@ impl WeightOperand {
         let Some(packed) = &self.packed else {
             return matmul(dst, dst_rs, m, n, k, self.view, rhs, accumulate);
         };
-        assert!(
-            n <= dst_rs && dst.len() >= m.saturating_sub(1) * dst_rs + n,
-            "matmul: destination too small"
-        );
+        check_destination(dst, dst_rs, m, n);
         // SAFETY: `dst` holds m rows of n values at stride dst_rs (checked above); `rhs`
         // views k x n live values (the callers' columns or gradients).
         unsafe {
@@ -880,6 +880,29 @@ fn shape4(t: &FlexTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
+/// One layer's forward pass: a convolution, or with `transposed` a transposed one, with its
+/// products at precision `p`.
+fn layer_forward(
+    g: &Geometry,
+    transposed: bool,
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    p: Precision,
+) -> FlexTensor {
+    let (x, w, bias) = (values(x), values(weight), values(bias));
+    match transposed {
+        true => {
+            let out = conv_adjoint(g, x.storage(), w.storage(), Some(bias.storage()), p);
+            tensor(out, [g.batch, g.c_large, g.large, g.large])
+        }
+        false => {
+            let out = conv_forward(g, x.storage(), w.storage(), bias.storage(), p);
+            tensor(out, [g.batch, g.c_small, g.small, g.small])
+        }
+    }
+}
+
 impl ConvKernels for Flex {
     fn conv2d_fast(
         x: FlexTensor,
@@ -889,9 +912,7 @@ impl ConvKernels for Flex {
         padding: usize,
     ) -> FlexTensor {
         let g = Geometry::of_conv(&shape4(&x), &shape4(&weight), stride, padding);
-        let (x, w, bias) = (values(&x), values(&weight), values(&bias));
-        let out = conv_forward(&g, x.storage(), w.storage(), bias.storage(), Precision::F32);
-        tensor(out, [g.batch, g.c_small, g.small, g.small])
+        layer_forward(&g, false, &x, &weight, &bias, Precision::F32)
     }
 
     fn conv_transpose2d_fast(
@@ -902,15 +923,7 @@ impl ConvKernels for Flex {
         padding: usize,
     ) -> FlexTensor {
         let g = Geometry::of_transpose(&shape4(&x), &shape4(&weight), stride, padding);
-        let (x, w, bias) = (values(&x), values(&weight), values(&bias));
-        let out = conv_adjoint(
-            &g,
-            x.storage(),
-            w.storage(),
-            Some(bias.storage()),
-            Precision::F32,
-        );
-        tensor(out, [g.batch, g.c_large, g.large, g.large])
+        layer_forward(&g, true, &x, &weight, &bias, Precision::F32)
     }
 
     fn leaky_relu_fast(x: FlexTensor, slope: f32) -> FlexTensor {
@@ -1077,20 +1090,7 @@ fn tracked_layer<C: CheckpointStrategy>(
         bias.into_primitive(),
     );
     let precision = Precision::training();
-    let out = {
-        let (xv, w, b) = (values(&x), values(&weight), values(&bias));
-        let g = &geometry;
-        match transposed {
-            true => {
-                let out = conv_adjoint(g, xv.storage(), w.storage(), Some(b.storage()), precision);
-                tensor(out, [g.batch, g.c_large, g.large, g.large])
-            }
-            false => {
-                let out = conv_forward(g, xv.storage(), w.storage(), b.storage(), precision);
-                tensor(out, [g.batch, g.c_small, g.small, g.small])
-            }
-        }
-    };
+    let out = layer_forward(&geometry, transposed, &x, &weight, &bias, precision);
     let saved = Saved {
         x,
         weight,
