@@ -838,8 +838,9 @@ fn train_denoiser(
         &slots,
         schedule,
         stopping.as_ref(),
+        device,
         progress,
-        |net, chunk, rng| {
+        |net, chunk, on, rng| {
             let (from, cumulative) = match chunk.first() {
                 Some(&i) if i >= per_epoch => (held_out, &held_cumulative),
                 _ => (samples, &cumulative),
@@ -865,8 +866,8 @@ fn train_denoiser(
                 }
             }
             let shape = [chunk.len(), c, p, p];
-            let clean = Tensor::<4>::from_data(TensorData::new(clean, shape), &ad);
-            let noisy = Tensor::<4>::from_data(TensorData::new(noisy, shape), &ad);
+            let clean = Tensor::<4>::from_data(TensorData::new(clean, shape), on);
+            let noisy = Tensor::<4>::from_data(TensorData::new(noisy, shape), on);
             Ok((net.forward(noisy) - clean).powf_scalar(2.0).mean())
         },
     );

@@ -160,12 +160,13 @@ pub(crate) fn train_dense_batches(
         &indices,
         schedule,
         stopping,
+        device,
         progress,
-        |model, chunk, rng| {
+        |model, chunk, on, rng| {
             let b = make(chunk, rng);
             // A sample may give several rows (a recording's frames): count them.
             let m = b.targets.len() / d;
-            let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [m, d]), &ad);
+            let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [m, d]), on);
             let targets = t(b.targets);
             let enc = model.encode(t(b.shown_values), b.shown.map(t));
             let (code, kl) = match enc.log_var {
@@ -173,7 +174,7 @@ pub(crate) fn train_dense_batches(
                     let eps: Vec<f32> = (0..m * spec.latent)
                         .map(|_| StandardNormal.sample(rng))
                         .collect();
-                    let eps = Tensor::<2>::from_data(TensorData::new(eps, [m, spec.latent]), &ad);
+                    let eps = Tensor::<2>::from_data(TensorData::new(eps, [m, spec.latent]), on);
                     let std = (log_var.clone() * 0.5).exp();
                     let kl =
                         (log_var.clone().exp() + enc.mean.clone().powi_scalar(2) - log_var - 1.0)
