@@ -274,8 +274,9 @@ fn every_nth(src: &[f32], stride: usize, dst: &mut [f32]) {
 }
 
 /// Adds columns `[c * k * k, band]` of the small-side rows `rows` onto the large-side image
-/// `[c, large, large]`: the adjoint of [`im2col`], through the same phase layout (the
-/// kernel columns summed into the phases, interleaved back into a padded row, added).
+/// `[c, large, large]`: the adjoint of [`im2col`], through the row's `stride` phases
+/// (`phase[r][j] = padded[j * stride + r]`: the kernel columns summed into the phases,
+/// interleaved back into a padded row, added).
 fn col2im(g: &Geometry, cols: &[f32], rows: std::ops::Range<usize>, image: &mut [f32]) {
     let (n, k, s, p, w) = (g.large, g.k, g.stride, g.padding, g.small);
     let band = rows.len() * w;
