@@ -6,7 +6,7 @@ use burn::nn::{LeakyRelu, LeakyReluConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use super::kernels;
+use super::kernels::{self, Activation};
 use super::spec::ConvSpec;
 
 /// A convolutional autoencoder; its shape is fully described by a [`ConvSpec`].
@@ -67,7 +67,7 @@ impl ConvAutoencoder {
     pub fn encode(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = images;
         for conv in &self.encoder {
-            x = kernels::leaky_relu(kernels::conv_layer(conv, x), self.activation.negative_slope);
+            x = kernels::conv_layer(conv, x, self.leaky());
         }
         let [batch, ch, h, w] = x.dims();
         self.to_latent.forward(x.reshape([batch, ch * h * w]))
@@ -81,12 +81,14 @@ impl ConvAutoencoder {
         let grid = ((x.dims()[1] / ch) as f64).sqrt().round() as usize;
         let mut x = x.reshape([batch, ch, grid, grid]);
         for deconv in &self.decoder {
-            x = kernels::leaky_relu(
-                kernels::conv_transpose_layer(deconv, x),
-                self.activation.negative_slope,
-            );
+            x = kernels::conv_transpose_layer(deconv, x, self.leaky());
         }
-        sigmoid(kernels::conv_layer(&self.output, x))
+        sigmoid(kernels::conv_layer(&self.output, x, Activation::Identity))
+    }
+
+    /// The hidden layers' activation, fused into their kernels.
+    fn leaky(&self) -> Activation {
+        Activation::Leaky(self.activation.negative_slope as f32)
     }
 
     /// Reconstruction of `images`.

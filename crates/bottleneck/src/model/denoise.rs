@@ -6,10 +6,9 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{conv_layer, conv_transpose_layer};
+use super::kernels::{Activation, conv_layer, conv_transpose_layer};
 use crate::error::{Error, Result};
 
 /// Shape of a denoising network; saved in the model file.
@@ -90,7 +89,8 @@ impl Block {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(conv_layer(&self.second, relu(conv_layer(&self.first, x))))
+        let x = conv_layer(&self.first, x, Activation::Relu);
+        conv_layer(&self.second, x, Activation::Relu)
     }
 }
 
@@ -127,7 +127,7 @@ impl DenoiseNet {
     /// error.
     pub fn forward(&self, noisy: Tensor<4>) -> Tensor<4> {
         let x = unet_features(&self.down, &self.up, &self.merge, noisy.clone());
-        noisy - conv_layer(&self.output, x)
+        noisy - conv_layer(&self.output, x, Activation::Identity)
     }
 }
 
@@ -181,7 +181,8 @@ pub(crate) fn unet_features(
     skips.pop();
     for (up, merge) in up.iter().zip(merge) {
         let skip = skips.pop().expect("one skip per level");
-        x = relu(conv_layer(merge, relu(conv_transpose_layer(up, x)) + skip));
+        let x_up = conv_transpose_layer(up, x, Activation::Relu);
+        x = conv_layer(merge, x_up + skip, Activation::Relu);
     }
     x
 }

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::denoise::{Block, unet_features, unet_layers};
-use super::kernels::conv_layer;
+use super::kernels::{Activation, conv_layer};
 use crate::error::{Error, Result};
 
 /// Shape of a discriminative head; saved in the model file.
@@ -100,6 +100,7 @@ impl SegmentNet {
         conv_layer(
             &self.output,
             unet_features(&self.down, &self.up, &self.merge, x),
+            Activation::Identity,
         )
     }
 }
