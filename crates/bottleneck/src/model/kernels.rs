@@ -577,10 +577,7 @@ impl Flat {
                 for tap in 0..k * k {
                     let (ky, kx) = (tap / k, tap % k);
                     let a = w[(co * c_large + c) * k * k + tap];
-                    let src = &padded[ky * self.width + kx..][..self.span];
-                    for (d, v) in dst.iter_mut().zip(src) {
-                        *d += a * v;
-                    }
+                    axpy_strided(dst, a, &padded[ky * self.width + kx..][..self.span], 1);
                 }
             }
         }
@@ -598,17 +595,14 @@ impl Flat {
             self.place(plane, m, 0, &mut small[co * self.span..]);
         }
         let mut padded = vec![0.0f32; self.width * self.width];
-        for (c, plane) in out.chunks_exact_mut(n * n).enumerate().take(c_large) {
+        for (c, plane) in out.chunks_exact_mut(n * n).enumerate() {
             padded.fill(0.0);
             self.place(plane, n, g.padding, &mut padded);
             for (co, src) in small.chunks_exact(self.span).enumerate() {
                 for tap in 0..k * k {
                     let (ky, kx) = (tap / k, tap % k);
                     let a = w[(co * c_large + c) * k * k + tap];
-                    let dst = &mut padded[ky * self.width + kx..][..self.span];
-                    for (d, v) in dst.iter_mut().zip(src) {
-                        *d += a * v;
-                    }
+                    axpy_strided(&mut padded[ky * self.width + kx..][..self.span], a, src, 1);
                 }
             }
             self.take(&padded, n, g.padding, plane);
@@ -1237,10 +1231,9 @@ struct Saved {
     transposed: bool,
     /// The forward pass's products' precision, kept for the backward pass's.
     precision: Precision,
-    /// The activation and, unless it is the identity, the layer's output, from which its
+    /// Unless the activation is the identity: it and the layer's output, from which its
     /// gradient is read.
-    activation: Activation,
-    out: Option<FlexTensor>,
+    activated: Option<(Activation, FlexTensor)>,
 }
 
 #[derive(Debug)]
@@ -1258,10 +1251,9 @@ impl Backward<Flex, 3> for LayerBackward {
             geometry: g,
             transposed,
             precision: p,
-            activation,
-            out,
+            activated,
         } = ops.state;
-        if let Some(out) = out {
+        if let Some((activation, out)) = activated {
             // In place unless another node still holds the gradient (then copied first).
             activation.backward(values(&out).storage(), grad.storage_mut());
         }
@@ -1332,8 +1324,7 @@ fn tracked_layer<C: CheckpointStrategy>(
         geometry,
         transposed,
         precision,
-        activation,
-        out: (activation != Activation::Identity).then(|| out.clone()),
+        activated: (activation != Activation::Identity).then(|| (activation, out.clone())),
     };
     match LayerBackward.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(saved, out),
