@@ -83,6 +83,7 @@ pub enum Activation {
 
 impl Activation {
     /// Applies the activation to `values` in place.
+    #[inline(always)]
     fn apply(self, values: &mut [f32]) {
         match self {
             Self::Identity => {}
@@ -101,6 +102,7 @@ impl Activation {
     /// its input, in place. The slope is read from the output's sign, which is the
     /// input's for a positive slope (a negative input too small for `slope * x` to stay
     /// nonzero, under 1e-44, would get the positive side's gradient).
+    #[inline(always)]
     fn backward(self, out: &[f32], grad: &mut [f32]) {
         assert_eq!(out.len(), grad.len(), "activation backward: sizes");
         match self {
@@ -282,6 +284,7 @@ impl Geometry {
 /// every `stride`-th value of it from `kx`: one contiguous copy at stride 1, a gather loop
 /// otherwise (the strided layers' rows are short, 4-32 values on 64-pixel tiles, where a
 /// copy call per kernel column cost more than the copy: 17% of a training step).
+#[inline(always)]
 fn im2col(g: &Geometry, image: &[f32], rows: std::ops::Range<usize>, cols: &mut [f32]) {
     let (n, k, s, p, w) = (g.large, g.k, g.stride, g.padding, g.small);
     let band = rows.len() * w;
@@ -311,6 +314,7 @@ fn im2col(g: &Geometry, image: &[f32], rows: std::ops::Range<usize>, cols: &mut 
 }
 
 /// `dst[j] = src[j * S]`: a compile-time stride, which the compiler vectorises.
+#[inline(always)]
 fn every<const S: usize>(src: &[f32], dst: &mut [f32]) {
     for (d, group) in dst.iter_mut().zip(src.chunks_exact(S)) {
         *d = group[0];
@@ -318,6 +322,7 @@ fn every<const S: usize>(src: &[f32], dst: &mut [f32]) {
 }
 
 /// `dst[j] = src[j * stride]`.
+#[inline(always)]
 fn every_nth(src: &[f32], stride: usize, dst: &mut [f32]) {
     for (d, v) in dst.iter_mut().zip(src.iter().step_by(stride)) {
         *d = *v;
@@ -328,6 +333,7 @@ fn every_nth(src: &[f32], stride: usize, dst: &mut [f32]) {
 /// `[c, large, large]`: the adjoint of [`im2col`], through the row's `stride` phases
 /// (`phase[r][j] = padded[j * stride + r]`: the kernel columns summed into the phases,
 /// interleaved back into a padded row, added).
+#[inline(always)]
 fn col2im(g: &Geometry, cols: &[f32], rows: std::ops::Range<usize>, image: &mut [f32]) {
     let (n, k, s, p, w) = (g.large, g.k, g.stride, g.padding, g.small);
     let band = rows.len() * w;
@@ -381,6 +387,7 @@ fn direct(g: &Geometry) -> bool {
 
 /// The small-side columns `ox` whose large-side column `ox * stride + kx - padding` lies
 /// inside the image, for kernel column `kx`.
+#[inline(always)]
 fn tap_range(g: &Geometry, kx: usize) -> std::ops::Range<usize> {
     let (n, s, p) = (g.large, g.stride, g.padding);
     let lo = p.saturating_sub(kx).div_ceil(s);
@@ -392,6 +399,7 @@ fn tap_range(g: &Geometry, kx: usize) -> std::ops::Range<usize> {
 }
 
 /// The large-side row read by small-side row `oy` through kernel row `ky`, if inside.
+#[inline(always)]
 fn tap_row(g: &Geometry, oy: usize, ky: usize) -> Option<usize> {
     (oy * g.stride + ky)
         .checked_sub(g.padding)
@@ -399,6 +407,7 @@ fn tap_row(g: &Geometry, oy: usize, ky: usize) -> Option<usize> {
 }
 
 /// `dst[i] += a * src[i * stride]` over `dst`.
+#[inline(always)]
 fn axpy_strided(dst: &mut [f32], a: f32, src: &[f32], stride: usize) {
     if stride == 1 {
         for (d, v) in dst.iter_mut().zip(src) {
@@ -412,6 +421,7 @@ fn axpy_strided(dst: &mut [f32], a: f32, src: &[f32], stride: usize) {
 }
 
 /// `dst[i * stride] += a * src[i]` over `src`.
+#[inline(always)]
 fn axpy_scatter(dst: &mut [f32], a: f32, src: &[f32], stride: usize) {
     if stride == 1 {
         for (d, v) in dst.iter_mut().zip(src) {
@@ -425,6 +435,7 @@ fn axpy_scatter(dst: &mut [f32], a: f32, src: &[f32], stride: usize) {
 }
 
 /// `sum(a[i] * b[i * stride])` over `a`, in 16 lanes added in a fixed order.
+#[inline(always)]
 fn dot_strided(a: &[f32], b: &[f32], stride: usize) -> f32 {
     if stride != 1 {
         return a
@@ -464,6 +475,7 @@ struct Tap {
 
 /// Calls `f` on every tap with columns inside the image, in the order co, c, ky, oy, kx
 /// (the order each output value's terms are added in).
+#[inline(always)]
 fn for_each_tap(g: &Geometry, mut f: impl FnMut(Tap)) {
     let (n, k, s, p) = (g.large, g.k, g.stride, g.padding);
     for co in 0..g.c_small {
@@ -497,30 +509,40 @@ fn for_each_tap(g: &Geometry, mut f: impl FnMut(Tap)) {
 
 /// [`conv_forward`] of one image by direct loops: `out` `[c_small, small^2]` holds the
 /// bias and gets the taps added.
+#[inline(always)]
 fn direct_forward(g: &Geometry, image: &[f32], w: &[f32], out: &mut [f32]) {
     if let Some(flat) = Flat::of(g) {
         return flat.forward(g, image, w, out);
     }
     let (n, m) = (g.large, g.small);
-    for_each_tap(g, |t| {
-        let row = &mut out[(t.co * m + t.oy) * m..];
-        let src = &image[t.c * n * n + t.large_at..];
-        axpy_strided(&mut row[t.cols], w[t.weight], src, g.stride);
-    });
+    for_each_tap(
+        g,
+        #[inline(always)]
+        |t| {
+            let row = &mut out[(t.co * m + t.oy) * m..];
+            let src = &image[t.c * n * n + t.large_at..];
+            axpy_strided(&mut row[t.cols], w[t.weight], src, g.stride);
+        },
+    );
 }
 
 /// [`conv_adjoint`] of one image by direct loops: adds the taps of `y` `[c_small,
 /// small^2]` onto `out` `[c_large, large^2]`.
+#[inline(always)]
 fn direct_adjoint(g: &Geometry, y: &[f32], w: &[f32], out: &mut [f32]) {
     if let Some(flat) = Flat::of(g) {
         return flat.adjoint(g, y, w, out);
     }
     let (n, m) = (g.large, g.small);
-    for_each_tap(g, |t| {
-        let dst = &mut out[t.c * n * n + t.large_at..];
-        let src = &y[(t.co * m + t.oy) * m..][t.cols];
-        axpy_scatter(dst, w[t.weight], src, g.stride);
-    });
+    for_each_tap(
+        g,
+        #[inline(always)]
+        |t| {
+            let dst = &mut out[t.c * n * n + t.large_at..];
+            let src = &y[(t.co * m + t.oy) * m..][t.cols];
+            axpy_scatter(dst, w[t.weight], src, g.stride);
+        },
+    );
 }
 
 /// A stride-1 direct layer on planes laid out at the zero-padded input's width: there a
@@ -540,6 +562,7 @@ struct Flat {
 }
 
 impl Flat {
+    #[inline(always)]
     fn of(g: &Geometry) -> Option<Self> {
         let width = g.large + 2 * g.padding;
         (g.stride == 1 && g.small > 0 && g.padding < g.k).then(|| Self {
@@ -549,6 +572,7 @@ impl Flat {
     }
 
     /// `plane` `[side, side]` into `padded` at row stride `width`, from row and column `at`.
+    #[inline(always)]
     fn place(&self, plane: &[f32], side: usize, at: usize, padded: &mut [f32]) {
         for (y, row) in plane.chunks_exact(side).enumerate() {
             padded[(y + at) * self.width + at..][..side].copy_from_slice(row);
@@ -556,6 +580,7 @@ impl Flat {
     }
 
     /// The inverse of [`Self::place`].
+    #[inline(always)]
     fn take(&self, padded: &[f32], side: usize, at: usize, plane: &mut [f32]) {
         for (y, row) in plane.chunks_exact_mut(side).enumerate() {
             row.copy_from_slice(&padded[(y + at) * self.width + at..][..side]);
@@ -564,6 +589,7 @@ impl Flat {
 
     /// [`direct_forward`]: the small-side planes gather their taps, input channel by
     /// channel.
+    #[inline(always)]
     fn forward(&self, g: &Geometry, image: &[f32], w: &[f32], out: &mut [f32]) {
         let (n, m, k, c_large) = (g.large, g.small, g.k, g.c_large);
         let mut padded = vec![0.0f32; self.width * self.width];
@@ -588,6 +614,7 @@ impl Flat {
 
     /// [`direct_adjoint`]: each large-side plane gathers the taps of every small-side
     /// channel. The small side's planes sit at the padded width with zeros between rows.
+    #[inline(always)]
     fn adjoint(&self, g: &Geometry, y: &[f32], w: &[f32], out: &mut [f32]) {
         let (n, m, k, c_large) = (g.large, g.small, g.k, g.c_large);
         let mut small = vec![0.0f32; g.c_small * self.span];
@@ -612,6 +639,7 @@ impl Flat {
 
 /// [`conv_weight_grad`]'s share of one image by direct loops, added to `acc` `[c_small,
 /// c_large * k * k]`.
+#[inline(always)]
 fn direct_weight_grad(g: &Geometry, image: &[f32], small: &[f32], acc: &mut [f32]) {
     let (n, k, s, p, m) = (g.large, g.k, g.stride, g.padding, g.small);
     for co in 0..g.c_small {
@@ -641,6 +669,7 @@ fn direct_weight_grad(g: &Geometry, image: &[f32], small: &[f32], acc: &mut [f32
 
 /// Column bands over the small side: whole rows of it, about [`BAND_BYTES`] of columns
 /// each, so a band's columns stay in cache between being written and being read.
+#[inline(always)]
 fn bands(g: &Geometry) -> impl Iterator<Item = std::ops::Range<usize>> {
     let per_row = g.col_rows() * g.small * std::mem::size_of::<f32>();
     let step = (BAND_BYTES / per_row.max(1)).clamp(1, g.small);
@@ -651,24 +680,25 @@ thread_local! {
     /// Each thread's column buffer, kept between images and layers: a fresh one per image
     /// was zero-filled (every value is then written by [`im2col`] or a product) and, at up
     /// to [`BAND_BYTES`], often fresh pages from the kernel: 1.6% of a training step.
-    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static COLUMNS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Runs `f` with a buffer for the largest band's columns of `g`, whose values are
-/// unspecified (each user writes the part it reads first).
+/// unspecified (each user writes the part it reads first). The buffer is taken out of the
+/// thread's slot for the call, so `f` runs here, inside [`vectorized`], not inside the
+/// slot's accessor (if `f` ever reached another image's work on this thread, that one
+/// would find the slot empty and allocate its own).
+#[inline(always)]
 fn with_columns<R>(g: &Geometry, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let widest = bands(g).map(|b| b.len()).max().unwrap_or(0);
     let len = g.col_rows() * widest * g.small;
-    COLUMNS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut cols) => {
-            if cols.len() < len {
-                cols.resize(len, 0.0);
-            }
-            f(&mut cols[..len])
-        }
-        // Only if `f` ever reached another image's work on this thread.
-        Err(_) => f(&mut vec![0.0; len]),
-    })
+    let mut cols = COLUMNS.take();
+    if cols.len() < len {
+        cols.resize(len, 0.0);
+    }
+    let result = f(&mut cols[..len]);
+    COLUMNS.set(cols);
+    result
 }
 
 /// A row-major matrix view for [`matmul`]: `rows x cols` with row stride `rs` and column
@@ -892,9 +922,24 @@ fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
 
 /// One image per task: `f(image index, output slice)`, in parallel.
 fn per_image(out: &mut [f32], per: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    out.par_chunks_mut(per)
-        .enumerate()
-        .for_each(|(b, o)| f(b, o));
+    out.par_chunks_mut(per).enumerate().for_each(|(b, o)| {
+        vectorized(
+            #[inline(always)]
+            || f(b, o),
+        )
+    });
+}
+
+/// Runs `f` compiled for the widest vector instructions the CPU has, AVX-512 or AVX2,
+/// chosen at run time (pulp's dispatch): the loops of the columns, the direct layers, the
+/// activations and the box filter then run 16 or 8 lanes wide instead of the baseline
+/// build's 4 (SSE2). The functions `f` calls are `#[inline(always)]` so that they are
+/// compiled inside it. Results stay bit for bit those of the baseline build: lanes only
+/// split work between independent values, and LLVM never fuses a multiply and an add
+/// into one rounding without fast-math flags, which Rust does not set.
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
 }
 
 /// Sums `f(image)` (each `len` values) over all images, in fixed groups of [`GRAD_GROUP`]
@@ -905,7 +950,10 @@ fn sum_over_images(batch: usize, len: usize, f: impl Fn(usize, &mut [f32]) + Syn
         .map(|g| {
             let mut acc = vec![0.0f32; len];
             for b in g * GRAD_GROUP..((g + 1) * GRAD_GROUP).min(batch) {
-                f(b, &mut acc);
+                vectorized(
+                    #[inline(always)]
+                    || f(b, &mut acc),
+                );
             }
             acc
         })
@@ -951,26 +999,35 @@ fn conv_forward(
     let (rows, area) = (g.col_rows(), g.small_area());
     let mut out = vec![0.0f32; g.batch * g.c_small * area];
     let weight = WeightOperand::new(p, Mat::rows(w, rows), g.c_small, rows);
-    per_image(&mut out, g.c_small * area, |b, o| {
-        let image = &x[b * g.c_large * g.large_area()..][..g.c_large * g.large_area()];
-        for (plane, &b) in o.chunks_mut(area).zip(bias) {
-            plane.fill(b);
-        }
-        if direct(g) {
-            direct_forward(g, image, w, o);
-        } else {
-            with_columns(g, |cols| {
-                for band in bands(g) {
-                    let len = band.len() * g.small;
-                    let start = band.start * g.small;
-                    let cols = &mut cols[..rows * len];
-                    im2col(g, image, band, cols);
-                    weight.product(&mut o[start..], area, len, Mat::rows(cols, len), true);
-                }
-            });
-        }
-        activation.apply(o);
-    });
+    per_image(
+        &mut out,
+        g.c_small * area,
+        #[inline(always)]
+        |b, o| {
+            let image = &x[b * g.c_large * g.large_area()..][..g.c_large * g.large_area()];
+            for (plane, &b) in o.chunks_mut(area).zip(bias) {
+                plane.fill(b);
+            }
+            if direct(g) {
+                direct_forward(g, image, w, o);
+            } else {
+                with_columns(
+                    g,
+                    #[inline(always)]
+                    |cols| {
+                        for band in bands(g) {
+                            let len = band.len() * g.small;
+                            let start = band.start * g.small;
+                            let cols = &mut cols[..rows * len];
+                            im2col(g, image, band, cols);
+                            weight.product(&mut o[start..], area, len, Mat::rows(cols, len), true);
+                        }
+                    },
+                );
+            }
+            activation.apply(o);
+        },
+    );
     out
 }
 
@@ -989,28 +1046,37 @@ fn conv_adjoint(
     let (rows, area) = (g.col_rows(), g.small_area());
     let mut out = vec![0.0f32; g.batch * g.c_large * g.large_area()];
     let weight = WeightOperand::new(p, Mat::transposed(w, rows), rows, g.c_small);
-    per_image(&mut out, g.c_large * g.large_area(), |b, o| {
-        if let Some(bias) = bias {
-            for (plane, &v) in o.chunks_mut(g.large_area()).zip(bias) {
-                plane.fill(v);
-            }
-        }
-        let yb = &y[b * g.c_small * area..][..g.c_small * area];
-        if direct(g) {
-            direct_adjoint(g, yb, w, o);
-        } else {
-            with_columns(g, |cols| {
-                for band in bands(g) {
-                    let len = band.len() * g.small;
-                    let start = band.start * g.small;
-                    let cols = &mut cols[..rows * len];
-                    weight.product(cols, len, len, Mat::rows(&yb[start..], area), false);
-                    col2im(g, cols, band, o);
+    per_image(
+        &mut out,
+        g.c_large * g.large_area(),
+        #[inline(always)]
+        |b, o| {
+            if let Some(bias) = bias {
+                for (plane, &v) in o.chunks_mut(g.large_area()).zip(bias) {
+                    plane.fill(v);
                 }
-            });
-        }
-        activation.apply(o);
-    });
+            }
+            let yb = &y[b * g.c_small * area..][..g.c_small * area];
+            if direct(g) {
+                direct_adjoint(g, yb, w, o);
+            } else {
+                with_columns(
+                    g,
+                    #[inline(always)]
+                    |cols| {
+                        for band in bands(g) {
+                            let len = band.len() * g.small;
+                            let start = band.start * g.small;
+                            let cols = &mut cols[..rows * len];
+                            weight.product(cols, len, len, Mat::rows(&yb[start..], area), false);
+                            col2im(g, cols, band, o);
+                        }
+                    },
+                );
+            }
+            activation.apply(o);
+        },
+    );
     out
 }
 
@@ -1025,36 +1091,45 @@ fn conv_weight_grad(g: &Geometry, large: &[f32], small: &[f32], p: Precision) ->
     // output's rows: `gemm` at 95-108 GFLOP/s against 19-25 the other way round for
     // 32 x 512..1024 (one core, the development machine; bf16 130-148 against 118-136).
     let transposed = !direct(g);
-    let total = sum_over_images(g.batch, g.c_small * rows, |b, acc| {
-        let image = &large[b * g.c_large * g.large_area()..][..g.c_large * g.large_area()];
-        let sb = &small[b * g.c_small * area..][..g.c_small * area];
-        if direct(g) {
-            return direct_weight_grad(g, image, sb, acc);
-        }
-        with_columns(g, |cols| {
-            for band in bands(g) {
-                let len = band.len() * g.small;
-                let start = band.start * g.small;
-                let cols = &mut cols[..rows * len];
-                im2col(g, image, band, cols);
-                let (m, n, lhs, rhs) = match transposed {
-                    true => (
-                        rows,
-                        g.c_small,
-                        Mat::rows(cols, len),
-                        Mat::transposed(&sb[start..], area),
-                    ),
-                    false => (
-                        g.c_small,
-                        rows,
-                        Mat::rows(&sb[start..], area),
-                        Mat::transposed(cols, len),
-                    ),
-                };
-                product(p, acc, n, m, n, len, lhs, rhs, true);
+    let total = sum_over_images(
+        g.batch,
+        g.c_small * rows,
+        #[inline(always)]
+        |b, acc| {
+            let image = &large[b * g.c_large * g.large_area()..][..g.c_large * g.large_area()];
+            let sb = &small[b * g.c_small * area..][..g.c_small * area];
+            if direct(g) {
+                return direct_weight_grad(g, image, sb, acc);
             }
-        });
-    });
+            with_columns(
+                g,
+                #[inline(always)]
+                |cols| {
+                    for band in bands(g) {
+                        let len = band.len() * g.small;
+                        let start = band.start * g.small;
+                        let cols = &mut cols[..rows * len];
+                        im2col(g, image, band, cols);
+                        let (m, n, lhs, rhs) = match transposed {
+                            true => (
+                                rows,
+                                g.c_small,
+                                Mat::rows(cols, len),
+                                Mat::transposed(&sb[start..], area),
+                            ),
+                            false => (
+                                g.c_small,
+                                rows,
+                                Mat::rows(&sb[start..], area),
+                                Mat::transposed(cols, len),
+                            ),
+                        };
+                        product(p, acc, n, m, n, len, lhs, rhs, true);
+                    }
+                },
+            );
+        },
+    );
     match transposed {
         true => (0..g.c_small * rows)
             .map(|i| total[(i % rows) * g.c_small + i / rows])
@@ -1122,6 +1197,7 @@ impl ConvKernels for Flex {
 
 /// Values in the window of radius `r` around position `i` of a line of `n`, clipped to the
 /// line.
+#[inline(always)]
 fn window_count(i: usize, n: usize, r: usize) -> f32 {
     ((i + r + 1).min(n) - i.saturating_sub(r)) as f32
 }
@@ -1130,6 +1206,7 @@ fn window_count(i: usize, n: usize, r: usize) -> f32 {
 /// order from the window's first value. The windows that fit inside the line are summed as
 /// `2r + 1` shifted copies of `v` added in turn, which vectorises across positions and keeps
 /// every sum's order.
+#[inline(always)]
 fn window_sums(v: &[f32], out: &mut [f32], r: usize) {
     let n = v.len();
     for i in (0..n).filter(|&i| i < r || i + r >= n) {
@@ -1158,49 +1235,54 @@ fn box_filter(x: &FlexTensor, window: usize, adjoint: bool) -> FlexTensor {
     out.par_chunks_mut(h * w)
         .zip(x.storage::<f32>().par_chunks(h * w))
         .for_each(|(dst, src)| {
-            let mut mid = vec![0.0f32; h * w];
-            let mut scaled = vec![0.0f32; w];
-            let mut rows = |src: &[f32], dst: &mut [f32]| {
-                for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(w)) {
-                    if adjoint {
-                        for (j, (c, v)) in scaled.iter_mut().zip(s).enumerate() {
-                            *c = v / window_count(j, w, r);
-                        }
-                        window_sums(&scaled, d, r);
-                    } else {
-                        window_sums(s, d, r);
-                        for (i, v) in d.iter_mut().enumerate() {
-                            *v /= window_count(i, w, r);
-                        }
-                    }
-                }
-            };
-            let cols = |src: &[f32], dst: &mut [f32]| {
-                for (i, d) in dst.chunks_exact_mut(w).enumerate() {
-                    d.fill(-0.0);
-                    for j in i.saturating_sub(r)..(i + r + 1).min(h) {
-                        let s = &src[j * w..(j + 1) * w];
-                        match adjoint {
-                            true => {
-                                let count = window_count(j, h, r);
-                                d.iter_mut().zip(s).for_each(|(o, v)| *o += v / count);
+            vectorized(
+                #[inline(always)]
+                || {
+                    let mut mid = vec![0.0f32; h * w];
+                    let mut scaled = vec![0.0f32; w];
+                    let mut rows = |src: &[f32], dst: &mut [f32]| {
+                        for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(w)) {
+                            if adjoint {
+                                for (j, (c, v)) in scaled.iter_mut().zip(s).enumerate() {
+                                    *c = v / window_count(j, w, r);
+                                }
+                                window_sums(&scaled, d, r);
+                            } else {
+                                window_sums(s, d, r);
+                                for (i, v) in d.iter_mut().enumerate() {
+                                    *v /= window_count(i, w, r);
+                                }
                             }
-                            false => d.iter_mut().zip(s).for_each(|(o, v)| *o += v),
                         }
+                    };
+                    let cols = |src: &[f32], dst: &mut [f32]| {
+                        for (i, d) in dst.chunks_exact_mut(w).enumerate() {
+                            d.fill(-0.0);
+                            for j in i.saturating_sub(r)..(i + r + 1).min(h) {
+                                let s = &src[j * w..(j + 1) * w];
+                                match adjoint {
+                                    true => {
+                                        let count = window_count(j, h, r);
+                                        d.iter_mut().zip(s).for_each(|(o, v)| *o += v / count);
+                                    }
+                                    false => d.iter_mut().zip(s).for_each(|(o, v)| *o += v),
+                                }
+                            }
+                            if !adjoint {
+                                let count = window_count(i, h, r);
+                                d.iter_mut().for_each(|v| *v /= count);
+                            }
+                        }
+                    };
+                    if adjoint {
+                        cols(src, &mut mid);
+                        rows(&mid, dst);
+                    } else {
+                        rows(src, &mut mid);
+                        cols(&mid, dst);
                     }
-                    if !adjoint {
-                        let count = window_count(i, h, r);
-                        d.iter_mut().for_each(|v| *v /= count);
-                    }
-                }
-            };
-            if adjoint {
-                cols(src, &mut mid);
-                rows(&mid, dst);
-            } else {
-                rows(src, &mut mid);
-                cols(&mid, dst);
-            }
+                },
+            )
         });
     FlexTensor::from_data(TensorData::new(out, x.shape()))
 }
@@ -1236,6 +1318,9 @@ struct Saved {
     activated: Option<(Activation, FlexTensor)>,
 }
 
+/// Values per task of an activation's backward pass over a whole batch.
+const ACTIVATION_CHUNK: usize = 1 << 16;
+
 #[derive(Debug)]
 struct LayerBackward;
 
@@ -1254,8 +1339,13 @@ impl Backward<Flex, 3> for LayerBackward {
             activated,
         } = ops.state;
         if let Some((activation, out)) = activated {
-            // In place unless another node still holds the gradient (then copied first).
-            activation.backward(values(&out).storage(), grad.storage_mut());
+            // In place unless another node still holds the gradient (then copied first),
+            // in chunks across threads.
+            let out = values(&out);
+            grad.storage_mut::<f32>()
+                .par_chunks_mut(ACTIVATION_CHUNK)
+                .zip(out.storage::<f32>().par_chunks(ACTIVATION_CHUNK))
+                .for_each(|(grad, out)| vectorized(|| activation.backward(out, grad)));
         }
         let dy = grad.storage::<f32>();
         if let Some(node) = node_x {
