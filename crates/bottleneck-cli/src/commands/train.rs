@@ -81,7 +81,8 @@ pub struct TrainArgs {
     #[arg(long)]
     width: Option<usize>,
     /// Passes over the training data [default: about 2,000 optimizer steps for images and
-    /// audio detection, 6,000 for tables, 4,500 for image denoisers (whose epoch is one
+    /// audio detection (a single network on images under 64 px: as many more as keep the
+    /// pixels processed the same, up to 4,000), 6,000 for tables, 4,500 for image denoisers (whose epoch is one
     /// pass worth of pixels in random patches), 3,000 for audio denoisers (whose epoch is
     /// one pass over the clean audio in 1 s crops)].
     #[arg(long)]

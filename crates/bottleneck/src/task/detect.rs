@@ -51,7 +51,8 @@ pub struct DetectParams {
     pub latent: Option<usize>,
     /// Channels of the first convolution (doubling per level up to 4x); default 32.
     pub width: Option<usize>,
-    /// Passes over the training images; default: about 2,000 optimizer steps, stopping
+    /// Passes over the training images; default: about 2,000 optimizer steps (a single
+    /// network on inputs under 64 px: up to 4,000, the same pixels processed), stopping
     /// early when held-out loss stops improving.
     pub epochs: Option<usize>,
     /// Networks of a cross-conformal ensemble, each trained without one fold of the
@@ -231,8 +232,28 @@ pub const DEFAULT_TILE: usize = 64;
 /// stays under about a thousand 64 px tiles (2.5 s on 2 cores) per image.
 pub const DEFAULT_TILED_SIDE: usize = 1024;
 
-/// Default optimizer steps when `epochs` is not given.
+/// Default optimizer steps when `epochs` is not given, for inputs of [`BUDGET_SIDE`] px and
+/// up (and for each network of an ensemble).
 const TARGET_STEPS: usize = 2000;
+/// A single network on smaller inputs gets the steps that cost about what
+/// [`TARGET_STEPS`] at this side cost (steps times pixels), up to [`MAX_TARGET_STEPS`].
+const BUDGET_SIDE: usize = 64;
+/// Most default steps: on Fashion-MNIST (28 px, 4,590 training images) 4,000 steps instead
+/// of 2,000 raised the image AUROC on each of classes 0, 2, 4 and 6 (+0.001 to +0.006)
+/// for ~50 s more a class on 2 cores; no class stopped early at 2,000.
+const MAX_TARGET_STEPS: usize = 4000;
+
+/// Default optimizer steps of one of `networks` networks on `side`-pixel inputs: the same
+/// compute as [`TARGET_STEPS`] at [`BUDGET_SIDE`] px for a single network (small images
+/// train more steps in the same time), [`TARGET_STEPS`] for each network of an ensemble
+/// (which already trains `networks` of them).
+fn default_steps(side: usize, networks: usize) -> usize {
+    match networks {
+        0 | 1 => (TARGET_STEPS * BUDGET_SIDE * BUDGET_SIDE / (side * side).max(1))
+            .clamp(TARGET_STEPS, MAX_TARGET_STEPS),
+        _ => TARGET_STEPS,
+    }
+}
 /// A tiled model's random crops per pass are at most this share of the default steps'
 /// samples, so early stopping looks at the held-out loss about ten times.
 const TILED_PASSES: usize = 10;
@@ -551,7 +572,12 @@ impl Detector {
             };
             let opts = TrainOptions {
                 epochs: params.epochs.unwrap_or_else(|| {
-                    default_epochs(samples.len(), params.batch_size, TARGET_STEPS, 300)
+                    default_epochs(
+                        samples.len(),
+                        params.batch_size,
+                        default_steps(image_size, k),
+                        300,
+                    )
                 }),
                 batch_size: params.batch_size,
                 learning_rate: params.learning_rate,
@@ -1749,6 +1775,16 @@ mod tests {
             let s = default_image_size(n);
             assert!(ConvSpec::for_image(1, s, None, None).is_ok(), "{n} -> {s}");
         }
+    }
+
+    #[test]
+    fn small_single_networks_get_more_steps_for_the_same_pixels() {
+        assert_eq!(default_steps(64, 1), TARGET_STEPS);
+        assert_eq!(default_steps(128, 1), TARGET_STEPS);
+        // 2,000 * 64^2 / 48^2 = 3,555.6: the same pixels, rounded down.
+        assert_eq!(default_steps(48, 1), 3555);
+        assert_eq!(default_steps(28, 1), MAX_TARGET_STEPS);
+        assert_eq!(default_steps(28, 5), TARGET_STEPS);
     }
     use crate::progress::Silent;
 
