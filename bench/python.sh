@@ -12,7 +12,7 @@ fi
 py="$(BENCH_TORCH=1 bash "$root/bench/setup_venv.sh" | tail -n 1)"
 venv="$(dirname "$(dirname "$py")")"
 "$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.9.4,<2" pyod tqdm \
-  "dask[dataframe]" distributed psutil pandas pyarrow
+  "dask[dataframe,distributed]" psutil pandas pyarrow
 cargo build --release --manifest-path "$root/Cargo.toml" -q --workspace --examples --bins
 PATH="$venv/bin:$PATH" "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation "$root/crates/bottleneck-py"
 cd "$root"
