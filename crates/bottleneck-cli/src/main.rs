@@ -28,9 +28,10 @@ use crate::progress::Bars;
 
 // Training allocates and frees large tensors every step; glibc's malloc returns them to the
 // kernel each time and page-faults them back. mimalloc keeps them: +20% training and +45%
-// scoring throughput measured with bench/throughput.sh.
+// scoring throughput measured with bench/throughput.sh; holding freed pages for 10 s
+// instead of mimalloc's 1 s added 1-5% (see `bottleneck::allocator`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: bottleneck::allocator::Allocator = bottleneck::allocator::Allocator;
 
 /// Autoencoders trained on normal data: anomaly detection with calibrated thresholds and
 /// heatmaps (images), per-column explanations (tables) or time-frequency error maps

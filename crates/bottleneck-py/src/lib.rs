@@ -24,9 +24,10 @@ use pyo3::prelude::*;
 
 // As in the binary: training and scoring allocate and free large buffers every step, and
 // mimalloc keeps them instead of returning them to the kernel (+20% training, +45% scoring
-// with bench/throughput.sh). It serves only this module's Rust allocations.
+// with bench/throughput.sh; see `bottleneck::allocator`). It serves only this module's Rust
+// allocations.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: bottleneck::allocator::Allocator = bottleneck::allocator::Allocator;
 
 /// The library's error as the Python exception a user expects: missing files as
 /// `FileNotFoundError`, other I/O as `OSError`, everything else as `ValueError`.

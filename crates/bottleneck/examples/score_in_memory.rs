@@ -16,7 +16,7 @@ use ndarray_npy::read_npy;
 
 // As in the binary (and the Python module): the CLI's in-process figure.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: bottleneck::allocator::Allocator = bottleneck::allocator::Allocator;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

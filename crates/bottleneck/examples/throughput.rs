@@ -19,7 +19,7 @@ use burn::prelude::*;
 
 // The same allocator as the `bottleneck` binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: bottleneck::allocator::Allocator = bottleneck::allocator::Allocator;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().skip(1).collect();

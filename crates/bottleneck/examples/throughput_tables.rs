@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 
 // The same allocator as the `bottleneck` binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: bottleneck::allocator::Allocator = bottleneck::allocator::Allocator;
 
 /// Rows scored per forward pass, as `score` does.
 const SCORE_CHUNK: usize = 4096;

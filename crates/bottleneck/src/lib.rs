@@ -40,6 +40,12 @@
 //! # }
 //! ```
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
+// Unit tests run on the binaries' allocator (the dev-dependency turns the feature on).
+#[cfg(all(test, feature = "mimalloc"))]
+#[global_allocator]
+static TEST_ALLOCATOR: allocator::Allocator = allocator::Allocator;
 pub mod data;
 pub mod device;
 pub mod error;
