@@ -587,11 +587,18 @@ impl Flat {
         }
     }
 
+    /// Where tap `(ky, kx)` of a plane starts at this width: `ky * width + kx`.
+    #[inline(always)]
+    fn shifts(&self, k: usize) -> Vec<usize> {
+        (0..k * k).map(|t| t / k * self.width + t % k).collect()
+    }
+
     /// [`direct_forward`]: the small-side planes gather their taps, input channel by
     /// channel.
     #[inline(always)]
     fn forward(&self, g: &Geometry, image: &[f32], w: &[f32], out: &mut [f32]) {
         let (n, m, k, c_large) = (g.large, g.small, g.k, g.c_large);
+        let shifts = self.shifts(k);
         let mut padded = vec![0.0f32; self.width * self.width];
         let mut sums = vec![0.0f32; g.c_small * self.span];
         for (co, plane) in out.chunks_exact(m * m).enumerate() {
@@ -600,11 +607,8 @@ impl Flat {
         for c in 0..c_large {
             self.place(&image[c * n * n..][..n * n], n, g.padding, &mut padded);
             for (co, dst) in sums.chunks_exact_mut(self.span).enumerate() {
-                for tap in 0..k * k {
-                    let (ky, kx) = (tap / k, tap % k);
-                    let a = w[(co * c_large + c) * k * k + tap];
-                    axpy_strided(dst, a, &padded[ky * self.width + kx..][..self.span], 1);
-                }
+                let taps = &w[(co * c_large + c) * k * k..][..k * k];
+                gather_taps(dst, &[(&padded, taps)], &shifts);
             }
         }
         for (co, plane) in out.chunks_exact_mut(m * m).enumerate() {
@@ -613,26 +617,70 @@ impl Flat {
     }
 
     /// [`direct_adjoint`]: each large-side plane gathers the taps of every small-side
-    /// channel. The small side's planes sit at the padded width with zeros between rows.
+    /// channel. The small side's planes sit at the padded width with zeros between rows,
+    /// and with a margin of zeros around them as wide as the farthest tap, so that every
+    /// tap reads inside them (the taps that fall in the margin add `w * 0`).
     #[inline(always)]
     fn adjoint(&self, g: &Geometry, y: &[f32], w: &[f32], out: &mut [f32]) {
         let (n, m, k, c_large) = (g.large, g.small, g.k, g.c_large);
-        let mut small = vec![0.0f32; g.c_small * self.span];
+        let shifts = self.shifts(k);
+        let margin = shifts[k * k - 1];
+        let plane_len = margin + self.width * self.width;
+        let mut small = vec![0.0f32; g.c_small * plane_len];
         for (co, plane) in y.chunks_exact(m * m).enumerate() {
-            self.place(plane, m, 0, &mut small[co * self.span..]);
+            self.place(plane, m, 0, &mut small[co * plane_len + margin..]);
         }
+        // Read backwards: tap t adds `small[q - shift_t]` onto position `q`.
+        let back: Vec<usize> = shifts.iter().map(|&s| margin - s).collect();
         let mut padded = vec![0.0f32; self.width * self.width];
+        let mut taps = vec![0.0f32; g.c_small * k * k];
         for (c, plane) in out.chunks_exact_mut(n * n).enumerate() {
             padded.fill(0.0);
             self.place(plane, n, g.padding, &mut padded);
-            for (co, src) in small.chunks_exact(self.span).enumerate() {
-                for tap in 0..k * k {
-                    let (ky, kx) = (tap / k, tap % k);
-                    let a = w[(co * c_large + c) * k * k + tap];
-                    axpy_strided(&mut padded[ky * self.width + kx..][..self.span], a, src, 1);
+            for (co, t) in taps.chunks_exact_mut(k * k).enumerate() {
+                t.copy_from_slice(&w[(co * c_large + c) * k * k..][..k * k]);
+            }
+            let sources: Vec<(&[f32], &[f32])> = small
+                .chunks_exact(plane_len)
+                .zip(taps.chunks_exact(k * k))
+                .collect();
+            gather_taps(&mut padded, &sources, &back);
+            self.take(&padded, n, g.padding, plane);
+        }
+    }
+}
+
+/// Values of `dst` held in registers while [`gather_taps`] adds their taps: 4 AVX-512
+/// vectors.
+const TAP_BLOCK: usize = 64;
+
+/// `dst[i] += a_t * src[i + shift_t]` for each source `(src, a)` in turn and each of
+/// its taps `t` in turn, the same terms in the same order as one pass over `dst` per tap,
+/// but with each block of `dst` loaded and stored once instead of once a tap (the direct
+/// output layer did a load, a store and a multiply-add per value and tap, twice the loads
+/// and stores the CPU can issue beside its multiply-adds).
+#[inline(always)]
+fn gather_taps(dst: &mut [f32], sources: &[(&[f32], &[f32])], shifts: &[usize]) {
+    let mut blocks = dst.chunks_exact_mut(TAP_BLOCK);
+    let mut at = 0;
+    for d in &mut blocks {
+        let mut acc = [0.0f32; TAP_BLOCK];
+        acc.copy_from_slice(d);
+        for &(src, taps) in sources {
+            for (&shift, &a) in shifts.iter().zip(taps) {
+                let x = &src[at + shift..][..TAP_BLOCK];
+                for (s, v) in acc.iter_mut().zip(x) {
+                    *s += a * v;
                 }
             }
-            self.take(&padded, n, g.padding, plane);
+        }
+        d.copy_from_slice(&acc);
+        at += TAP_BLOCK;
+    }
+    let rest = blocks.into_remainder();
+    for &(src, taps) in sources {
+        for (&shift, &a) in shifts.iter().zip(taps) {
+            axpy_strided(rest, a, &src[at + shift..], 1);
         }
     }
 }
