@@ -4,7 +4,6 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{LeakyRelu, LeakyReluConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
 
 use super::kernels::{self, Activation};
 use super::spec::ConvSpec;
@@ -83,7 +82,7 @@ impl ConvAutoencoder {
         for deconv in &self.decoder {
             x = kernels::conv_transpose_layer(deconv, x, self.leaky());
         }
-        sigmoid(kernels::conv_layer(&self.output, x, Activation::Identity))
+        kernels::conv_layer(&self.output, x, Activation::Sigmoid)
     }
 
     /// The hidden layers' activation, fused into their kernels.
