@@ -96,7 +96,7 @@ run() {
   for batch in 32 256; do
     echo "== throughput, batch $batch (bottleneck $ours, PyTorch $dev)"
     timeout 300 "$py" "$root/bench/throughput.py" --images "$gpu/data/boards/train/good" \
-      --example "$gpu/bin/throughput" --batch "$batch" --epochs 3 --device "$dev" \
+      --example "$gpu/bin/throughput" --batch "$batch" --epochs 3 --device "$dev" --repeats 1 \
       | tee "$out/throughput_$batch.log" || echo "throughput batch $batch failed or timed out"
   done
   echo "== default train, Fashion-MNIST class 0, on $ours"

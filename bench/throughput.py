@@ -5,6 +5,7 @@ run. Called by throughput.sh."""
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import time
 
@@ -46,6 +47,8 @@ def main():
     ap.add_argument("--latent", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each side, alternated; the figures are their medians")
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                     help="gpu: PyTorch on CUDA against bottleneck on Vulkan")
     a = ap.parse_args()
@@ -63,55 +66,76 @@ def main():
     x = x.to(dev)
 
     torch.set_num_threads(2)
-    torch.manual_seed(0)
-    model = build(a.channels, a.size, a.width, a.latent).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def train_step(xb):
-        loss = ((model(xb) - xb) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    def run_torch():
+        torch.manual_seed(0)
+        model = build(a.channels, a.size, a.width, a.latent).to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def score(xb):
-        with torch.no_grad():
-            return ((model(xb) - xb) ** 2).mean(1)
+        def train_step(xb):
+            loss = ((model(xb) - xb) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
 
-    # The first step (CUDA context, cuDNN autotuning) is timed apart, as bottleneck's is.
-    t = time.time()
-    train_step(x[:a.batch])
-    score(x[:a.batch])
-    sync()
-    torch_first = time.time() - t
-    t = time.time()
-    for _ in range(a.epochs):
-        perm = torch.randperm(len(x), device=dev)
+        def score(xb):
+            with torch.no_grad():
+                return ((model(xb) - xb) ** 2).mean(1)
+
+        # The first step (CUDA context, cuDNN autotuning) is timed apart, as bottleneck's is.
+        t = time.time()
+        train_step(x[:a.batch])
+        score(x[:a.batch])
+        sync()
+        first = time.time() - t
+        t = time.time()
+        for _ in range(a.epochs):
+            perm = torch.randperm(len(x), device=dev)
+            for i in range(0, len(x), a.batch):
+                train_step(x[perm[i:i + a.batch]])
+        sync()
+        train = len(x) * a.epochs / (time.time() - t)
+        t = time.time()
         for i in range(0, len(x), a.batch):
-            train_step(x[perm[i:i + a.batch]])
-    sync()
-    torch_train = len(x) * a.epochs / (time.time() - t)
-    t = time.time()
-    for i in range(0, len(x), a.batch):
-        score(x[i:i + a.batch])
-    sync()
-    torch_score = len(x) / (time.time() - t)
+            score(x[i:i + a.batch])
+        sync()
+        return {"train_samples_per_s": train, "score_samples_per_s": len(x) / (time.time() - t),
+                "first_step_s": first}
 
-    ours_device = "vulkan" if a.device == "gpu" else "cpu"
-    out = subprocess.run([a.example, a.images, str(a.size), str(a.channels), str(a.width), str(a.latent),
-                          str(a.batch), str(a.epochs), ours_device],
-                         check=True, capture_output=True, text=True).stdout
-    ours = json.loads(out)
+    def run_ours():
+        ours_device = "vulkan" if a.device == "gpu" else "cpu"
+        out = subprocess.run([a.example, a.images, str(a.size), str(a.channels), str(a.width), str(a.latent),
+                              str(a.batch), str(a.epochs), ours_device],
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    # The two sides take turns, so a slow spell of the machine falls on both; each figure
+    # is the median of its runs (one run of each swung by up to 30% from run to run).
+    runs = []
+    for i in range(a.repeats):
+        runs.append({"pytorch": run_torch(), "bottleneck": run_ours()})
+        r = runs[-1]
+        print(f"run {i + 1}: train {r['bottleneck']['train_samples_per_s']:.1f} vs "
+              f"{r['pytorch']['train_samples_per_s']:.1f}, score "
+              f"{r['bottleneck']['score_samples_per_s']:.1f} vs {r['pytorch']['score_samples_per_s']:.1f} "
+              "samples/s (bottleneck vs pytorch)", flush=True)
+
+    def median(side, key):
+        return statistics.median(r[side][key] for r in runs)
+
+    keys = ["train_samples_per_s", "score_samples_per_s", "first_step_s"]
+    torch_med = {k: median("pytorch", k) for k in keys}
+    ours = {k: median("bottleneck", k) for k in keys}
     res = {"config": vars(a), "images": len(files), "torch_version": torch.__version__,
-           "pytorch": {"train_samples_per_s": torch_train, "score_samples_per_s": torch_score,
-                       "first_step_s": torch_first},
-           "bottleneck": ours}
-    res["ratio_train"] = ours["train_samples_per_s"] / torch_train
-    res["ratio_score"] = ours["score_samples_per_s"] / torch_score
-    print(f"train samples/s: bottleneck {ours['train_samples_per_s']:.1f}  pytorch {torch_train:.1f}  "
-          f"ratio {res['ratio_train']:.2f}")
-    print(f"score samples/s: bottleneck {ours['score_samples_per_s']:.1f}  pytorch {torch_score:.1f}  "
-          f"ratio {res['ratio_score']:.2f}")
-    print(f"first step s: bottleneck {ours['first_step_s']:.2f}  pytorch {torch_first:.2f}")
+           "pytorch": torch_med, "bottleneck": ours, "runs": runs}
+    res["ratio_train"] = ours["train_samples_per_s"] / torch_med["train_samples_per_s"]
+    res["ratio_score"] = ours["score_samples_per_s"] / torch_med["score_samples_per_s"]
+    print(f"medians of {a.repeats} runs:")
+    print(f"train samples/s: bottleneck {ours['train_samples_per_s']:.1f}  "
+          f"pytorch {torch_med['train_samples_per_s']:.1f}  ratio {res['ratio_train']:.2f}")
+    print(f"score samples/s: bottleneck {ours['score_samples_per_s']:.1f}  "
+          f"pytorch {torch_med['score_samples_per_s']:.1f}  ratio {res['ratio_score']:.2f}")
+    print(f"first step s: bottleneck {ours['first_step_s']:.2f}  pytorch {torch_med['first_step_s']:.2f}")
     print(json.dumps(res))
 
 
