@@ -1,12 +1,14 @@
 """Training and scoring throughput of the dense table autoencoder: the same network (input
 = values and mask of observed cells, LeakyReLU(0.1) hidden layers, same widths, masking
 noise at 20%, masked MSE, Adam, float32, same batch) in PyTorch on CPU with 2 threads and
-in bottleneck, on the same number of random rows, in one run. Scoring: chunks of 4,096 rows,
+in bottleneck, on the same number of random rows, in one run (each side run --repeats times,
+alternated, medians shown). Scoring: chunks of 4,096 rows,
 at least 1,000,000 rows in all. Called by
 throughput_tables.sh."""
 
 import argparse
 import json
+import statistics
 import subprocess
 import time
 
@@ -71,20 +73,32 @@ def main():
                     help="features:rows pairs, comma-separated")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each side per shape, alternated; the table shows their medians")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    print("| features | rows | shape | train rows/s ours | PyTorch | ratio | score rows/s ours | PyTorch | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows_out = []
     for pair in a.shapes.split(","):
         d, rows = (int(v) for v in pair.split(":"))
-        out = subprocess.run([a.example, str(d), str(rows), str(a.batch), str(a.epochs)],
-                             check=True, capture_output=True, text=True).stdout
-        ours = json.loads(out)
-        tt, ts = torch_run(d, rows, a.batch, a.epochs, ours["hidden"], ours["latent"])
+        # The sides take turns, so a slow spell of the machine falls on both; one run of
+        # each swung by 20-40% from run to run.
+        runs = []
+        for i in range(a.repeats):
+            out = subprocess.run([a.example, str(d), str(rows), str(a.batch), str(a.epochs)],
+                                 check=True, capture_output=True, text=True).stdout
+            ours = json.loads(out)
+            tt, ts = torch_run(d, rows, a.batch, a.epochs, ours["hidden"], ours["latent"])
+            runs.append((ours["train_rows_per_s"], tt, ours["score_rows_per_s"], ts))
+            print(f"{d} features, run {i + 1}: train {runs[-1][0]:.0f} vs {tt:.0f}, "
+                  f"score {runs[-1][2]:.0f} vs {ts:.0f} rows/s (bottleneck vs pytorch)", flush=True)
+        med = [statistics.median(r[j] for r in runs) for j in range(4)]
         shape = f"{2 * d}-{'-'.join(map(str, ours['hidden']))}-{ours['latent']}"
-        print(f"| {d} | {rows} | {shape} | {ours['train_rows_per_s']:.0f} | {tt:.0f} | "
-              f"{ours['train_rows_per_s'] / tt:.2f}x | {ours['score_rows_per_s']:.0f} | {ts:.0f} | "
-              f"{ours['score_rows_per_s'] / ts:.2f}x |", flush=True)
+        rows_out.append(f"| {d} | {rows} | {shape} | {med[0]:.0f} | {med[1]:.0f} | "
+                        f"{med[0] / med[1]:.2f}x | {med[2]:.0f} | {med[3]:.0f} | {med[2] / med[3]:.2f}x |")
+    print(f"\nmedians of {a.repeats} runs a side:")
+    print("| features | rows | shape | train rows/s ours | PyTorch | ratio | score rows/s ours | PyTorch | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows_out))
     print(f"\nbatch {a.batch}, {a.epochs} epochs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
 
