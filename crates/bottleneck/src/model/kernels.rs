@@ -569,10 +569,11 @@ fn direct_adjoint(g: &Geometry, y: &[f32], w: &[f32], out: &mut [f32]) {
 }
 
 /// A stride-1 direct layer on planes laid out at the zero-padded input's width: there a
-/// tap `(ky, kx)` is one shift of the whole plane, so each weight is one long multiply-add
-/// over the plane instead of one short one per row with its range worked out (the output
-/// layer's rows, 64 values split at the borders, spent more time on ranges and slices than
-/// on arithmetic: the direct loops were 15% of a 3-channel training step).
+/// tap `(ky, kx)` is one shift of the whole plane, so each weight multiplies the plane as
+/// a whole ([`gather_taps`], in blocks) instead of one short row at a time with its range
+/// worked out (the output layer's rows, 64 values split at the borders, spent more time on
+/// ranges and slices than on arithmetic: the direct loops were 15% of a 3-channel training
+/// step).
 ///
 /// Each value's terms are added in the order of the row-by-row loops ([`for_each_tap`]);
 /// the taps that fall in the padding add `w * 0`, which leaves every nonzero sum as it is
