@@ -657,16 +657,13 @@ impl Flat {
         // Read backwards: tap t adds `small[q - shift_t]` onto position `q`.
         let back: Vec<usize> = shifts.iter().map(|&s| margin - s).collect();
         let mut padded = vec![0.0f32; self.width * self.width];
-        let mut taps = vec![0.0f32; g.c_small * k * k];
         for (c, plane) in out.chunks_exact_mut(n * n).enumerate() {
             padded.fill(0.0);
             self.place(plane, n, g.padding, &mut padded);
-            for (co, t) in taps.chunks_exact_mut(k * k).enumerate() {
-                t.copy_from_slice(&w[(co * c_large + c) * k * k..][..k * k]);
-            }
             let sources: Vec<(&[f32], &[f32])> = small
                 .chunks_exact(plane_len)
-                .zip(taps.chunks_exact(k * k))
+                .enumerate()
+                .map(|(co, src)| (src, &w[(co * c_large + c) * k * k..][..k * k]))
                 .collect();
             gather_taps(&mut padded, &sources, &back);
             self.take(&padded, n, g.padding, plane);
@@ -755,42 +752,26 @@ thread_local! {
     static COLUMNS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Runs `f` with a buffer for the largest band's columns of `g`, whose values are
-/// unspecified (each user writes the part it reads first). The buffer is taken out of the
-/// thread's slot for the call, so `f` runs here, inside [`vectorized`], not inside the
-/// slot's accessor (if `f` ever reached another image's work on this thread, that one
-/// would find the slot empty and allocate its own).
-#[inline(always)]
-fn with_columns<R>(g: &Geometry, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let widest = bands(g).map(|b| b.len()).max().unwrap_or(0);
-    let len = g.col_rows() * widest * g.small;
-    let mut cols = COLUMNS.take();
-    if cols.len() < len {
-        cols.resize(len, 0.0);
-    }
-    let result = f(&mut cols[..len]);
-    COLUMNS.set(cols);
-    result
-}
-
 /// Calls `f(band, start, len, cols)` for each band of `g` in order: the band's small-side
 /// rows, its first position and number of positions on the small side, and the thread's
-/// column buffer cut to its `[c_large * k * k, len]` columns.
+/// column buffer cut to its `[c_large * k * k, len]` columns, whose values are unspecified
+/// (each user writes the part it reads first). The buffer is taken out of the thread's slot
+/// for the loop, so `f` runs here, inside [`vectorized`], not inside the slot's accessor
+/// (if `f` ever reached another image's work on this thread, that one would find the slot
+/// empty and allocate its own).
 #[inline(always)]
 fn for_each_band(
     g: &Geometry,
     mut f: impl FnMut(std::ops::Range<usize>, usize, usize, &mut [f32]),
 ) {
-    with_columns(
-        g,
-        #[inline(always)]
-        |cols| {
-            for band in bands(g) {
-                let (start, len) = (band.start * g.small, band.len() * g.small);
-                f(band, start, len, &mut cols[..g.col_rows() * len]);
-            }
-        },
-    )
+    let widest = bands(g).map(|b| b.len()).max().unwrap_or(0);
+    let mut cols = COLUMNS.take();
+    cols.resize(cols.len().max(g.col_rows() * widest * g.small), 0.0);
+    for band in bands(g) {
+        let (start, len) = (band.start * g.small, band.len() * g.small);
+        f(band, start, len, &mut cols[..g.col_rows() * len]);
+    }
+    COLUMNS.set(cols);
 }
 
 /// A row-major matrix view for [`matmul`]: `rows x cols` with row stride `rs` and column
@@ -1083,7 +1064,7 @@ const BIAS_LANES: usize = 32;
 /// Sum over images and positions of `grad` `[b, c, area]`: the bias gradient. Channels
 /// run in parallel (one thread took 2% of a training step), each summed in image order
 /// into [`BIAS_LANES`] `f64` lanes, then across them: one `f64` running sum was a chain of
-/// dependent additions, 4% of a training step. `f64` keeps the sums exact to far below
+/// dependent additions, 2% of a training step in `perf` (1% in lanes). `f64` keeps the sums exact to far below
 /// `f32`'s rounding, so the result rarely differs from the one-chain sum's in any bit
 /// (3-epoch weights of the three image networks are byte for byte the same).
 fn bias_grad(grad: &[f32], batch: usize, channels: usize, area: usize) -> Vec<f32> {
