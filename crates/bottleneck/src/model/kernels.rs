@@ -1029,7 +1029,7 @@ fn per_image(images: usize, per: usize, f: impl Fn(usize, &mut [f32]) + Sync) ->
 /// split work between independent values, and LLVM never fuses a multiply and an add
 /// into one rounding without fast-math flags, which Rust does not set.
 #[inline(always)]
-fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
 }
 
