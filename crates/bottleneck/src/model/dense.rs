@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
-use super::dense_kernels::{linear_layer, linear_stack};
+use super::dense_kernels::{cat_columns, linear_layer, linear_stack};
 use crate::error::{Error, Result};
 
 /// The shape of a dense autoencoder; stored in the model file.
@@ -113,7 +113,7 @@ fn hidden_stack(layers: &[Linear]) -> Vec<(&Linear, Option<f64>)> {
 /// What the first layer reads: the values, beside the mask where there is one.
 fn input_of(values: Tensor<2>, mask: Option<Tensor<2>>) -> Tensor<2> {
     match mask {
-        Some(mask) => Tensor::cat(vec![values, mask], 1),
+        Some(mask) => cat_columns(values, mask),
         None => values,
     }
 }
