@@ -141,17 +141,22 @@ impl AdamKernels for Flex {
         moment_2: FlexTensor,
         f: AdamFactors,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        use crate::model::kernels::values;
         let n = param.shape().num_elements();
-        let grad = crate::model::kernels::values(&grad);
-        let g: &[f32] = grad.storage();
-        let [mut p, mut m, mut v] = [param, moment_1, moment_2].map(|t| writable(t, n));
+        let [ng, nm, nv] = [&grad, &moment_1, &moment_2].map(|t| t.shape().num_elements());
         assert!(
-            g.len() == n && m.shape().num_elements() == n && v.shape().num_elements() == n,
-            "adam_step_fast: parameter of {n} values, gradient {}, moments {} and {}",
-            g.len(),
-            m.shape().num_elements(),
-            v.shape().num_elements()
+            ng == n && nm == n && nv == n,
+            "adam_step_fast: parameter of {n} values, gradient {ng}, moments {nm} and {nv}"
         );
+        let grad = values(&grad);
+        let g: &[f32] = grad.storage();
+        // Each updated in place: `values` hands back the tensor itself where it is already
+        // laid out plainly, the original is dropped here, and `storage_mut` below copies
+        // only a buffer something else still holds (the usual case holds none: the step
+        // replaces the parameter and its moments). That spares three new buffers per
+        // parameter and step: for the 784-feature table network, 23 MB a step written to
+        // fresh (zeroed) memory, after which the working set no longer fit the 32 MB cache.
+        let [mut p, mut m, mut v] = [param, moment_1, moment_2].map(|t| values(&t));
         let (f1, f2) = (1.0 - f.beta_1, 1.0 - f.beta_2);
         let [ps, ms, vs] = [&mut p, &mut m, &mut v].map(|t| t.storage_mut::<f32>());
         ps.par_chunks_mut(CHUNK)
@@ -177,33 +182,6 @@ impl AdamKernels for Flex {
             });
         (p, m, v)
     }
-}
-
-/// `t` as a tensor of exactly its `n` values that this step may overwrite: itself when it
-/// holds its buffer alone, contiguous from the start (the usual case: the step replaces the
-/// parameter and its moments, so nothing else sees them), else a copy. Updating in place
-/// spares three new buffers per parameter and step: for the 784-feature table network,
-/// 23 MB a step written to fresh (zeroed) memory, and the training's working set then no
-/// longer fit the 32 MB cache.
-fn writable(mut t: FlexTensor, n: usize) -> FlexTensor {
-    let exact = t.dtype() == burn::tensor::DType::F32
-        && t.layout().contiguous_offsets() == Some((0, n))
-        && t.try_storage_mut::<f32>().is_some_and(|s| s.len() == n);
-    if exact {
-        return t;
-    }
-    let c = crate::model::kernels::values(&t);
-    let own: Vec<f32> = c
-        .as_slice::<f32>()
-        .expect("contiguous after values")
-        .to_vec();
-    assert_eq!(
-        own.len(),
-        n,
-        "adam_step_fast: {} values, not {n}",
-        own.len()
-    );
-    FlexTensor::from_data(TensorData::new(own, [n]))
 }
 
 #[cfg(test)]
