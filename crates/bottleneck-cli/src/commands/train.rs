@@ -88,7 +88,7 @@ pub struct TrainArgs {
     #[arg(long)]
     epochs: Option<usize>,
     /// Samples per optimizer step [default: 32 images, 64 rows, 256 stacked audio frames,
-    /// 8 one-second crops for audio denoisers].
+    /// 8 patches for image denoisers, 8 one-second crops for audio denoisers].
     #[arg(long)]
     batch_size: Option<usize>,
     /// Adam learning rate (decays to 5% of it over the run, cosine) [default: 0.001].

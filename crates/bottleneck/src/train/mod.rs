@@ -112,6 +112,14 @@ const SHORTEST_RUN_DIVISOR: usize = 4;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Stopping {
     pub validation: Vec<usize>,
+    /// Keep the weights of the epoch with the lowest held-out loss, instead of those of the
+    /// last epoch that improved on the best by [`MIN_IMPROVEMENT`] (patience counts from
+    /// that epoch either way). For a loss that is the quality measure itself (a denoiser's
+    /// squared error is its PSNR), where small gains are real gains. The photograph
+    /// denoiser's held-out loss, from one held-out photograph, moved by ~3% from epoch to
+    /// epoch while falling ~0.2% an epoch: with the threshold a run (seed 1, batch 8)
+    /// kept epoch 4 of 19, 30.30 dB, where its last and lowest epoch gave 31.39 dB.
+    pub keep_lowest: bool,
 }
 
 impl Stopping {
@@ -148,7 +156,13 @@ impl Stopping {
         let (mut val, mut train) = (val.to_vec(), train.to_vec());
         val.sort_unstable();
         train.sort_unstable();
-        (train, Some(Stopping { validation: val }))
+        (
+            train,
+            Some(Stopping {
+                validation: val,
+                keep_lowest: false,
+            }),
+        )
     }
 }
 
@@ -202,7 +216,10 @@ pub(crate) fn run_epochs<M: Module>(
         validation_samples: stopping.map_or(0, |s| s.validation.len()),
         ..TrainLog::default()
     };
-    let mut best: Option<(f64, M)> = None;
+    // The held-out loss to beat by MIN_IMPROVEMENT and the epoch that last did; the weights
+    // kept, their loss and epoch.
+    let mut best: Option<(f64, usize)> = None;
+    let mut kept: Option<(f64, M)> = None;
     let mut armed = false;
     progress.stage("training", total as u64);
     let mut step = 0usize;
@@ -244,13 +261,16 @@ pub(crate) fn run_epochs<M: Module>(
         let val = val_sum / stopping.validation.len() as f64;
         log.validation_curve.push(val as f32);
         armed |= val <= ARM_RATIO * log.validation_curve[0] as f64;
-        if best
-            .as_ref()
-            .is_none_or(|(b, _)| val < b * (1.0 - MIN_IMPROVEMENT))
-        {
-            best = Some((val, model.clone()));
+        let improved = best.is_none_or(|(b, _)| val < b * (1.0 - MIN_IMPROVEMENT));
+        if improved {
+            best = Some((val, epoch + 1));
+        }
+        let lower = kept.as_ref().is_none_or(|(k, _)| val < *k);
+        if improved && !stopping.keep_lowest || lower && stopping.keep_lowest {
+            kept = Some((val, model.clone()));
             log.best_epoch = epoch + 1;
         }
+        let last_improved = best.map_or(0, |(_, e)| e);
         progress.status(&format!(
             "epoch {}/{} loss {mean:.5} validation {val:.5} (best: epoch {})",
             epoch + 1,
@@ -258,19 +278,18 @@ pub(crate) fn run_epochs<M: Module>(
             log.best_epoch
         ));
         let waited = step >= total / SHORTEST_RUN_DIVISOR;
-        if armed && waited && epoch + 1 - log.best_epoch >= patience && epoch + 1 < schedule.epochs
-        {
+        if armed && waited && epoch + 1 - last_improved >= patience && epoch + 1 < schedule.epochs {
             log.stopped_early = true;
             progress.status(&format!(
-                "stopped at epoch {}: validation loss not better than epoch {} for {patience} epochs",
+                "stopped at epoch {}: validation loss not better than epoch {last_improved} for \
+                 {patience} epochs",
                 epoch + 1,
-                log.best_epoch
             ));
             break;
         }
     }
     progress.finish();
-    if let Some((_, kept)) = best {
+    if let Some((_, kept)) = kept {
         model = kept;
     }
     Ok((model, log))
@@ -482,6 +501,7 @@ mod tests {
         };
         let stopping = Stopping {
             validation: vec![1000],
+            keep_lowest: false,
         };
         let evaluations = std::cell::Cell::new(0usize);
         let train: Vec<usize> = (0..16).collect();
@@ -507,6 +527,65 @@ mod tests {
             (log.best_epoch, log.epochs_run),
             (2, 1000 / SHORTEST_RUN_DIVISOR)
         );
+    }
+
+    /// The log of a run whose validation loss falls to 0.5 at epoch 2 (arming the rule),
+    /// then moves between 0.5 and 0.498 (lowest first at epoch 5), never the rule's 0.5%
+    /// below 0.5: the patience runs out at the floor of a quarter of the 400 one-step
+    /// epochs.
+    fn slowly_improving_run(keep_lowest: bool) -> TrainLog {
+        let device = Device::flex();
+        let ad = device.clone().autodiff();
+        let model = burn::nn::LinearConfig::new(1, 1).init(&ad);
+        let schedule = Schedule {
+            epochs: 400,
+            batch_size: 16,
+            learning_rate: 1e-3,
+            seed: 1,
+        };
+        let stopping = Stopping {
+            validation: vec![1000],
+            keep_lowest,
+        };
+        let evaluations = std::cell::Cell::new(0i32);
+        let train: Vec<usize> = (0..16).collect();
+        let (_, log) = run_epochs(
+            model,
+            &train,
+            schedule,
+            Some(&stopping),
+            &device,
+            &Silent,
+            |model, chunk, on, _| {
+                let y = model.forward(Tensor::<2>::ones([1, 1], on)).sum() * 0.0;
+                if chunk[0] < 1000 {
+                    return Ok(y + 1.0);
+                }
+                evaluations.set(evaluations.get() + 1);
+                Ok(y + match evaluations.get() {
+                    1 => 1.0,
+                    2 => 0.5,
+                    n => 0.5 - 0.001 * (n % 3) as f64,
+                })
+            },
+        )
+        .unwrap();
+        log
+    }
+
+    #[test]
+    fn keeping_the_lowest_loss_keeps_small_gains_and_the_same_patience() {
+        let threshold = slowly_improving_run(false);
+        let lowest = slowly_improving_run(true);
+        for log in [&threshold, &lowest] {
+            assert!(log.stopped_early, "{log:?}");
+            assert_eq!(log.epochs_run, 400 / SHORTEST_RUN_DIVISOR, "{log:?}");
+        }
+        // The threshold keeps the last epoch that gained 0.5%; the other the first epoch
+        // of the lowest loss.
+        assert_eq!(threshold.best_epoch, 2);
+        assert_eq!(lowest.best_epoch, 5);
+        assert_eq!(threshold.validation_curve, lowest.validation_curve);
     }
 
     #[test]
