@@ -784,9 +784,10 @@ fn read_samples(
 
 /// Trains the network on random patches of `samples` (area-weighted, flipped and rotated at
 /// random), corrupted with the noise model or taken from the noisy partner. An epoch is one
-/// pass worth of pixels, at most the default number of steps. Without `params.epochs`,
-/// training stops once the loss on a fixed draw of patches of the `held_out` images stops
-/// improving (when there are any). Returns the inference network and what the run did.
+/// pass worth of pixels, at most the default number of steps. Without `params.epochs`, the
+/// loss on a fixed draw of patches of the `held_out` images (when there are any) is measured
+/// after each epoch and the weights of its lowest are kept. Returns the inference network
+/// and what the run did.
 fn train_denoiser(
     spec: &DenoiseSpec,
     samples: &[&Sample],
@@ -831,8 +832,9 @@ fn train_denoiser(
     };
     let slots: Vec<usize> = (0..per_epoch).collect();
     // Slots from `per_epoch` on are validation patches, cut from the held-out images.
-    // The held-out patches' squared error is what the denoiser is for, so the lowest one's
-    // weights are kept (`Stopping::keep_lowest`).
+    // The schedule fits the time (4,500 steps of 8 patches: ~4.5 minutes on 2 cores), and
+    // the held-out patches' squared error is what the denoiser is for: every epoch runs
+    // and the lowest one's weights are kept (`Stopping::keep_lowest`).
     let stopping = (params.epochs.is_none() && !held_out.is_empty()).then(|| Stopping {
         validation: (per_epoch..per_epoch + (per_epoch / 10).clamp(params.batch_size, 1024))
             .collect(),
