@@ -268,7 +268,11 @@ pub(crate) fn run_epochs<M: Module>(
             best = Some((val, epoch + 1));
         }
         let lower = kept.as_ref().is_none_or(|(k, _)| val < *k);
-        if improved && !stopping.keep_lowest || lower && stopping.keep_lowest {
+        if if stopping.keep_lowest {
+            lower
+        } else {
+            improved
+        } {
             kept = Some((val, model.clone()));
             log.best_epoch = epoch + 1;
         }
@@ -492,60 +496,14 @@ mod tests {
         assert_eq!((a.epochs_run, a.validation_samples), (8, 0));
     }
 
-    #[test]
-    fn no_run_stops_before_a_quarter_of_its_steps() {
-        // A validation loss that falls once (arming the rule), then never improves: with
-        // one step an epoch the patience is 80 epochs, so the rule alone would stop at
-        // epoch 82 of 1,000; the floor holds it to a quarter of the steps.
+    /// The log of a run of `epochs` one-step epochs whose n-th held-out loss (from 1) is
+    /// `curve(n)`; the training loss is constant and moves no weight.
+    fn scripted_run(epochs: usize, keep_lowest: bool, curve: impl Fn(i32) -> f64) -> TrainLog {
         let device = Device::flex();
         let ad = device.clone().autodiff();
         let model = burn::nn::LinearConfig::new(1, 1).init(&ad);
         let schedule = Schedule {
-            epochs: 1000,
-            batch_size: 16,
-            learning_rate: 1e-3,
-            seed: 1,
-        };
-        let stopping = Stopping {
-            validation: vec![1000],
-            keep_lowest: false,
-        };
-        let evaluations = std::cell::Cell::new(0usize);
-        let train: Vec<usize> = (0..16).collect();
-        let (_, log) = run_epochs(
-            model,
-            &train,
-            schedule,
-            Some(&stopping),
-            &device,
-            &Silent,
-            |model, chunk, on, _| {
-                let y = model.forward(Tensor::<2>::ones([1, 1], on)).sum() * 0.0;
-                if chunk[0] < 1000 {
-                    return Ok(y + 1.0);
-                }
-                evaluations.set(evaluations.get() + 1);
-                Ok(y + if evaluations.get() == 1 { 1.0 } else { 0.5 })
-            },
-        )
-        .unwrap();
-        assert!(log.stopped_early, "{log:?}");
-        assert_eq!(
-            (log.best_epoch, log.epochs_run),
-            (2, 1000 / SHORTEST_RUN_DIVISOR)
-        );
-    }
-
-    /// The log of a run whose validation loss falls to 0.5 at epoch 2 (arming the rule),
-    /// then moves between 0.5 and 0.498 (lowest first at epoch 5), never the rule's 0.5%
-    /// below 0.5: the patience runs out at the floor of a quarter of the 400 one-step
-    /// epochs, unless the rule only keeps the lowest.
-    fn slowly_improving_run(keep_lowest: bool) -> TrainLog {
-        let device = Device::flex();
-        let ad = device.clone().autodiff();
-        let model = burn::nn::LinearConfig::new(1, 1).init(&ad);
-        let schedule = Schedule {
-            epochs: 400,
+            epochs,
             batch_size: 16,
             learning_rate: 1e-3,
             seed: 1,
@@ -569,15 +527,36 @@ mod tests {
                     return Ok(y + 1.0);
                 }
                 evaluations.set(evaluations.get() + 1);
-                Ok(y + match evaluations.get() {
-                    1 => 1.0,
-                    2 => 0.5,
-                    n => 0.5 - 0.001 * (n % 3) as f64,
-                })
+                Ok(y + curve(evaluations.get()))
             },
         )
         .unwrap();
         log
+    }
+
+    #[test]
+    fn no_run_stops_before_a_quarter_of_its_steps() {
+        // A validation loss that falls once (arming the rule), then never improves: with
+        // one step an epoch the patience is 80 epochs, so the rule alone would stop at
+        // epoch 82 of 1,000; the floor holds it to a quarter of the steps.
+        let log = scripted_run(1000, false, |n| if n == 1 { 1.0 } else { 0.5 });
+        assert!(log.stopped_early, "{log:?}");
+        assert_eq!(
+            (log.best_epoch, log.epochs_run),
+            (2, 1000 / SHORTEST_RUN_DIVISOR)
+        );
+    }
+
+    /// The log of a run whose validation loss falls to 0.5 at epoch 2 (arming the rule),
+    /// then moves between 0.5 and 0.498 (lowest first at epoch 5), never the rule's 0.5%
+    /// below 0.5: the patience runs out at the floor of a quarter of the 400 one-step
+    /// epochs, unless the rule only keeps the lowest.
+    fn slowly_improving_run(keep_lowest: bool) -> TrainLog {
+        scripted_run(400, keep_lowest, |n| match n {
+            1 => 1.0,
+            2 => 0.5,
+            n => 0.5 - 0.001 * (n % 3) as f64,
+        })
     }
 
     #[test]
