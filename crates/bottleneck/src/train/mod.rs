@@ -268,11 +268,12 @@ pub(crate) fn run_epochs<M: Module>(
             best = Some((val, epoch + 1));
         }
         let lower = kept.as_ref().is_none_or(|(k, _)| val < *k);
-        if if stopping.keep_lowest {
+        let keep = if stopping.keep_lowest {
             lower
         } else {
             improved
-        } {
+        };
+        if keep {
             kept = Some((val, model.clone()));
             log.best_epoch = epoch + 1;
         }
