@@ -127,8 +127,8 @@ pub struct TrainArgs {
     #[arg(long)]
     raw_maps: bool,
     /// Also score by the mean distance to the K nearest training images in the bottleneck;
-    /// the image score is the larger of the two on a common scale (0: map score only)
-    /// [default: 5].
+    /// the image score joins the two on a common scale as ln(e^map + e^knn), about the
+    /// larger of the two when they are far apart (0: map score only) [default: 5].
     #[arg(long)]
     knn: Option<usize>,
     /// Images: what draws the map. none: the reconstruction error; segment: also a small

@@ -28,7 +28,9 @@ use prost::Message;
 
 pub use graph::OPSET;
 use graph::{Dim, Elem, Graph};
-use scoring::{calibrate, error_map, knn, overlap_average, reduce, smooth, standardize, windows};
+use scoring::{
+    calibrate, error_map, join, knn, overlap_average, reduce, smooth, standardize, windows,
+};
 
 use crate::data::spectral::{LOG_EPS, mel_filterbank};
 use crate::error::{Error, Result};
@@ -209,7 +211,7 @@ fn image_detector(d: &Detector) -> Graph {
                 let dist = knn(&mut g, &z, codes, k.k);
                 let zm = standardize(&mut g, &map_score, k.map_center, k.map_spread);
                 let zk = standardize(&mut g, &dist, k.knn_center, k.knn_spread);
-                g.bin("Max", &zm, &zk)
+                join(&mut g, &zm, &zk, k.join)
             }
             _ => map_score,
         });

@@ -6,6 +6,7 @@
 use burn::prelude::*;
 
 use super::graph::{Attr, Elem, Graph, f32_tensor};
+use crate::model::file::KnnJoin;
 use crate::score::{Calibration, Loss, Reduction, maps};
 
 /// Side of the SSIM window (as [`maps::ssim_map`]).
@@ -188,6 +189,22 @@ pub fn knn(g: &mut Graph, code: &str, train_codes: &Tensor<2>, k: usize) -> Stri
         2,
     );
     g.reduce("ReduceMean", &nearest[0], &[1], false)
+}
+
+/// [`KnnJoin::of`] of standardised parts `map` and `knn`, written the same way: the larger
+/// part plus `softplus(-|map - knn|)` for a log-sum-exp.
+pub fn join(g: &mut Graph, map: &str, knn: &str, how: KnnJoin) -> String {
+    let larger = g.bin("Max", map, knn);
+    match how {
+        KnnJoin::Max => larger,
+        KnnJoin::LogSumExp => {
+            let diff = g.bin("Sub", map, knn);
+            let apart = g.op("Abs", &[&diff], vec![]);
+            let neg = g.op("Neg", &[&apart], vec![]);
+            let lift = g.op("Softplus", &[&neg], vec![]);
+            g.bin("Add", &larger, &lift)
+        }
+    }
 }
 
 /// `(value - center) / spread`.

@@ -14,8 +14,8 @@ use crate::data::images::ImagePrep;
 use crate::data::scaling::{Scaling, TablePrep};
 use crate::data::spectral::MelSpec;
 use crate::model::file::{
-    AudioDenoiseMeta, AudioMeta, AudioScoring, DataKind, DenoiseMeta, ModelMeta, NetworkScoring,
-    ScoreSettings, SpectrumFeatures, TableMeta, Task, TrainingSummary,
+    AudioDenoiseMeta, AudioMeta, AudioScoring, DataKind, DenoiseMeta, KnnJoin, ModelMeta,
+    NetworkScoring, ScoreSettings, SpectrumFeatures, TableMeta, Task, TrainingSummary,
 };
 use crate::model::{ConvSpec, DenoiseSpec, DenseSpec, SegmentSpec};
 use crate::score::calibration::ThresholdRule;
@@ -463,18 +463,31 @@ impl CheckMeta for ModelMeta {
         }
         check_image_prep(&self.prep, &self.spec)?;
         check_image_scoring(&self.scoring, &self.spec)?;
-        let want = match self.prep.tiles {
-            Some(_) => crate::model::file::TILED_FORMAT_VERSION,
-            None => crate::model::file::FORMAT_VERSION,
+        use crate::model::file::{FORMAT_VERSION, KNN_JOIN_FORMAT_VERSION, TILED_FORMAT_VERSION};
+        let joins: Vec<KnnJoin> = self
+            .scoring
+            .networks()
+            .filter_map(|n| n.knn.as_ref().map(|k| k.join))
+            .collect();
+        if let Some(j) = joins.iter().position(|&j| j != joins[0]) {
+            return fail(
+                &format!("scoring network {j}'s knn.join"),
+                "every network of a model joins its parts the same way",
+            );
+        }
+        let want = match (&self.prep.tiles, joins.first()) {
+            (Some(_), _) => TILED_FORMAT_VERSION,
+            (None, Some(KnnJoin::LogSumExp)) => KNN_JOIN_FORMAT_VERSION,
+            (None, _) => FORMAT_VERSION,
         };
         if self.format_version != want {
             return fail(
                 "format_version",
                 format!(
-                    "{} does not match prep.tiles (tiled models are version {}, others {})",
+                    "{} does not match prep.tiles and knn.join (tiled models are version \
+                     {TILED_FORMAT_VERSION}, those joining by log_sum_exp \
+                     {KNN_JOIN_FORMAT_VERSION}, others {FORMAT_VERSION})",
                     self.format_version,
-                    crate::model::file::TILED_FORMAT_VERSION,
-                    crate::model::file::FORMAT_VERSION
                 ),
             );
         }

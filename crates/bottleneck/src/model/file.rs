@@ -26,6 +26,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Format version of image detectors that read in tiles (`prep.tiles`): binaries from
 /// before tiles refuse them by version instead of scoring whole images with tile statistics.
 pub const TILED_FORMAT_VERSION: u32 = 2;
+/// Format version of whole-image detectors whose nearest-neighbour part joins the map score
+/// by [`KnnJoin::LogSumExp`]: binaries that only know the larger-of-the-two join refuse
+/// them by version instead of scoring them against calibration scores of another join.
+pub const KNN_JOIN_FORMAT_VERSION: u32 = 3;
 /// Metadata key holding [`ModelMeta`] as JSON.
 pub const META_KEY: &str = "bottleneck";
 /// Metadata key holding the CRC-32 of the bottleneck metadata, the tensor layout and the
@@ -160,7 +164,7 @@ pub struct HeadJoin {
 
 /// The latent nearest-neighbour part of the score: the mean distance from an image's code
 /// to its `k` nearest training codes. Both parts are put on one scale by their centre and
-/// spread over the training images, and the score is the larger of the two: small local
+/// spread over the training images, and `join` makes one score of the two: small local
 /// defects show in the map, images unlike any training image in the bottleneck.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnnScore {
@@ -171,6 +175,37 @@ pub struct KnnScore {
     pub map_spread: f32,
     pub knn_center: f32,
     pub knn_spread: f32,
+    /// Files from before the field joined by the larger of the two parts.
+    #[serde(default = "KnnJoin::before_field")]
+    pub join: KnnJoin,
+}
+
+/// How the standardised map score and nearest-neighbour distance become one score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KnnJoin {
+    /// The larger of the two.
+    Max,
+    /// `ln(e^map + e^knn)`: the larger of the two when they are far apart (a defect only
+    /// one part sees keeps its score), up to `ln 2` above it when they agree, so an image
+    /// both parts find somewhat unusual ranks above one that only one part does.
+    LogSumExp,
+}
+
+impl KnnJoin {
+    fn before_field() -> Self {
+        Self::Max
+    }
+
+    /// The score of standardised parts `map` and `knn`.
+    pub fn of(self, map: f32, knn: f32) -> f32 {
+        let larger = map.max(knn);
+        match self {
+            Self::Max => larger,
+            // Written around the larger part so that nothing overflows.
+            Self::LogSumExp => larger + (-(map - knn).abs()).exp().ln_1p(),
+        }
+    }
 }
 
 /// What the weights part of the file holds: the network and, when the score uses them, the
@@ -816,7 +851,13 @@ fn header_of(path: &Path, bytes: &[u8]) -> Result<serde_json::Value> {
         .get("format_version")
         .and_then(|v| v.as_u64())
         .ok_or_else(|| bad("metadata has no format_version".into()))? as u32;
-    if found != FORMAT_VERSION && found != TILED_FORMAT_VERSION {
+    if ![
+        FORMAT_VERSION,
+        TILED_FORMAT_VERSION,
+        KNN_JOIN_FORMAT_VERSION,
+    ]
+    .contains(&found)
+    {
         return Err(Error::FormatVersion {
             path: path.to_path_buf(),
             found,
@@ -1005,6 +1046,24 @@ mod tests {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
         let bytes = safetensors::serialize([("w", view)], metadata).unwrap();
         std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn log_sum_exp_join_is_the_larger_part_when_apart_and_ln2_above_it_when_equal() {
+        let lse = |a: f32, b: f32| KnnJoin::LogSumExp.of(a, b);
+        assert_eq!(KnnJoin::Max.of(-1.5, 2.0), 2.0);
+        assert!((lse(1.0, 1.0) - (1.0 + 2f32.ln())).abs() < 1e-6);
+        // Far apart (a defect only the map sees), the join is the larger part.
+        assert_eq!(lse(40.0, -3.0), 40.0);
+        // No overflow where e^x would: the join is written around the larger part.
+        assert!((lse(200.0, 199.0) - (200.0 + (-1f32).exp().ln_1p())).abs() < 1e-4);
+        for (a, b) in [(0.3f32, -0.7f32), (-2.0, 2.5), (4.0, 3.9)] {
+            let exact = ((a as f64).exp() + (b as f64).exp()).ln();
+            assert!((lse(a, b) as f64 - exact).abs() < 1e-6, "{a} {b}");
+            assert_eq!(lse(a, b), lse(b, a));
+            // It rises with either part.
+            assert!(lse(a + 0.1, b) > lse(a, b) && lse(a, b + 0.1) > lse(a, b));
+        }
     }
 
     #[test]

@@ -515,9 +515,10 @@ impl Detector {
         let mut detector = Self {
             networks: Vec::with_capacity(k),
             meta: ModelMeta {
-                format_version: match tiled {
-                    true => file::TILED_FORMAT_VERSION,
-                    false => FORMAT_VERSION,
+                format_version: match (tiled, params.knn > 0) {
+                    (true, _) => file::TILED_FORMAT_VERSION,
+                    (false, true) => file::KNN_JOIN_FORMAT_VERSION,
+                    (false, false) => FORMAT_VERSION,
                 },
                 kind: file::ModelKind::ImageDetector.data(),
                 task: file::ModelKind::ImageDetector.task(),
@@ -744,6 +745,7 @@ impl Detector {
             map_spread,
             knn_center,
             knn_spread,
+            join: file::KnnJoin::LogSumExp,
         });
         Ok(())
     }
@@ -1250,7 +1252,7 @@ impl Detector {
                         let zm = (m - knn.map_center) / knn.map_spread;
                         let zk = (d - knn.knn_center) / knn.knn_spread;
                         ScoreParts {
-                            score: zm.max(zk),
+                            score: knn.join.of(zm, zk),
                             knn_parts: Some((zm, zk)),
                             head_parts: head_parts(i),
                         }
@@ -1609,6 +1611,10 @@ impl Detector {
                     knn_only: metrics::auroc(&col(&|p| p.1), &labels),
                     sum: metrics::auroc(&col(&|p| p.0 + p.1), &labels),
                     max: metrics::auroc(&col(&|p| p.0.max(p.1)), &labels),
+                    log_sum_exp: metrics::auroc(
+                        &col(&|p| file::KnnJoin::LogSumExp.of(p.0, p.1)),
+                        &labels,
+                    ),
                 })
             } else {
                 None
@@ -1626,13 +1632,14 @@ pub struct ReductionAurocs {
     pub top1: Option<f64>,
 }
 
-/// Image AUROC of each part of a map + nearest-neighbour score and of two ways to join them.
+/// Image AUROC of each part of a map + nearest-neighbour score and of three ways to join them.
 #[derive(Debug, Clone, Serialize)]
 pub struct KnnAurocs {
     pub map_only: Option<f64>,
     pub knn_only: Option<f64>,
     pub sum: Option<f64>,
     pub max: Option<f64>,
+    pub log_sum_exp: Option<f64>,
 }
 
 /// Detection results for one test category.
@@ -1860,6 +1867,44 @@ mod tests {
         let after = collect(&loaded);
         assert_eq!(before.len(), paths.len());
         assert_eq!(before, after, "scores change after a save/load round trip");
+
+        // The parts join by log-sum-exp, which only version 3 files hold. A file from
+        // before the join (version 1, no `join`) loads and scores by the larger part.
+        let knn = meta.scoring.network.knn.as_ref().unwrap();
+        assert_eq!(knn.join, file::KnnJoin::LogSumExp);
+        assert_eq!(meta.format_version, file::KNN_JOIN_FORMAT_VERSION);
+        let bytes = std::fs::read(&file).unwrap();
+        let old = |m: &mut serde_json::Value| m["format_version"] = 1.into();
+        assert_refused(&file, &bytes, Box::new(old), "format_version", &device);
+        let legacy = file::rewrite_metadata(
+            &bytes,
+            Box::new(|m: &mut serde_json::Value| {
+                m["format_version"] = 1.into();
+                m["scoring"]["knn"].as_object_mut().unwrap().remove("join");
+            }),
+        )
+        .unwrap();
+        let legacy = Detector::from_bytes(&file, legacy, &device).unwrap();
+        let parts = |d: &Detector| {
+            let mut v = Vec::new();
+            d.score_paths(&paths, false, &Silent, |item| {
+                v.push((item.score, item.knn_parts.unwrap()));
+                Ok(())
+            })
+            .unwrap();
+            v
+        };
+        for ((joined, p), (larger, q)) in parts(&det).into_iter().zip(parts(&legacy)) {
+            assert_eq!(p, q, "the parts do not depend on the join");
+            assert_eq!(larger, p.0.max(p.1));
+            let exact = (p.0 as f64).exp() + (p.1 as f64).exp();
+            let tolerance = 1e-5 * (joined.abs() as f64).max(1.0);
+            assert!(
+                (joined as f64 - exact.ln()).abs() < tolerance,
+                "{joined} for {p:?}"
+            );
+            assert!(joined >= larger && joined <= larger + 2f32.ln() + 1e-6);
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -1943,6 +1988,13 @@ mod tests {
         .unwrap();
         let e = Detector::from_bytes(&file, edited, &device).err().unwrap();
         assert!(e.to_string().contains("scoring.ensemble"), "{e}");
+        // So is one whose networks join their parts in different ways.
+        let edited = file::rewrite_metadata(&bytes, |m| {
+            m["scoring"]["ensemble"][2]["knn"]["join"] = "max".into();
+        })
+        .unwrap();
+        let e = Detector::from_bytes(&file, edited, &device).err().unwrap();
+        assert!(e.to_string().contains("knn.join"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 
