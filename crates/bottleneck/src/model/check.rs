@@ -14,8 +14,9 @@ use crate::data::images::ImagePrep;
 use crate::data::scaling::{Scaling, TablePrep};
 use crate::data::spectral::MelSpec;
 use crate::model::file::{
-    AudioDenoiseMeta, AudioMeta, AudioScoring, DataKind, DenoiseMeta, KnnJoin, ModelMeta,
-    NetworkScoring, ScoreSettings, SpectrumFeatures, TableMeta, Task, TrainingSummary,
+    AudioDenoiseMeta, AudioMeta, AudioScoring, DataKind, DenoiseMeta, FORMAT_VERSION,
+    KNN_JOIN_FORMAT_VERSION, KnnJoin, ModelMeta, NetworkScoring, ScoreSettings, SpectrumFeatures,
+    TILED_FORMAT_VERSION, TableMeta, Task, TrainingSummary,
 };
 use crate::model::{ConvSpec, DenoiseSpec, DenseSpec, SegmentSpec};
 use crate::score::calibration::ThresholdRule;
@@ -463,7 +464,6 @@ impl CheckMeta for ModelMeta {
         }
         check_image_prep(&self.prep, &self.spec)?;
         check_image_scoring(&self.scoring, &self.spec)?;
-        use crate::model::file::{FORMAT_VERSION, KNN_JOIN_FORMAT_VERSION, TILED_FORMAT_VERSION};
         let joins: Vec<KnnJoin> = self
             .scoring
             .networks()
@@ -475,11 +475,7 @@ impl CheckMeta for ModelMeta {
                 "every network of a model joins its parts the same way",
             );
         }
-        let want = match (&self.prep.tiles, joins.first()) {
-            (Some(_), _) => TILED_FORMAT_VERSION,
-            (None, Some(KnnJoin::LogSumExp)) => KNN_JOIN_FORMAT_VERSION,
-            (None, _) => FORMAT_VERSION,
-        };
+        let want = self.required_format_version();
         if self.format_version != want {
             return fail(
                 "format_version",

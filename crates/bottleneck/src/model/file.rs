@@ -208,6 +208,25 @@ impl KnnJoin {
     }
 }
 
+impl ModelMeta {
+    /// The format version a detector with this metadata is written as, from what it holds:
+    /// tiles ([`TILED_FORMAT_VERSION`]), a log-sum-exp join of its latent part
+    /// ([`KNN_JOIN_FORMAT_VERSION`]) or neither ([`FORMAT_VERSION`]). Training sets it and
+    /// loading checks it with this one rule.
+    pub fn required_format_version(&self) -> u32 {
+        let join = self
+            .scoring
+            .networks()
+            .find_map(|n| n.knn.as_ref())
+            .map(|k| k.join);
+        match (&self.prep.tiles, join) {
+            (Some(_), _) => TILED_FORMAT_VERSION,
+            (None, Some(KnnJoin::LogSumExp)) => KNN_JOIN_FORMAT_VERSION,
+            (None, _) => FORMAT_VERSION,
+        }
+    }
+}
+
 /// What the weights part of the file holds: the network and, when the score uses them, the
 /// bottleneck codes of the training images.
 #[derive(Module, Debug)]

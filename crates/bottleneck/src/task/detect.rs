@@ -515,11 +515,8 @@ impl Detector {
         let mut detector = Self {
             networks: Vec::with_capacity(k),
             meta: ModelMeta {
-                format_version: match (tiled, params.knn > 0) {
-                    (true, _) => file::TILED_FORMAT_VERSION,
-                    (false, true) => file::KNN_JOIN_FORMAT_VERSION,
-                    (false, false) => FORMAT_VERSION,
-                },
+                // Set from what the model holds once it is trained (below).
+                format_version: FORMAT_VERSION,
                 kind: file::ModelKind::ImageDetector.data(),
                 task: file::ModelKind::ImageDetector.task(),
                 spec: spec.clone(),
@@ -656,6 +653,7 @@ impl Detector {
             first_log.unwrap_or_default(),
             detector.meta.calibration.scores.len(),
         );
+        detector.meta.format_version = detector.meta.required_format_version();
         Ok(detector)
     }
 
@@ -1610,7 +1608,7 @@ impl Detector {
                     map_only: metrics::auroc(&col(&|p| p.0), &labels),
                     knn_only: metrics::auroc(&col(&|p| p.1), &labels),
                     sum: metrics::auroc(&col(&|p| p.0 + p.1), &labels),
-                    max: metrics::auroc(&col(&|p| p.0.max(p.1)), &labels),
+                    max: metrics::auroc(&col(&|p| file::KnnJoin::Max.of(p.0, p.1)), &labels),
                     log_sum_exp: metrics::auroc(
                         &col(&|p| file::KnnJoin::LogSumExp.of(p.0, p.1)),
                         &labels,
