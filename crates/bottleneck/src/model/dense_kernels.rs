@@ -657,20 +657,7 @@ mod tests {
     /// the vector lanes.
     #[test]
     fn leaky_relu_in_place_is_the_select_bit_for_bit() {
-        let mut values = vec![
-            0.0f32,
-            -0.0,
-            1.5,
-            -1.5,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
-            -f32::MIN_POSITIVE / 4.0,
-            f32::MIN_POSITIVE / 4.0,
-            f32::MAX,
-            f32::MIN,
-        ];
-        values.extend((0..1000).map(|i| ((i * 7919) % 2001) as f32 / 37.0 - 27.0));
+        let values = crate::model::kernels::tests::awkward_floats();
         for slope in [0.1f32, 0.2, 0.0] {
             for len in [0, 1, 7, 8, 9, 17, values.len()] {
                 let mut ours = values[..len].to_vec();

@@ -1832,12 +1832,10 @@ pub(crate) mod tests {
         assert_eq!(far, [0.0, 1.0]);
     }
 
-    /// The stored-always activations give, bit for bit, the selects they replaced (the
-    /// old keep-or-replace loops), for every sign, both zeros, infinities, NaN and
-    /// subnormals, built wide as the kernels call them and for lengths that leave a tail
-    /// after the vector lanes.
-    #[test]
-    fn activations_are_the_selects_bit_for_bit() {
+    /// Both signs, both zeros, infinities, NaN, subnormals and the extremes, then 1,000
+    /// ordinary values of both signs: for the bit-for-bit tests of element-wise loops (their
+    /// lengths cut it to leave tails after the vector lanes).
+    pub(crate) fn awkward_floats() -> Vec<f32> {
         let mut values = vec![
             0.0f32,
             -0.0,
@@ -1852,6 +1850,16 @@ pub(crate) mod tests {
             f32::MIN,
         ];
         values.extend((0..1000).map(|i| ((i * 7919) % 2001) as f32 / 37.0 - 27.0));
+        values
+    }
+
+    /// The stored-always activations give, bit for bit, the selects they replaced (the
+    /// old keep-or-replace loops), for every sign, both zeros, infinities, NaN and
+    /// subnormals, built wide as the kernels call them and for lengths that leave a tail
+    /// after the vector lanes.
+    #[test]
+    fn activations_are_the_selects_bit_for_bit() {
+        let values = awkward_floats();
         let grads: Vec<f32> = values.iter().rev().copied().collect();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
         for a in [
