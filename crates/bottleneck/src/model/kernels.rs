@@ -637,6 +637,31 @@ impl Flat {
         }
     }
 
+    /// Planes `[count, side, side]` into a new zeroed buffer of `count * stride` values,
+    /// each placed from `offset` on at this width (zeros between rows), `stride` apart.
+    #[inline(always)]
+    fn spread(&self, planes: &[f32], side: usize, stride: usize, offset: usize) -> Vec<f32> {
+        let count = planes.len() / (side * side);
+        let mut spread = vec![0.0f32; count * stride];
+        for (i, plane) in planes.chunks_exact(side * side).enumerate() {
+            self.place(plane, side, 0, &mut spread[i * stride + offset..]);
+        }
+        spread
+    }
+
+    /// Calls `f(c, padded)` for each large-side channel `c` of `image`, with `padded` its
+    /// plane at this width inside a border of zeros `padding` wide.
+    #[inline(always)]
+    fn for_each_large_plane(&self, g: &Geometry, image: &[f32], mut f: impl FnMut(usize, &[f32])) {
+        let n = g.large;
+        // The border is never written, so it stays zero from one channel to the next.
+        let mut padded = vec![0.0f32; self.width * self.width];
+        for c in 0..g.c_large {
+            self.place(&image[c * n * n..][..n * n], n, g.padding, &mut padded);
+            f(c, &padded);
+        }
+    }
+
     /// Where tap `(ky, kx)` of a plane starts at this width: `ky * width + kx`.
     #[inline(always)]
     fn shifts(&self, k: usize) -> Vec<usize> {
@@ -647,20 +672,15 @@ impl Flat {
     /// channel.
     #[inline(always)]
     fn forward(&self, g: &Geometry, image: &[f32], w: &[f32], out: &mut [f32]) {
-        let (n, m, k, c_large) = (g.large, g.small, g.k, g.c_large);
+        let (m, k, c_large) = (g.small, g.k, g.c_large);
         let shifts = self.shifts(k);
-        let mut padded = vec![0.0f32; self.width * self.width];
-        let mut sums = vec![0.0f32; g.c_small * self.span];
-        for (co, plane) in out.chunks_exact(m * m).enumerate() {
-            self.place(plane, m, 0, &mut sums[co * self.span..]);
-        }
-        for c in 0..c_large {
-            self.place(&image[c * n * n..][..n * n], n, g.padding, &mut padded);
+        let mut sums = self.spread(out, m, self.span, 0);
+        self.for_each_large_plane(g, image, |c, padded| {
             for (co, dst) in sums.chunks_exact_mut(self.span).enumerate() {
                 let taps = &w[(co * c_large + c) * k * k..][..k * k];
-                gather_taps(dst, &[(&padded, taps)], &shifts);
+                gather_taps(dst, &[(padded, taps)], &shifts);
             }
-        }
+        });
         for (co, plane) in out.chunks_exact_mut(m * m).enumerate() {
             self.take(&sums[co * self.span..], m, 0, plane);
         }
@@ -673,22 +693,17 @@ impl Flat {
     /// row and tap: 6% of a 3-channel training step, most of it in those sums.
     #[inline(always)]
     fn weight_grad(&self, g: &Geometry, image: &[f32], small: &[f32], acc: &mut [f32]) {
-        let (n, m, k, c_large) = (g.large, g.small, g.k, g.c_large);
+        let (m, k, c_large) = (g.small, g.k, g.c_large);
         let shifts = self.shifts(k);
-        let mut padded = vec![0.0f32; self.width * self.width];
-        let mut dy = vec![0.0f32; g.c_small * self.span];
-        for (co, plane) in small.chunks_exact(m * m).enumerate() {
-            self.place(plane, m, 0, &mut dy[co * self.span..]);
-        }
-        for c in 0..c_large {
-            self.place(&image[c * n * n..][..n * n], n, g.padding, &mut padded);
+        let dy = self.spread(small, m, self.span, 0);
+        self.for_each_large_plane(g, image, |c, padded| {
             for (co, d) in dy.chunks_exact(self.span).enumerate() {
                 let sums = &mut acc[(co * c_large + c) * k * k..][..k * k];
                 for (sum, &shift) in sums.iter_mut().zip(&shifts) {
                     *sum += dot(d, &padded[shift..]);
                 }
             }
-        }
+        });
     }
 
     /// [`direct_adjoint`]: each large-side plane gathers the taps of every small-side
@@ -701,10 +716,7 @@ impl Flat {
         let shifts = self.shifts(k);
         let margin = shifts[k * k - 1];
         let plane_len = margin + self.width * self.width;
-        let mut small = vec![0.0f32; g.c_small * plane_len];
-        for (co, plane) in y.chunks_exact(m * m).enumerate() {
-            self.place(plane, m, 0, &mut small[co * plane_len + margin..]);
-        }
+        let small = self.spread(y, m, plane_len, margin);
         // Read backwards: tap t adds `small[q - shift_t]` onto position `q`.
         let back: Vec<usize> = shifts.iter().map(|&s| margin - s).collect();
         let mut padded = vec![0.0f32; self.width * self.width];
