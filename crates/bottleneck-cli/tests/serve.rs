@@ -226,6 +226,20 @@ fn big_png(side: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A PNG of one colour: many pixels to decode for few bytes to send. A request answered
+/// before its body is read (503, 504) closes the connection, and a client still writing a
+/// body larger than the sockets' buffers then fails with a broken pipe instead of reading
+/// the answer; one of these (about 60 KB at 4,096 px) is sent whole before the server reads.
+fn flat_png(side: u32) -> Vec<u8> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let img = image::RgbImage::from_pixel(side, side, image::Rgb([37, 90, 140]));
+    let mut png = Vec::new();
+    let encoder = PngEncoder::new_with_quality(&mut png, CompressionType::Best, FilterType::Up);
+    img.write_with_encoder(encoder).unwrap();
+    assert!(png.len() < 64 << 10, "{} bytes", png.len());
+    png
+}
+
 fn metric(text: &str, line_start: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(line_start))
@@ -363,7 +377,8 @@ fn image_service_matches_score_and_answers_bad_requests_with_json_errors() {
 #[test]
 fn full_queue_is_503_at_once_and_slow_requests_504() {
     let (_, model) = boards_model();
-    let big = big_png(2048);
+    // 16 megapixels each to decode and shrink: far longer than 0.05 s, sent in one write.
+    let big = flat_png(4096);
     {
         let server = Server::start(model, &["--workers", "1", "--queue", "1"]);
         let url = server.url("/v1/score?map=true");
@@ -388,10 +403,8 @@ fn full_queue_is_503_at_once_and_slow_requests_504() {
         assert_eq!(call("GET", &server.url("/healthz"), "", b"").0, 200);
     }
     let server = Server::start(model, &["--timeout", "0.05"]);
-    let files: Vec<(&str, &str, &[u8])> = (0..6).map(|_| ("f", "big.png", &big[..])).collect();
-    let (ct, body) = multipart(&files);
     assert_error(
-        call("POST", &server.url("/v1/score?map=true"), &ct, &body),
+        call("POST", &server.url("/v1/score?map=true"), "image/png", &big),
         504,
         "longer than",
     );
