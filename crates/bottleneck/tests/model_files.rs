@@ -317,7 +317,7 @@ fn every_edited_field_of_every_kind_of_model_file_is_refused_clearly_or_loads_sa
             &DetectParams {
                 epochs: Some(2),
                 width: Some(8),
-                knn: 3,
+                knn: Some(3),
                 folds,
                 head,
                 ..DetectParams::default()

@@ -128,7 +128,9 @@ pub struct TrainArgs {
     raw_maps: bool,
     /// Also score by the mean distance to the K nearest training images in the bottleneck;
     /// the image score joins the two on a common scale as ln(e^map + e^knn), about the
-    /// larger of the two when they are far apart (0: map score only) [default: 5].
+    /// larger of the two when they are far apart (0: map score only). Not given: 5, kept
+    /// only when the distance ranks training images with synthetic defects above their
+    /// clean versions better than chance (a one-sided test at 1%; `train` says which).
     #[arg(long)]
     knn: Option<usize>,
     /// Images: what draws the map. none: the reconstruction error; segment: also a small
@@ -414,7 +416,7 @@ impl TrainArgs {
             reduction: self.reduce.unwrap_or(d.reduction),
             smoothing_sigma: self.smoothing,
             normalize_maps: !self.raw_maps,
-            knn: self.knn.unwrap_or(d.knn),
+            knn: self.knn.or(d.knn),
             skip_bad: self.skip_bad,
             head: self.head.unwrap_or(d.head),
         }
@@ -662,6 +664,9 @@ fn image_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         Some(t) if t.scale != 1.0 => format!(" at scale {}", t.scale),
         _ => String::new(),
     };
+    if let Some(check) = &m.training.latent_check {
+        bars.note(&check.describe());
+    }
     bars.note(&format!(
         "wrote {}: {}x{}x{} {input}{scale}, latent {}, {head}{networks}{} epochs on {} \
          {samples}{each}, {calibration} (false-alarm bound {:.4}, {} calibration images), \

@@ -276,7 +276,10 @@ def _images(X):
 class ImageDetector(_Detector):
     """Anomaly detector for images: a convolutional autoencoder trained on good images,
     scored by its anomaly map (SSIM error, smoothed, standardised per pixel) joined with the
-    distance to the nearest training images in the bottleneck.
+    distance to the nearest training images in the bottleneck. With ``knn=None`` that
+    distance is kept only when it ranks training images with synthetic defects above their
+    clean versions better than chance (the model's ``training.latent_check``); ``knn=K``
+    keeps it, ``knn=0`` leaves it out.
 
     ``X`` is an array ``(n, h, w)`` or ``(n, h, w, c)`` (uint8, or float in [0, 1]) or a
     list of image paths. Parameters left at None take the library's defaults.

@@ -580,7 +580,7 @@ mod tests {
             &DetectParams {
                 epochs: Some(1),
                 width: Some(4),
-                knn: 3,
+                knn: Some(3),
                 ..DetectParams::default()
             },
             &device,

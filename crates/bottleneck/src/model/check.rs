@@ -232,7 +232,22 @@ fn check_training(t: &TrainingSummary) -> Checked {
     non_negative("training.learning_rate", t.learning_rate)?;
     non_negative("training.seconds", t.seconds)?;
     all_finite("training.loss_curve", &t.loss_curve)?;
-    all_finite("training.validation_curve", &t.validation_curve)
+    all_finite("training.validation_curve", &t.validation_curve)?;
+    if let Some(c) = &t.latent_check {
+        within("training.latent_check.clean", c.clean, 1, usize::MAX)?;
+        within("training.latent_check.auroc", c.auroc, 0.0, 1.0)?;
+        within("training.latent_check.bar", c.bar, 0.0, 1.0)?;
+        if c.kept != (c.auroc >= c.bar) {
+            return fail(
+                "training.latent_check.kept",
+                format!(
+                    "{} does not follow from auroc {} and bar {}",
+                    c.kept, c.auroc, c.bar
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_reduction(field: &str, r: &Reduction) -> Checked {
@@ -473,6 +488,15 @@ impl CheckMeta for ModelMeta {
             return fail(
                 &format!("scoring network {j}'s knn.join"),
                 "every network of a model joins its parts the same way",
+            );
+        }
+        if let Some(c) = &self.training.latent_check
+            && !c.kept
+            && let Some(j) = self.scoring.networks().position(|n| n.knn.is_some())
+        {
+            return fail(
+                &format!("scoring network {j}'s knn"),
+                "training.latent_check dropped the nearest-neighbour part",
             );
         }
         let want = self.required_format_version();

@@ -277,6 +277,67 @@ pub struct TrainingSummary {
     /// The epoch whose weights were kept (0 in files written before early stopping).
     #[serde(default)]
     pub best_epoch: usize,
+    /// Whether the latent nearest-neighbour part was kept, and the measurement that
+    /// decided it (image detectors given no `knn`; absent otherwise and in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_check: Option<LatentCheck>,
+}
+
+/// Does the latent distance see defects? Training images are scored clean (each left out
+/// of its own neighbours) and with a synthetic defect drawn in (the same generator as the
+/// discriminative head's); the part is kept when the distance ranks the defective
+/// versions above the clean ones better than chance, by a one-sided test at 1%.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatentCheck {
+    /// Clean training images scored.
+    pub clean: usize,
+    /// Versions of them with a synthetic defect.
+    pub defective: usize,
+    /// AUROC of the latent distance, defective against clean.
+    pub auroc: f64,
+    /// The AUROC that keeps the part: 0.5 plus 2.326 standard errors of the AUROC of a
+    /// part that sees nothing (Mann-Whitney, `sqrt((n1 + n2 + 1) / (12 n1 n2))`).
+    pub bar: f64,
+    pub kept: bool,
+}
+
+impl LatentCheck {
+    /// One-sided normal quantile at 1%.
+    const Z: f64 = 2.326;
+
+    /// The verdict on an AUROC measured over `clean` and `defective` samples.
+    pub fn new(clean: usize, defective: usize, auroc: f64) -> Self {
+        let bar = Self::bar(clean, defective);
+        Self {
+            clean,
+            defective,
+            auroc,
+            bar,
+            kept: auroc >= bar,
+        }
+    }
+
+    /// One sentence for people: what was measured and what it decided.
+    pub fn describe(&self) -> String {
+        let measured = format!(
+            "the latent distance ranks {} training images with a synthetic defect against \
+             {} clean at AUROC {:.3} (chance 0.5, {:.3} needed)",
+            self.defective, self.clean, self.auroc, self.bar
+        );
+        match self.kept {
+            true => format!("{measured}: kept in the score"),
+            false => format!("{measured}: left out, the map alone scores"),
+        }
+    }
+
+    /// The AUROC a part must reach over these counts to be kept (1 when either is 0).
+    pub fn bar(clean: usize, defective: usize) -> f64 {
+        if clean == 0 || defective == 0 {
+            return 1.0;
+        }
+        let (a, b) = (clean as f64, defective as f64);
+        (0.5 + Self::Z * ((a + b + 1.0) / (12.0 * a * b)).sqrt()).min(1.0)
+    }
 }
 
 impl TrainingSummary {
@@ -303,6 +364,7 @@ impl TrainingSummary {
             validation_samples: log.validation_samples,
             validation_curve: log.validation_curve,
             best_epoch: log.best_epoch,
+            latent_check: None,
         }
     }
 }

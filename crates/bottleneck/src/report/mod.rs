@@ -1080,7 +1080,7 @@ mod tests {
             epochs: Some(2),
             width: Some(8),
             calibration_fraction: 0.3,
-            knn: 0,
+            knn: Some(0),
             // The report carries a head's maps and names it with the spec.
             head: crate::model::Head::Segment,
             ..DetectParams::default()

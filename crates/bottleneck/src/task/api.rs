@@ -407,7 +407,7 @@ mod tests {
         let params = DetectParams {
             epochs: Some(2),
             width: Some(8),
-            knn: 3,
+            knn: Some(3),
             ..DetectParams::default()
         };
         let device = Device::flex();

@@ -77,8 +77,9 @@ pub struct DetectParams {
     /// Standardise maps per pixel by the training images' error statistics.
     pub normalize_maps: bool,
     /// Join the map score with the mean distance to the `knn` nearest training codes
-    /// (0: map score only).
-    pub knn: usize,
+    /// (0: map score only). Default: [`DEFAULT_KNN`] when the distance sees synthetic
+    /// defects on the training images ([`file::LatentCheck`]), else the map score only.
+    pub knn: Option<usize>,
     /// Skip unreadable images with a warning instead of stopping.
     pub skip_bad: bool,
     /// Score with a discriminative head trained on synthetic anomalies
@@ -106,7 +107,7 @@ impl Default for DetectParams {
             reduction: Reduction::Max,
             smoothing_sigma: None,
             normalize_maps: true,
-            knn: 5,
+            knn: None,
             skip_bad: false,
             head: Head::None,
         }
@@ -276,6 +277,12 @@ pub const CROSS_CONFORMAL_IMAGES: usize = 1000;
 pub const CROSS_CONFORMAL_SIDE: usize = 32;
 /// Images per forward pass when scoring.
 const SCORE_BATCH: usize = 32;
+/// Neighbours of the latent part when `knn` is not given.
+pub const DEFAULT_KNN: usize = 5;
+/// Most training images [`Detector::check_latent`] scores clean and with a defect.
+const LATENT_CHECK_IMAGES: usize = 256;
+/// Draws of a synthetic defect before an image is checked clean only.
+const LATENT_CHECK_DRAWS: usize = 4;
 /// Most pixels pixel AUROC ranks: above it good pixels are thinned evenly (16M is 1,000
 /// test maps of 128 px, so whole-image models keep every pixel).
 const PIXEL_AUROC_PIXELS: usize = 16 << 20;
@@ -534,6 +541,13 @@ impl Detector {
         let mut folds = Vec::with_capacity(k);
         let mut map_scale = 0.0f32;
         let mut first_log = None;
+        // The latent part, until the first network's check drops it (for every network:
+        // an ensemble's scores are means, so its networks score alike).
+        let mut knn = match tiled {
+            true => 0,
+            false => params.knn.unwrap_or(DEFAULT_KNN),
+        };
+        let mut latent_check = None;
         for (j, split) in splits.iter().enumerate() {
             if k > 1 {
                 progress.status(&format!(
@@ -620,8 +634,18 @@ impl Detector {
             if tiled && params.normalize_maps {
                 detector.fit_positions(j, set, &split.training, progress)?;
             }
-            if params.knn > 0 && !tiled {
-                detector.fit_knn(j, set, &split.training, params.knn, progress)?;
+            if knn > 0 {
+                detector.fit_knn(j, set, &split.training, knn, progress)?;
+                if j == 0 && params.knn.is_none() {
+                    let check = detector.check_latent(0, set, &split.training, params.seed)?;
+                    progress.status(&check.describe());
+                    if !check.kept {
+                        detector.networks[0].codes = None;
+                        detector.meta.scoring.network_mut(0).knn = None;
+                        knn = 0;
+                    }
+                    latent_check = Some(check);
+                }
             }
             // Each network scores the images it did not train on.
             let mut scores = Vec::with_capacity(split.calibration.len());
@@ -649,10 +673,13 @@ impl Detector {
             _ => plan.calibrate_folds(folds, "images", progress)?,
         };
         detector.meta.scoring.map_scale = if map_scale > 0.0 { map_scale } else { 1.0 };
-        detector.meta.training = summary(
-            first_log.unwrap_or_default(),
-            detector.meta.calibration.scores.len(),
-        );
+        detector.meta.training = TrainingSummary {
+            latent_check,
+            ..summary(
+                first_log.unwrap_or_default(),
+                detector.meta.calibration.scores.len(),
+            )
+        };
         detector.meta.format_version = detector.meta.required_format_version();
         Ok(detector)
     }
@@ -732,7 +759,8 @@ impl Detector {
         for (b, start) in (0..indices.len()).step_by(256).enumerate() {
             let end = (start + 256).min(indices.len());
             let q = codes.clone().narrow(0, start, end - start);
-            dists.extend(self.knn_distances(network, q, k, Some(b * 256)));
+            let q: Vec<f32> = q.into_data().try_into_vec().expect("f32 codes");
+            dists.extend(self.knn_distances(network, &q, k, &|j| Some(b * 256 + j)));
         }
         let (map_center, map_spread) = center_spread(&map_scores);
         let (knn_center, knn_spread) = center_spread(&dists);
@@ -748,17 +776,103 @@ impl Detector {
         Ok(())
     }
 
-    /// Mean distance from each code in `queries` to its `k` nearest training codes; with
-    /// `exclude_from = Some(i)`, query j is training code i + j and skips itself. Distances
+    /// Measures whether network `network`'s latent distance sees defects (see
+    /// [`file::LatentCheck`]): up to [`LATENT_CHECK_IMAGES`] of its training images
+    /// (`training`, in the order of its stored codes), spread over them, each left out of
+    /// its own neighbours, clean and with a synthetic defect drawn from `seed`.
+    fn check_latent(
+        &self,
+        network: usize,
+        set: &ImageSet,
+        training: &[usize],
+        seed: u64,
+    ) -> Result<file::LatentCheck> {
+        use rand::SeedableRng;
+        let codes = self.networks[network]
+            .codes
+            .as_ref()
+            .expect("the check needs training codes");
+        let k = self
+            .meta
+            .scoring
+            .network_at(network)
+            .knn
+            .as_ref()
+            .map_or(1, |s| s.k);
+        let (channels, side) = (self.meta.prep.channels, self.meta.prep.image_size);
+        let n = training.len().min(LATENT_CHECK_IMAGES);
+        let rows: Vec<usize> = (0..n).map(|i| i * training.len() / n).collect();
+        let stored: Vec<f32> = codes.clone().into_data().try_into_vec().expect("f32 codes");
+        let latent = stored.len() / training.len();
+        let clean_codes: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| stored[r * latent..(r + 1) * latent].iter().copied())
+            .collect();
+        let clean = self.knn_distances(network, &clean_codes, k, &|j| Some(rows[j]));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x1a7e);
+        let mut defective = Vec::with_capacity(n);
+        for chunk in rows.chunks(SCORE_BATCH) {
+            let images: Vec<usize> = chunk.iter().map(|&r| training[r]).collect();
+            let originals = set.batch(&images)?;
+            let size = originals.len() / chunk.len();
+            // Each image with the first defect drawn on it (about half the draws leave an
+            // image clean).
+            let mut drawn: Vec<Option<Vec<f32>>> = vec![None; chunk.len()];
+            for _ in 0..LATENT_CHECK_DRAWS {
+                let synthetic = crate::train::anomalies::synthesise(
+                    &originals,
+                    chunk.len(),
+                    channels,
+                    side,
+                    &mut rng,
+                );
+                let plane = side * side;
+                for (i, slot) in drawn.iter_mut().enumerate() {
+                    if slot.is_none() && synthetic.masks[i * plane..(i + 1) * plane].contains(&1.0)
+                    {
+                        *slot = Some(synthetic.inputs[i * size..(i + 1) * size].to_vec());
+                    }
+                }
+            }
+            let (at, inputs): (Vec<usize>, Vec<Vec<f32>>) = chunk
+                .iter()
+                .zip(drawn)
+                .filter_map(|(&r, d)| d.map(|d| (r, d)))
+                .unzip();
+            if at.is_empty() {
+                continue;
+            }
+            let x = self.input_tensor(inputs.concat(), at.len());
+            let z: Vec<f32> = self.networks[network]
+                .model
+                .encode(x)
+                .into_data()
+                .try_into_vec()
+                .expect("f32 codes");
+            defective.extend(self.knn_distances(network, &z, k, &|j| Some(at[j])));
+        }
+        let labels: Vec<bool> = (0..clean.len() + defective.len())
+            .map(|i| i >= clean.len())
+            .collect();
+        let auroc = metrics::auroc(&[clean.clone(), defective.clone()].concat(), &labels);
+        Ok(file::LatentCheck::new(
+            clean.len(),
+            defective.len(),
+            auroc.unwrap_or(0.5),
+        ))
+    }
+
+    /// Mean distance from each code in `queries` (concatenated) to its `k` nearest training
+    /// codes; query j skips training code `exclude(j)`, when that is some. Distances
     /// are summed differences, not `|q|^2 + |c|^2 - 2 q.c`: near neighbours are close
     /// relative to the codes' size, and that expansion loses them to cancellation in
     /// float32 (the distance moved by 1e-5, a tenth of its spread, with the order of sums).
     fn knn_distances(
         &self,
         network: usize,
-        queries: Tensor<2>,
+        queries: &[f32],
         k: usize,
-        exclude_from: Option<usize>,
+        exclude: &(dyn Fn(usize) -> Option<usize> + Sync),
     ) -> Vec<f32> {
         let codes = self.networks[network]
             .codes
@@ -766,7 +880,6 @@ impl Detector {
             .expect("knn needs training codes");
         let [n, latent] = codes.dims();
         let codes: Vec<f32> = codes.clone().into_data().try_into_vec().expect("f32 codes");
-        let queries: Vec<f32> = queries.into_data().try_into_vec().expect("f32 codes");
         queries
             .par_chunks(latent)
             .enumerate()
@@ -781,8 +894,8 @@ impl Detector {
                             .sqrt()
                     })
                     .collect();
-                if let Some(i) = exclude_from {
-                    row[i + j] = f32::INFINITY;
+                if let Some(i) = exclude(j) {
+                    row[i] = f32::INFINITY;
                 }
                 let k = k.min(n - 1).max(1);
                 row.select_nth_unstable_by(k - 1, f32::total_cmp);
@@ -1241,7 +1354,8 @@ impl Detector {
         let head_parts = |i: usize| head_parts.as_ref().map(|p| p[i]);
         let parts = match &self.meta.scoring.network_at(network).knn {
             Some(knn) => {
-                let d = self.knn_distances(network, codes, knn.k, None);
+                let codes: Vec<f32> = codes.into_data().try_into_vec().expect("f32 codes");
+                let d = self.knn_distances(network, &codes, knn.k, &|_| None);
                 scores
                     .into_iter()
                     .zip(d)
@@ -1835,7 +1949,7 @@ mod tests {
             width: Some(8),
             folds: Some(1),
             calibration_fraction: 0.3,
-            knn: 3,
+            knn: Some(3),
             ..DetectParams::default()
         };
         let device = Device::flex();
@@ -1907,6 +2021,91 @@ mod tests {
     }
 
     #[test]
+    fn latent_check_decides_the_knn_part_and_the_file_holds_it() {
+        // The bar: chance plus 2.326 standard errors of the AUROC of a part that sees
+        // nothing, sqrt((n1 + n2 + 1) / (12 n1 n2)).
+        let c = file::LatentCheck::new(100, 100, 0.59);
+        let bar = 0.5 + 2.326 * (201.0f64 / 120_000.0).sqrt();
+        assert!((c.bar - bar).abs() < 1e-12, "{}", c.bar);
+        assert!(!c.kept, "0.59 is under {bar}");
+        assert!(file::LatentCheck::new(100, 100, 0.60).kept);
+        assert!(file::LatentCheck::new(10_000, 10_000, 0.54).kept);
+        assert_eq!(file::LatentCheck::bar(5, 0), 1.0);
+
+        let root = std::env::temp_dir().join(format!("bn-latent-{}", std::process::id()));
+        let cfg = BoardConfig {
+            image_size: 16,
+            train_good: 30,
+            test_good: 4,
+            test_per_defect: 1,
+            seed: 5,
+            defect_px: None,
+        };
+        generate_boards(&root, &cfg).unwrap();
+        let params = DetectParams {
+            epochs: Some(2),
+            width: Some(8),
+            folds: Some(1),
+            calibration_fraction: 0.3,
+            ..DetectParams::default()
+        };
+        let device = Device::flex();
+        let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
+        let meta = det.meta();
+        let check = meta
+            .training
+            .latent_check
+            .clone()
+            .expect("checked by default");
+        // Every one of the 21 training images clean, and those a defect was drawn on.
+        assert_eq!(check.clean, 21);
+        assert!(check.defective > 10 && check.defective <= 21, "{check:?}");
+        assert!((0.0..=1.0).contains(&check.auroc));
+        assert_eq!(
+            check.bar,
+            file::LatentCheck::bar(check.clean, check.defective)
+        );
+        assert_eq!(check.kept, check.auroc >= check.bar);
+        assert_eq!(meta.scoring.network.knn.is_some(), check.kept);
+        assert_eq!(det.networks[0].codes.is_some(), check.kept);
+        let file = root.join("m.safetensors");
+        det.save(&file).unwrap();
+        assert_eq!(Detector::load(&file, &device).unwrap().meta(), meta);
+        let bytes = std::fs::read(&file).unwrap();
+        // An AUROC on the other side of the bar from the verdict.
+        let contradicted = |m: &mut serde_json::Value| {
+            let kept = m["training"]["latent_check"]["kept"].as_bool().unwrap();
+            m["training"]["latent_check"]["auroc"] = if kept { 0.0 } else { 1.0 }.into();
+        };
+        assert_refused(
+            &file,
+            &bytes,
+            Box::new(contradicted),
+            "latent_check.kept",
+            &device,
+        );
+
+        // A given `knn` is kept without a check; a file whose check dropped the part
+        // while it still has one is refused.
+        let given = DetectParams {
+            knn: Some(3),
+            ..params
+        };
+        let det = Detector::fit(&root, &given, &device, &Silent).unwrap();
+        assert_eq!(det.meta().training.latent_check, None);
+        assert!(det.meta().scoring.network.knn.is_some());
+        det.save(&file).unwrap();
+        let bytes = std::fs::read(&file).unwrap();
+        let dropped = |m: &mut serde_json::Value| {
+            m["training"]["latent_check"] = serde_json::json!({
+                "clean": 21, "defective": 20, "auroc": 0.5, "bar": 0.9, "kept": false
+            });
+        };
+        assert_refused(&file, &bytes, Box::new(dropped), "knn", &device);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn ensemble_calibrates_every_image_out_of_fold_and_survives_the_file() {
         let root = std::env::temp_dir().join(format!("bn-detect-folds-{}", std::process::id()));
         let cfg = BoardConfig {
@@ -1922,7 +2121,7 @@ mod tests {
         let params = DetectParams {
             epochs: Some(2),
             width: Some(8),
-            knn: 2,
+            knn: Some(2),
             fpr: 0.1,
             ..DetectParams::default()
         };
@@ -2013,7 +2212,7 @@ mod tests {
             epochs: Some(3),
             width: Some(8),
             folds: Some(1),
-            knn: 0,
+            knn: Some(0),
             fpr: 0.2,
             head: Head::Segment,
             ..DetectParams::default()
