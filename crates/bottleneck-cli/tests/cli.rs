@@ -807,6 +807,11 @@ fn report_writes_a_self_contained_page_for_an_mvtec_root_and_beside_score() {
     assert_eq!(html.matches("alt=\"image\"").count(), 5);
     assert_eq!(html.matches("alt=\"heatmap\"").count(), 5);
     assert_self_contained(&html);
+    // Trained without --knn: the latent part's check and its verdict.
+    assert!(
+        html.contains("Latent part") && html.contains("the latent distance ranks"),
+        "no latent check in the report"
+    );
     // The root's 18 test images, with eval's AUROC.
     let e = run(&["eval", m, d, "--quiet"]);
     let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();

@@ -683,6 +683,9 @@ impl Page<'_> {
                 t.seconds
             ),
         ));
+        if let Some(check) = &t.latent_check {
+            summary_rows.push(("Latent part", escape(&check.describe())));
+        }
         summary_rows.push(("Threshold rule", rule_text(cal)));
         let (threshold, calibrated_by) = match cal.folds.len() {
             0 => (

@@ -280,7 +280,7 @@ const SCORE_BATCH: usize = 32;
 /// Neighbours of the latent part when `knn` is not given.
 pub const DEFAULT_KNN: usize = 5;
 /// Most training images [`Detector::check_latent`] scores clean and with a defect.
-const LATENT_CHECK_IMAGES: usize = 256;
+const LATENT_CHECK_IMAGES: usize = 1024;
 /// Draws of a synthetic defect before an image is checked clean only.
 const LATENT_CHECK_DRAWS: usize = 4;
 /// Most pixels pixel AUROC ranks: above it good pixels are thinned evenly (16M is 1,000
