@@ -664,9 +664,6 @@ fn image_detector(args: &TrainArgs, device: &Device, bars: &Bars) -> Result<()> 
         Some(t) if t.scale != 1.0 => format!(" at scale {}", t.scale),
         _ => String::new(),
     };
-    if let Some(check) = &m.training.latent_check {
-        bars.note(&check.describe());
-    }
     bars.note(&format!(
         "wrote {}: {}x{}x{} {input}{scale}, latent {}, {head}{networks}{} epochs on {} \
          {samples}{each}, {calibration} (false-alarm bound {:.4}, {} calibration images), \

@@ -818,6 +818,7 @@ impl Detector {
             // Each image with the first defect drawn on it (about half the draws leave an
             // image clean).
             let mut drawn: Vec<Option<Vec<f32>>> = vec![None; chunk.len()];
+            let plane = side * side;
             for _ in 0..LATENT_CHECK_DRAWS {
                 let synthetic = crate::train::anomalies::synthesise(
                     &originals,
@@ -826,7 +827,6 @@ impl Detector {
                     side,
                     &mut rng,
                 );
-                let plane = side * side;
                 for (i, slot) in drawn.iter_mut().enumerate() {
                     if slot.is_none() && synthetic.masks[i * plane..(i + 1) * plane].contains(&1.0)
                     {
@@ -851,13 +851,12 @@ impl Detector {
                 .expect("f32 codes");
             defective.extend(self.knn_distances(network, &z, k, &|j| Some(at[j])));
         }
-        let labels: Vec<bool> = (0..clean.len() + defective.len())
-            .map(|i| i >= clean.len())
-            .collect();
-        let auroc = metrics::auroc(&[clean.clone(), defective.clone()].concat(), &labels);
+        let (n_clean, n_defective) = (clean.len(), defective.len());
+        let labels: Vec<bool> = (0..n_clean + n_defective).map(|i| i >= n_clean).collect();
+        let auroc = metrics::auroc(&[clean, defective].concat(), &labels);
         Ok(file::LatentCheck::new(
-            clean.len(),
-            defective.len(),
+            n_clean,
+            n_defective,
             auroc.unwrap_or(0.5),
         ))
     }
@@ -1932,18 +1931,24 @@ mod tests {
         assert!(e.to_string().contains(field), "{field}: {e}");
     }
 
+    /// 16 px boards under `root`: `train_good` good ones to train on, 4 good and one of each
+    /// defect to test.
+    fn small_boards(root: &Path, train_good: usize, seed: u64) {
+        let cfg = BoardConfig {
+            image_size: 16,
+            train_good,
+            test_good: 4,
+            test_per_defect: 1,
+            seed,
+            defect_px: None,
+        };
+        generate_boards(root, &cfg).unwrap();
+    }
+
     #[test]
     fn model_file_round_trip_keeps_every_score_and_calibration_holds() {
         let root = std::env::temp_dir().join(format!("bn-detect-{}", std::process::id()));
-        let cfg = BoardConfig {
-            image_size: 16,
-            train_good: 30,
-            test_good: 4,
-            test_per_defect: 1,
-            seed: 4,
-            defect_px: None,
-        };
-        generate_boards(&root, &cfg).unwrap();
+        small_boards(&root, 30, 4);
         let params = DetectParams {
             epochs: Some(2),
             width: Some(8),
@@ -2033,15 +2038,7 @@ mod tests {
         assert_eq!(file::LatentCheck::bar(5, 0), 1.0);
 
         let root = std::env::temp_dir().join(format!("bn-latent-{}", std::process::id()));
-        let cfg = BoardConfig {
-            image_size: 16,
-            train_good: 30,
-            test_good: 4,
-            test_per_defect: 1,
-            seed: 5,
-            defect_px: None,
-        };
-        generate_boards(&root, &cfg).unwrap();
+        small_boards(&root, 30, 5);
         let params = DetectParams {
             epochs: Some(2),
             width: Some(8),
@@ -2108,15 +2105,7 @@ mod tests {
     #[test]
     fn ensemble_calibrates_every_image_out_of_fold_and_survives_the_file() {
         let root = std::env::temp_dir().join(format!("bn-detect-folds-{}", std::process::id()));
-        let cfg = BoardConfig {
-            image_size: 16,
-            train_good: 24,
-            test_good: 4,
-            test_per_defect: 1,
-            seed: 5,
-            defect_px: None,
-        };
-        generate_boards(&root, &cfg).unwrap();
+        small_boards(&root, 24, 5);
         let device = Device::flex();
         let params = DetectParams {
             epochs: Some(2),
@@ -2198,15 +2187,7 @@ mod tests {
     #[test]
     fn head_joins_the_error_map_and_survives_the_file() {
         let root = std::env::temp_dir().join(format!("bn-detect-head-{}", std::process::id()));
-        let cfg = BoardConfig {
-            image_size: 16,
-            train_good: 24,
-            test_good: 4,
-            test_per_defect: 1,
-            seed: 6,
-            defect_px: None,
-        };
-        generate_boards(&root, &cfg).unwrap();
+        small_boards(&root, 24, 6);
         let device = Device::flex();
         let params = DetectParams {
             epochs: Some(3),
