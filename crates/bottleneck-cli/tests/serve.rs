@@ -437,6 +437,33 @@ fn full_queue_is_503_at_once_and_slow_requests_504() {
 }
 
 #[test]
+fn early_answers_reach_a_client_still_uploading() {
+    // Answered before its body is read, a request used to have its connection closed with
+    // the upload unread: the kernel reset it and the client saw a broken pipe instead of
+    // the answer. The rest of the body is now drained first.
+    let (_, model) = boards_model();
+    let server = Server::start(model, &[]);
+    // 24 MB, far more than the socket buffers hold, within the 32 MB body limit.
+    let upload: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    for (path, status, needle) in [
+        ("/v1/denoise", 404, "the served model is"),
+        ("/v1/score?map=perhaps", 400, "map"),
+        ("/nowhere", 404, "/v1/score"),
+    ] {
+        let answer = call("POST", &server.url(path), "image/png", &upload);
+        assert_error(answer, status, needle);
+    }
+    // The drained connections left the service as it was.
+    let flat = flat_png(64);
+    assert_eq!(
+        call("POST", &server.url("/v1/score"), "image/png", &flat).0,
+        200
+    );
+}
+
+#[test]
 fn sigterm_lets_requests_in_flight_finish_then_exits() {
     let (_, model) = boards_model();
     let mut server = Server::start(model, &["--workers", "1"]);

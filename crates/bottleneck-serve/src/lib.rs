@@ -11,12 +11,15 @@
 //!
 //! Inference runs on worker threads behind a bounded queue ([`engine::Pool`]): a full queue
 //! is a 503 at once. Bodies over the limit get 413, requests over the time limit 504, bad
-//! input a 4xx with `{"error": "..."}`. SIGTERM or Ctrl-C stops accepting connections, lets
-//! the requests in flight finish, then ends the workers.
+//! input a 4xx with `{"error": "..."}`; a body left unread by an early answer is drained for a
+//! while (module `linger`), so that a client still uploading reads the answer. SIGTERM or
+//! Ctrl-C stops accepting connections, lets the requests in flight finish, then ends the
+//! workers.
 
 pub mod engine;
 pub mod error;
 pub mod inputs;
+mod linger;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -326,6 +329,9 @@ fn router(state: AppState, config: &ServeConfig) -> Result<Router, ServeError> {
         }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(cors)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            linger::linger(max_body, req, next)
+        }))
         .with_state(state);
     Ok(router)
 }
