@@ -11,7 +11,7 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
   apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
 fi
 py="$(BENCH_TORCH=1 bash "$root/bench/setup_venv.sh" | tail -n 1)"
-"$(dirname "$py")/pip" install -q --disable-pip-version-check pyod
+"$(dirname "$py")/pip" install -q --disable-pip-version-check pyod tqdm
 cargo build --release --manifest-path "$root/Cargo.toml" -q --bins
 cd "$root/bench"
 exec "$py" calibration.py --bin "$root/target/release/bottleneck" "$@"

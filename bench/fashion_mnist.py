@@ -8,6 +8,7 @@ import argparse
 import gzip
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -57,6 +58,24 @@ def mvtec_root(work, c):
     return root
 
 
+def latent_check(model):
+    """The training summary's latent check (see "The latent part only where it sees defects"
+    in RESULTS.md), read from the model file's safetensors header; None when not run."""
+    with open(model, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        if n > 64 << 20:
+            raise ValueError(f"{model}: header of {n} bytes")
+        header = json.loads(f.read(n))
+    for v in header.get("__metadata__", {}).values():
+        try:
+            meta = json.loads(v)
+        except ValueError:
+            continue
+        if isinstance(meta, dict) and "training" in meta:
+            return meta["training"].get("latent_check")
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -92,7 +111,8 @@ def main():
         labels = (yte != c).astype(int)
         res = {"class": c, "name": NAMES[c], "bottleneck": ev["image_auroc"],
                "bottleneck_by_reduction": ev["image_auroc_by_reduction"],
-               "false_alarm_rate_good": ev["false_alarm_rate_good"], "train_seconds": train_s}
+               "false_alarm_rate_good": ev["false_alarm_rate_good"], "train_seconds": train_s,
+               "latent_check": latent_check(model)}
         for k in (16, 64):
             pca = PCA(n_components=k, random_state=0).fit(normal)
             rec = pca.inverse_transform(pca.transform(xte_f))
@@ -100,8 +120,12 @@ def main():
         nn = NearestNeighbors(n_neighbors=1).fit(normal)
         res["pixel_1nn"] = roc_auc_score(labels, nn.kneighbors(xte_f)[0][:, 0])
         rows.append(res)
+        check = res["latent_check"]
+        latent = (f"  latent {check['auroc']:.3f} vs {check['bar']:.3f} "
+                  f"{'kept' if check['kept'] else 'left out'}" if check else "")
         print(f"class {c} {NAMES[c]:9s} bottleneck {res['bottleneck']:.4f}  pca16 {res['pca16']:.4f}  "
-              f"pca64 {res['pca64']:.4f}  1nn {res['pixel_1nn']:.4f}  ({train_s:.0f}s)", flush=True)
+              f"pca64 {res['pca64']:.4f}  1nn {res['pixel_1nn']:.4f}  ({train_s:.0f}s){latent}",
+              flush=True)
 
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("bottleneck", "pca16", "pca64", "pixel_1nn")}
     print("mean      " + "  ".join(f"{k} {v:.4f}" for k, v in mean.items()))

@@ -405,15 +405,24 @@ def service_cases(bin_, work, models, tally, quick):
         hostile("service: malformed rows", "POST", "/v1/score", body, ctype, {400, 413, 422})
     for path, method in [("/v1/denoise", "POST"), ("/nope", "GET"), ("/v1/score", "GET")]:
         hostile("service: wrong routes", method, path, good, "text/csv", {404, 405})
+    # Answered before the body is read: the rest of a 24 MB upload is drained, so the client
+    # reads the answer instead of a broken pipe.
+    upload = bytes(range(256)) * (24 << 12)
+    for path, expect in [("/v1/denoise", {404}), ("/v1/score?map=perhaps", {400})]:
+        hostile("service: wrong routes", "POST", path, upload, "text/csv", expect)
 
-    # Slow and idle connections while real clients are served.
-    def rate(n=200):
-        start = time.time()
-        ok = 0
-        for _ in range(n):
-            s, _ = svc.request("POST", "/v1/score", good)
-            ok += s == 200
-        return ok, n / (time.time() - start)
+    # Slow and idle connections while real clients are served. A pass of 200 requests takes
+    # ~0.15 s, so one pass a side swung 0.79-1.2x between runs of the same binary: the best
+    # of three a side is compared (the three busy passes end before the slow clients' 2 s).
+    def rate(n=200, passes=3):
+        ok, best = 0, 0.0
+        for _ in range(passes):
+            start = time.time()
+            for _ in range(n):
+                s, _ = svc.request("POST", "/v1/score", good)
+                ok += s == 200
+            best = max(best, n / (time.time() - start))
+        return ok // passes, best
 
     ok_quiet, quiet = rate()
     stop = threading.Event()
