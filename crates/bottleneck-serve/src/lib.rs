@@ -373,15 +373,20 @@ async fn require_token(token: Option<Arc<str>>, req: Request, next: Next) -> Res
     }
 }
 
+/// The body length a request's Content-Length announces, if it has a valid one.
+fn announced_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Answers 413 at once to a request whose Content-Length is over `max` bytes, before any of
 /// its body is read (a body without a length is cut at the limit while it is read).
 async fn refuse_announced_oversize(max: usize, req: Request, next: Next) -> Response {
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match announced {
+    match announced_length(req.headers()) {
         Some(n) if n > max as u64 => ApiError::from_rejection(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{n} bytes announced, at most {max} accepted"),

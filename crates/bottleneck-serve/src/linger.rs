@@ -28,10 +28,7 @@ pub async fn linger(max_body: usize, req: Request, next: Next) -> Response {
     let continues = headers
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let oversize = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n > max_body as u64);
+    let oversize = crate::announced_length(headers).is_some_and(|n| n > max_body as u64);
     if continues || oversize {
         return next.run(req).await;
     }
