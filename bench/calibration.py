@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import struct
 import subprocess
 import shlex
 import shutil
@@ -37,6 +36,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
+from model_file import metadata
 from tables import fmnist, write_table
 
 RATES = (0.05, 0.01)
@@ -61,13 +61,6 @@ def cases(names, classes):
                 pool = x[y == c]
                 others = x[y != c]
                 yield (f"{kind}_c{c}", pool, None, others[rng.choice(len(others), 200, replace=False)], side)
-
-
-def metadata(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return json.loads(header["__metadata__"]["bottleneck"])
 
 
 def read_scores(path):

@@ -8,7 +8,6 @@ import argparse
 import gzip
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from PIL import Image
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
+
+from model_file import metadata
 
 SRC = "/usr/share/datasets/fashion-mnist"
 NAMES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
@@ -58,24 +59,6 @@ def mvtec_root(work, c):
     return root
 
 
-def latent_check(model):
-    """The training summary's latent check (see "The latent part only where it sees defects"
-    in RESULTS.md), read from the model file's safetensors header; None when not run."""
-    with open(model, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        if n > 64 << 20:
-            raise ValueError(f"{model}: header of {n} bytes")
-        header = json.loads(f.read(n))
-    for v in header.get("__metadata__", {}).values():
-        try:
-            meta = json.loads(v)
-        except ValueError:
-            continue
-        if isinstance(meta, dict) and "training" in meta:
-            return meta["training"].get("latent_check")
-    return None
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -112,7 +95,7 @@ def main():
         res = {"class": c, "name": NAMES[c], "bottleneck": ev["image_auroc"],
                "bottleneck_by_reduction": ev["image_auroc_by_reduction"],
                "false_alarm_rate_good": ev["false_alarm_rate_good"], "train_seconds": train_s,
-               "latent_check": latent_check(model)}
+               "latent_check": metadata(model)["training"].get("latent_check")}
         for k in (16, 64):
             pca = PCA(n_components=k, random_state=0).fit(normal)
             rec = pca.inverse_transform(pca.transform(xte_f))

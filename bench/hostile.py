@@ -412,7 +412,7 @@ def service_cases(bin_, work, models, tally, quick):
         hostile("service: wrong routes", "POST", path, upload, "text/csv", expect)
 
     # Slow and idle connections while real clients are served. A pass of 200 requests takes
-    # ~0.15 s, so one pass a side swung 0.79-1.2x between runs of the same binary: the best
+    # ~0.15 s, so one pass a side swung 0.71-1.20x over eight runs of two binaries: the best
     # of three a side is compared (the three busy passes end before the slow clients' 2 s).
     def rate(n=200, passes=3):
         ok, best = 0, 0.0

@@ -21,6 +21,7 @@ from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, os.path.dirname(__file__))
 from fashion_mnist import idx, write_pngs  # noqa: E402
+from model_file import metadata  # noqa: E402
 
 
 def label_of(path):
@@ -71,9 +72,7 @@ def main():
     hits = lambda rows: np.array([[label_of(h["name"]) for h in r["hits"]] for r in rows])
     recall = np.mean([len({h["item"] for h in g["hits"]} & {h["item"] for h in e["hits"]})
                       / args.k for e, g in zip(exact, graph)])
-    with open(model, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        latent = json.loads(json.loads(f.read(n))["__metadata__"]["bottleneck"])["spec"]["latent"]
+    latent = metadata(model)["spec"]["latent"]
 
     xtr_f = xtr.reshape(len(xtr), -1).astype(np.float32) / 255.0
     xte_f = xte.reshape(len(xte), -1).astype(np.float32) / 255.0

@@ -35,6 +35,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
+from model_file import metadata
+
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -87,10 +89,7 @@ class Runner:
         return read_column(out, "score")
 
     def latent(self, model):
-        with open(model, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            meta = json.loads(json.loads(f.read(n))["__metadata__"]["bottleneck"])
-        return meta["spec"]["latent"]
+        return metadata(model)["spec"]["latent"]
 
 
 def pca_error(train, test, k):
