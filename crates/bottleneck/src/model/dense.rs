@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
-use super::dense_kernels::{cat_columns, linear_layer, linear_stack};
+use super::dense_kernels::{cat_columns, linear_layer, linear_stack, linear_stack_beside};
 use crate::error::{Error, Result};
 
 /// The shape of a dense autoencoder; stored in the model file.
@@ -118,6 +118,19 @@ fn input_of(values: Tensor<2>, mask: Option<Tensor<2>>) -> Tensor<2> {
     }
 }
 
+/// `layers` (without normalisation) on what the first reads ([`input_of`]); the values and
+/// the mask go in side by side without being copied into one tensor first.
+fn stack_on_input(
+    layers: &[(&Linear, Option<f64>)],
+    values: Tensor<2>,
+    mask: Option<Tensor<2>>,
+) -> Tensor<2> {
+    match mask {
+        Some(mask) => linear_stack_beside(layers, values, mask),
+        None => linear_stack(layers, values),
+    }
+}
+
 impl DenseAutoencoder {
     /// Builds a freshly initialised network on `device`.
     pub fn new(spec: &DenseSpec, device: &Device) -> Self {
@@ -162,14 +175,15 @@ impl DenseAutoencoder {
     /// Codes of rows `values` `[batch, features]` (missing cells 0) with `mask` (1 where
     /// observed), which a network built with `mask_input` needs and any other must not get.
     pub fn encode(&self, values: Tensor<2>, mask: Option<Tensor<2>>) -> Encoded {
-        let mut x = input_of(values, mask);
-        if self.encoder_norm.is_empty() {
-            x = linear_stack(&hidden_stack(&self.encoder), x);
+        let x = if self.encoder_norm.is_empty() {
+            stack_on_input(&hidden_stack(&self.encoder), values, mask)
         } else {
+            let mut x = input_of(values, mask);
             for (layer, norm) in self.encoder.iter().zip(&self.encoder_norm) {
                 x = normalised_layer(layer, norm, x);
             }
-        }
+            x
+        };
         Encoded {
             mean: linear_layer(&self.to_latent, x.clone(), None),
             log_var: self.to_log_var.as_ref().map(|l| linear_layer(l, x, None)),
@@ -201,7 +215,7 @@ impl DenseAutoencoder {
         layers.push((&self.to_latent, None));
         layers.extend(hidden_stack(&self.decoder));
         layers.push((&self.output, None));
-        linear_stack(&layers, input_of(values, mask))
+        stack_on_input(&layers, values, mask)
     }
 }
 

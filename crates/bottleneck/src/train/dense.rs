@@ -57,31 +57,70 @@ pub(crate) fn make_batch(
         1.0
     };
     let n = indices.len() * d;
-    let mut shown_values = Vec::with_capacity(n);
-    let mut shown = Vec::with_capacity(n);
-    let mut observed = Vec::with_capacity(n);
-    let mut targets = Vec::with_capacity(n);
-    for &i in indices {
+    let mut shown_values = vec![0.0f32; n];
+    let mut shown = vec![0.0f32; n];
+    let mut observed = vec![0.0f32; n];
+    let mut targets = vec![0.0f32; n];
+    let mut draws = vec![0.0f32; if mask_rate > 0.0 { d } else { 0 }];
+    for (k, &i) in indices.iter().enumerate() {
         let row = &rows[i * d..(i + 1) * d];
-        let start = shown.len();
-        for &v in row {
-            let seen = !v.is_nan();
-            let keep = seen && (mask_rate <= 0.0 || rng.random::<f32>() >= mask_rate);
-            observed.push(if seen && !keep {
-                hidden_weight
-            } else {
-                seen as u8 as f32
-            });
-            targets.push(if seen { v } else { 0.0 });
-            shown.push(keep as u8 as f32);
-            shown_values.push(if keep { v } else { 0.0 });
+        let out = k * d..(k + 1) * d;
+        // One draw per observed cell, in column order (the draws of the cell-by-cell loop
+        // this replaces, so batches and models stay bit for bit what they were), taken in a
+        // loop of their own: drawn inside the cells' loop they kept it from being compiled
+        // to plain selects, and building batches was ~7% of a 784-feature table network's
+        // training time on one core while the other waited.
+        let seen_count = if draws.is_empty() {
+            0
+        } else {
+            row.iter().filter(|v| !v.is_nan()).count()
+        };
+        for draw in &mut draws[..seen_count] {
+            *draw = rng.random::<f32>();
         }
-        if shown[start..].iter().all(|&m| m == 0.0) {
+        let (sv, sh) = (&mut shown_values[out.clone()], &mut shown[out.clone()]);
+        let (ob, tg) = (&mut observed[out.clone()], &mut targets[out]);
+        if seen_count == d {
+            // Every cell observed and drawn for: draw j is cell j's.
+            let cells = row.iter().zip(&draws[..d]);
+            let outs = (sv.iter_mut().zip(sh.iter_mut())).zip(ob.iter_mut().zip(tg.iter_mut()));
+            for ((&v, &r), ((sv, sh), (ob, tg))) in cells.zip(outs) {
+                let keep = r >= mask_rate;
+                *ob = if keep { 1.0 } else { hidden_weight };
+                *tg = v;
+                *sh = keep as u8 as f32;
+                *sv = if keep { v } else { 0.0 };
+            }
+        } else if draws.is_empty() {
+            // Nothing hidden: a cell is shown where it is observed.
+            let outs = (sv.iter_mut().zip(sh.iter_mut())).zip(ob.iter_mut().zip(tg.iter_mut()));
+            for (&v, ((sv, sh), (ob, tg))) in row.iter().zip(outs) {
+                let seen = !v.is_nan();
+                let v = if seen { v } else { 0.0 };
+                (*ob, *tg, *sh, *sv) = (seen as u8 as f32, v, seen as u8 as f32, v);
+            }
+        } else {
+            let mut next = draws[..seen_count].iter();
+            for j in 0..d {
+                let v = row[j];
+                let seen = !v.is_nan();
+                let keep = seen && next.next().is_some_and(|&r| r >= mask_rate);
+                ob[j] = if seen && !keep {
+                    hidden_weight
+                } else {
+                    seen as u8 as f32
+                };
+                tg[j] = if seen { v } else { 0.0 };
+                sh[j] = keep as u8 as f32;
+                sv[j] = if keep { v } else { 0.0 };
+            }
+        }
+        if sh.iter().all(|&m| m == 0.0) {
             // Show one observed cell back so the row is never blank to the network.
             if let Some(j) = row.iter().position(|v| !v.is_nan()) {
-                shown[start + j] = 1.0;
-                observed[start + j] = 1.0;
-                shown_values[start + j] = row[j];
+                sh[j] = 1.0;
+                ob[j] = 1.0;
+                sv[j] = row[j];
             }
         }
     }
@@ -215,6 +254,40 @@ mod tests {
     use super::*;
     use crate::progress::Silent;
     use rand::SeedableRng;
+
+    /// Each observed cell takes one draw, in row and column order, and is hidden where the
+    /// draw falls under the rate: on rows without gaps (drawn in one run) and with gaps
+    /// (missing cells take no draw), as a cell-by-cell reference does it.
+    #[test]
+    fn batches_take_one_draw_per_observed_cell_in_order() {
+        let d = 40;
+        let mut values = ChaCha8Rng::seed_from_u64(4);
+        let rows: Vec<f32> = (0..3 * d)
+            .map(|i| match i {
+                _ if i >= d && i % 7 == 0 => f32::NAN,
+                _ => values.random_range(-1.0..1.0),
+            })
+            .collect();
+        let order = [2, 0, 1, 0];
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let b = make_batch(&rows, d, &order, 0.3, &mut rng);
+        let mut reference = ChaCha8Rng::seed_from_u64(9);
+        let mut hidden = 0;
+        for (k, &i) in order.iter().enumerate() {
+            for j in 0..d {
+                let (v, at) = (rows[i * d + j], k * d + j);
+                let keep = !v.is_nan() && reference.random::<f32>() >= 0.3;
+                hidden += (!v.is_nan() && !keep) as usize;
+                let shown = b.shown.as_ref().unwrap()[at];
+                assert_eq!(shown, keep as u8 as f32, "row {i} column {j}");
+                assert_eq!(b.shown_values[at], if keep { v } else { 0.0 });
+                assert_eq!(b.targets[at], if v.is_nan() { 0.0 } else { v });
+            }
+        }
+        assert!(hidden > 0, "a rate of 0.3 hid nothing");
+        // Both generators are at the same point afterwards.
+        assert_eq!(rng.random::<u64>(), reference.random::<u64>());
+    }
 
     #[test]
     fn batches_hide_cells_but_never_a_whole_row() {
