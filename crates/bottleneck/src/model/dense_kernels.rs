@@ -283,26 +283,8 @@ struct Dst(*mut f32);
 unsafe impl Send for Dst {}
 unsafe impl Sync for Dst {}
 
-/// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]` (`dst` row-major, exactly `m x n`), as tiles
-/// of [`tile_shape`] in parallel; `accumulate` adds to `dst`, and with `slope != 1`
-/// negative results are then multiplied by `slope`.
-#[allow(clippy::too_many_arguments)]
-fn tiled_product(
-    dst: &mut [f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: Mat,
-    rhs: Mat,
-    accumulate: bool,
-    slope: f32,
-) {
-    assert_eq!(dst.len(), m * n, "tiled_product: destination size");
-    // SAFETY: `dst` holds the m x n values.
-    unsafe { tiled_product_raw(dst.as_mut_ptr(), m, n, k, lhs, rhs, accumulate, slope) }
-}
-
-/// The product `lhs[m x k] * rhs[k x n]` in new memory, as [`tiled_product`] computes it.
+/// The product `lhs[m x k] * rhs[k x n]` in new memory, as [`tiled_product`] computes it
+/// without accumulating.
 /// The memory is not zeroed first: a product that does not accumulate writes every value
 /// without reading any (`gemm` with `read_dst` false stores its sums, or zeros where `k` is
 /// 0). Zeroing was a pass on the calling thread over each weight gradient every step (6 MB
@@ -312,19 +294,21 @@ fn new_product(m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat) -> Vec<f32> {
     // SAFETY: the allocation holds m x n values; the product writes every one of them
     // (above) before anything reads them, so all are initialised when the length is set.
     unsafe {
-        tiled_product_raw(out.as_mut_ptr(), m, n, k, lhs, rhs, false, 1.0);
+        tiled_product(out.as_mut_ptr(), m, n, k, lhs, rhs, false, 1.0);
         out.set_len(m * n);
     }
     out
 }
 
-/// [`tiled_product`] into a raw destination.
+/// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]` (`dst` row-major, exactly `m x n`), as tiles
+/// of [`tile_shape`] in parallel; `accumulate` adds to `dst`, and with `slope != 1`
+/// negative results are then multiplied by `slope`.
 ///
 /// # Safety
 /// `dst` must be valid for writes of `m * n` values, written by no one else during the
 /// call; where `accumulate` is true or `slope` is not 1 they must be initialised.
 #[allow(clippy::too_many_arguments)]
-unsafe fn tiled_product_raw(
+unsafe fn tiled_product(
     dst: *mut f32,
     m: usize,
     n: usize,
@@ -423,16 +407,19 @@ fn linear_forward(x: &[f32], w: &[f32], bias: &[f32], d_in: usize, slope: f32) -
     for _ in 0..n {
         out.extend_from_slice(bias);
     }
-    tiled_product(
-        &mut out,
-        n,
-        d_out,
-        d_in,
-        Mat::rows(x, d_in),
-        Mat::rows(w, d_out),
-        true,
-        slope,
-    );
+    // SAFETY: `out` holds the n x d_out values, all initialised (to the bias).
+    unsafe {
+        tiled_product(
+            out.as_mut_ptr(),
+            n,
+            d_out,
+            d_in,
+            Mat::rows(x, d_in),
+            Mat::rows(w, d_out),
+            true,
+            slope,
+        )
+    };
     out
 }
 
