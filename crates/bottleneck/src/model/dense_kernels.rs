@@ -502,9 +502,7 @@ fn stack_forward(input: StackInput, n: usize, d_in: usize, layers: &[StackLayer]
         let last = layers.len() - 1;
         // The output block starts from the last layer's bias, which initialises it.
         for row in o.chunks_exact_mut(d_out) {
-            for (v, &bv) in row.iter_mut().zip(layers[last].1) {
-                v.write(bv);
-            }
+            row.write_copy_of_slice(layers[last].1);
         }
         // SAFETY: every value of `o` was written just above, and MaybeUninit<f32> has the
         // layout of f32.

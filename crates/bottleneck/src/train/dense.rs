@@ -51,7 +51,8 @@ pub(crate) fn make_batch(
 ) -> Batch {
     // Hidden cells are what imputation is judged on: weigh them so that in total they count
     // as much as the shown ones.
-    let hidden_weight = if mask_rate > 0.0 {
+    let hiding = mask_rate > 0.0;
+    let hidden_weight = if hiding {
         (1.0 - mask_rate) / mask_rate
     } else {
         1.0
@@ -61,7 +62,7 @@ pub(crate) fn make_batch(
     let mut shown = vec![0.0f32; n];
     let mut observed = vec![0.0f32; n];
     let mut targets = vec![0.0f32; n];
-    let mut draws = vec![0.0f32; if mask_rate > 0.0 { d } else { 0 }];
+    let mut draws = vec![0.0f32; if hiding { d } else { 0 }];
     for (k, &i) in indices.iter().enumerate() {
         let row = &rows[i * d..(i + 1) * d];
         let out = k * d..(k + 1) * d;
@@ -70,17 +71,17 @@ pub(crate) fn make_batch(
         // loop of their own: drawn inside the cells' loop they kept it from being compiled
         // to plain selects, and building batches was ~7% of a 784-feature table network's
         // training time on one core while the other waited.
-        let seen_count = if draws.is_empty() {
-            0
-        } else {
+        let seen_count = if hiding {
             row.iter().filter(|v| !v.is_nan()).count()
+        } else {
+            0
         };
         for draw in &mut draws[..seen_count] {
             *draw = rng.random::<f32>();
         }
         let (sv, sh) = (&mut shown_values[out.clone()], &mut shown[out.clone()]);
         let (ob, tg) = (&mut observed[out.clone()], &mut targets[out]);
-        if seen_count == d {
+        if hiding && seen_count == d {
             // Every cell observed and drawn for: draw j is cell j's.
             let cells = row.iter().zip(&draws[..d]);
             let outs = (sv.iter_mut().zip(sh.iter_mut())).zip(ob.iter_mut().zip(tg.iter_mut()));
@@ -91,20 +92,12 @@ pub(crate) fn make_batch(
                 *sh = keep as u8 as f32;
                 *sv = if keep { v } else { 0.0 };
             }
-        } else if draws.is_empty() {
-            // Nothing hidden: a cell is shown where it is observed.
-            let outs = (sv.iter_mut().zip(sh.iter_mut())).zip(ob.iter_mut().zip(tg.iter_mut()));
-            for (&v, ((sv, sh), (ob, tg))) in row.iter().zip(outs) {
-                let seen = !v.is_nan();
-                let v = if seen { v } else { 0.0 };
-                (*ob, *tg, *sh, *sv) = (seen as u8 as f32, v, seen as u8 as f32, v);
-            }
         } else {
             let mut next = draws[..seen_count].iter();
             for j in 0..d {
                 let v = row[j];
                 let seen = !v.is_nan();
-                let keep = seen && next.next().is_some_and(|&r| r >= mask_rate);
+                let keep = seen && (!hiding || next.next().is_some_and(|&r| r >= mask_rate));
                 ob[j] = if seen && !keep {
                     hidden_weight
                 } else {
