@@ -5,7 +5,8 @@
 //! bench/tables.py: an IQR scale (scikit-learn's RobustScaler), or fences on a one-sided
 //! column, blow up the columns that are mostly one value with a long tail (sparse pixels,
 //! counts, zero-inflated sensors): 1-NN accuracy of Fashion-MNIST codes fell from 0.81 to
-//! 0.72-0.74. Such columns keep their plain standard deviation.
+//! 0.72-0.74. Such columns keep their plain standard deviation, or the typical size of
+//! their departures from the median where that is larger (see `typical_deviation`).
 
 use serde::{Deserialize, Serialize};
 
@@ -50,13 +51,36 @@ fn std_dev(values: impl Iterator<Item = f32>) -> f32 {
     ((sum_sq / n - mean * mean).max(0.0)).sqrt() as f32
 }
 
+/// The median size of the deviations from `median` of the values in sorted `column` that
+/// differ from it (0 when none does). In a column that is mostly one value (a pixel that is
+/// rarely lit, a count that is mostly 0, an idle sensor), the standard deviation shrinks
+/// with the share of rows that leave that value, so the few that do, and any fresh row
+/// that does, would count many units; this is the size of such a departure in the column's
+/// own units. In a spread-out column it is about two thirds of the standard deviation
+/// (0.67 for a normal column) and the standard deviation stays the scale.
+fn typical_deviation(column: &[f32], median: f32) -> f32 {
+    let mut deviations: Vec<f32> = column
+        .iter()
+        .map(|v| (v - median).abs())
+        .filter(|&d| d > 0.0)
+        .collect();
+    if deviations.is_empty() {
+        return 0.0;
+    }
+    deviations.sort_by(f32::total_cmp);
+    quantile(&deviations, 0.5)
+}
+
 impl TablePrep {
     /// Fits centre and scale of each of the `features` columns of `values` (`rows x
     /// features`, NaN missing) on the observed cells. Centre: the median. Scale: the
     /// standard deviation of the values between `median - 10 x (median - q01)` and
     /// `median + 10 x (q99 - median)` (no fences when q01 or q99 is the median itself: a
-    /// one-sided column); where that is 0, of all values; where that is 0 too, 1. A column
-    /// with no observed cell gets centre 0 and scale 1.
+    /// one-sided column); where that is 0, of all values; where that is 0 too, 1; and never
+    /// less than the median size of the departures from the median (`typical_deviation`),
+    /// which binds in columns that are mostly one value. Measured with bench/tables.sh:
+    /// digits detection AUROC 0.9800 -> 0.9930 (PCA at 90% variance 0.9819), wine
+    /// unchanged. A column with no observed cell gets centre 0 and scale 1.
     pub fn fit(features: Vec<String>, id_column: Option<String>, values: &[f32]) -> Self {
         let d = features.len();
         let mut center = vec![0.0; d];
@@ -84,13 +108,14 @@ impl TablePrep {
             center[j] = median;
             let fenced = std_dev(column.iter().copied().filter(|&v| v >= lo && v <= hi));
             let all = std_dev(column.iter().copied());
-            scale[j] = if fenced > 0.0 {
+            let spread = if fenced > 0.0 {
                 fenced
             } else if all > 0.0 {
                 all
             } else {
                 1.0
             };
+            scale[j] = spread.max(typical_deviation(&column, median));
         }
         Self {
             features,
@@ -157,9 +182,12 @@ mod tests {
             p.scale
         );
         assert_eq!(&p.scale[1..3], &[1.0, 1.0]);
-        // The tail column keeps its whole spread.
+        // The tail column is scaled by the typical size of its departures from 0 (the
+        // median of 20, 40, ..., 200), not by its standard deviation, which the 191 zeros
+        // shrink to a quarter of that: a fresh row at 100 is one unit out, not four.
         let tail = std_dev(values.iter().skip(3).step_by(4).copied());
-        assert!((p.scale[3] - tail).abs() < 1e-4, "{} vs {tail}", p.scale[3]);
+        assert!(tail < 30.0, "{tail}");
+        assert_eq!(p.scale[3], 110.0);
         let mut row = vec![101.0 + clean, 5.0, f32::NAN, 0.0];
         p.standardize(&mut row);
         assert!((row[0] - 1.0).abs() < 1e-5 && row[1] == 0.0 && row[2].is_nan());
