@@ -51,7 +51,7 @@ fn std_dev(values: impl Iterator<Item = f32>) -> f32 {
     ((sum_sq / n - mean * mean).max(0.0)).sqrt() as f32
 }
 
-/// The median size of the deviations from `median` of the values in sorted `column` that
+/// The median size of the deviations from `median` of the values in `column` that
 /// differ from it (0 when none does). In a column that is mostly one value (a pixel that is
 /// rarely lit, a count that is mostly 0, an idle sensor), the standard deviation shrinks
 /// with the share of rows that leave that value, so the few that do, and any fresh row
