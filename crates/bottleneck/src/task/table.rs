@@ -22,11 +22,11 @@ use crate::model::file::{
     TrainingSummary,
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
-use crate::progress::Progress;
+use crate::progress::{Member, Progress};
 pub use crate::score::calibration::DEFAULT_FOLDS;
 use crate::score::calibration::{CalibrationPlan, check_folds, networks_for};
 use crate::task::api::Verdict;
-use crate::train::{DenseTrainOptions, default_epochs, train_dense};
+use crate::train::{DenseTrainOptions, default_epochs, side_by_side, train_dense};
 
 /// Everything [`TableModel::fit`] can be told; [`Default`] works without tuning. As JSON
 /// (the Python package's form), any field left out keeps its default and an unknown one is
@@ -397,20 +397,27 @@ impl TableModel {
                 .flat_map(|&i| values[i * d..(i + 1) * d].iter().copied())
                 .collect()
         };
-        let mut members = Vec::with_capacity(k);
-        let mut preps = Vec::with_capacity(k);
-        let mut cal_scores = Vec::with_capacity(k);
-        let mut first_log = None;
-        for (f, split) in plan_rows.iter().enumerate() {
-            let (cal_idx, train_idx) = (&split.calibration, &split.training);
-            if k > 1 {
-                progress.status(&format!(
-                    "network {}/{k}: {} rows train, {} calibrate",
-                    f + 1,
-                    train_idx.len(),
-                    cal_idx.len()
-                ));
-            }
+        // The networks train side by side (each on one core for a table of a few hundred
+        // columns or fewer), under one progress stage of all their steps.
+        let steps: usize = plan_rows
+            .iter()
+            .map(|split| {
+                let batch = params.batch_size.min(split.training.len()).max(1);
+                split.training.len().div_ceil(batch) * epochs
+            })
+            .sum();
+        if k > 1 {
+            progress.status(&format!(
+                "training {k} networks, each on {} rows and calibrated on the other {}",
+                train_len,
+                n - train_len
+            ));
+            progress.stage("training", steps as u64);
+        }
+        let trained = side_by_side(k, |f| {
+            let (cal_idx, train_idx) = (&plan_rows[f].calibration, &plan_rows[f].training);
+            let member = Member::new(progress, f, k);
+            let progress: &dyn Progress = if k > 1 { &member } else { progress };
             // Standardised by the rows it trains on only: fitted on the calibration rows
             // too, it would know them better than fresh rows, and the p-values would
             // flag too many fresh ones (measured in bench/calibration.sh).
@@ -440,9 +447,19 @@ impl TableModel {
             for chunk in cal.chunks(CHUNK_ROWS * d) {
                 scores.extend(member_scores(&model, &spec, params.score, device, chunk).0);
             }
-            cal_scores.push(scores);
+            Ok((model, prep, scores, log))
+        });
+        if k > 1 {
+            progress.finish();
+        }
+        let mut members = Vec::with_capacity(k);
+        let mut preps = Vec::with_capacity(k);
+        let mut cal_scores = Vec::with_capacity(k);
+        let mut first_log = None;
+        for (model, prep, scores, log) in trained? {
             members.push(model);
             preps.push(prep);
+            cal_scores.push(scores);
             first_log.get_or_insert(log);
         }
         let calibration = match k {
@@ -1213,6 +1230,79 @@ mod tests {
             .unwrap();
         assert_eq!(read(&out), read(&out2));
         assert_eq!(again.meta(), model.meta());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Counts what a run reports: each stage's label, steps and steps done; status lines.
+    #[derive(Default)]
+    struct Tally {
+        stages: std::sync::Mutex<Vec<(String, u64, u64)>>,
+        lines: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Progress for Tally {
+        fn stage(&self, label: &str, total: u64) {
+            self.stages.lock().unwrap().push((label.into(), total, 0));
+        }
+        fn advance(&self, n: u64) {
+            self.stages.lock().unwrap().last_mut().unwrap().2 += n;
+        }
+        fn status(&self, message: &str) {
+            self.lines.lock().unwrap().push(message.to_string());
+        }
+    }
+
+    #[test]
+    fn networks_trained_side_by_side_equal_those_trained_in_turn() {
+        let dir = scratch("tabletask-side");
+        let order: Vec<usize> = (0..8).collect();
+        let train = dir.join("train.csv");
+        write_csv(&train, &sensor_rows(103, false, 8), &order, 0.05);
+        let p = TableParams {
+            epochs: Some(7),
+            ..params()
+        };
+        let fit_on = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let tally = Tally::default();
+            let model = pool
+                .install(|| TableModel::fit(&train, &p, &Device::flex(), &tally))
+                .unwrap();
+            (model, tally)
+        };
+        // A pool of one trains the networks one after another; of three, three at a time.
+        let (turns, _) = fit_on(1);
+        let (side, tally) = fit_on(3);
+        assert_eq!(side.networks(), DEFAULT_FOLDS);
+        // The same model, bit for bit, but for the time training took.
+        let timeless = |m: &TableModel| {
+            let mut meta = m.meta().clone();
+            meta.training.seconds = 0.0;
+            meta
+        };
+        assert_eq!(timeless(&side), timeless(&turns));
+        let rows: Vec<f32> = sensor_rows(20, true, 9)
+            .iter()
+            .flat_map(|(r, _)| r.iter().copied())
+            .collect();
+        assert_eq!(side.reconstruct_raw(&rows), turns.reconstruct_raw(&rows));
+        // One stage counts every network's steps, and it is filled exactly: 103 rows in
+        // 5 folds train on 82 or 83 rows, 2 batches of 64 a pass.
+        let stages = tally.stages.lock().unwrap().clone();
+        let training: Vec<_> = stages.iter().filter(|s| s.0 == "training").collect();
+        let steps = (DEFAULT_FOLDS * 2 * 7) as u64;
+        assert_eq!(training, [&("training".to_string(), steps, steps)]);
+        let lines = tally.lines.lock().unwrap();
+        for f in 1..=DEFAULT_FOLDS {
+            let tag = format!("network {f}/{DEFAULT_FOLDS}: epoch 7/7");
+            assert!(
+                lines.iter().any(|l| l.starts_with(&tag)),
+                "{tag}: {lines:?}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
