@@ -20,12 +20,12 @@ use crate::model::file::{
     self, FORMAT_VERSION, ModelMeta, NetworkScoring, ScoreSettings, TrainingSummary,
 };
 use crate::model::{ConvAutoencoder, ConvSpec, Head, SegmentNet, SegmentSpec};
-use crate::progress::Progress;
+use crate::progress::{Member, Progress};
 use crate::score::calibration::{CalibrationPlan, check_folds, networks_for};
 use crate::score::maps::{self, Loss, Reduction};
 use crate::task::api::Verdict;
 use crate::train::{
-    TrainLog, TrainOptions, default_epochs, train_autoencoder, train_discriminative,
+    TrainLog, TrainOptions, default_epochs, side_by_side, train_autoencoder, train_discriminative,
 };
 use burn::module::Param;
 
@@ -548,31 +548,80 @@ impl Detector {
             false => params.knn.unwrap_or(DEFAULT_KNN),
         };
         let mut latent_check = None;
-        for (j, split) in splits.iter().enumerate() {
-            if k > 1 {
-                progress.status(&format!(
-                    "network {}/{k}: {} images train, {} calibrate",
-                    j + 1,
-                    split.training.len(),
-                    split.calibration.len()
-                ));
-            }
-            // A tiled model trains on crops: sample `i * crops + c` is image i's crop c.
-            let samples: Vec<usize> = match tiled {
-                false => split.training.clone(),
-                true => {
-                    let per_pass = TARGET_STEPS * params.batch_size / TILED_PASSES;
-                    let m = set
-                        .crops()
-                        .min((per_pass / split.training.len().max(1)).max(1));
-                    let c = set.crops();
-                    split
-                        .training
-                        .iter()
-                        .flat_map(|&i| i * c..i * c + m)
-                        .collect()
+        // What each network trains on and how: a tiled model trains on crops (sample
+        // `i * crops + c` is image i's crop c).
+        let runs: Vec<(Vec<usize>, TrainOptions)> = splits
+            .iter()
+            .enumerate()
+            .map(|(j, split)| {
+                let samples: Vec<usize> = match tiled {
+                    false => split.training.clone(),
+                    true => {
+                        let per_pass = TARGET_STEPS * params.batch_size / TILED_PASSES;
+                        let m = set
+                            .crops()
+                            .min((per_pass / split.training.len().max(1)).max(1));
+                        let c = set.crops();
+                        split
+                            .training
+                            .iter()
+                            .flat_map(|&i| i * c..i * c + m)
+                            .collect()
+                    }
+                };
+                let opts = TrainOptions {
+                    epochs: params.epochs.unwrap_or_else(|| {
+                        default_epochs(
+                            samples.len(),
+                            params.batch_size,
+                            default_steps(image_size, k),
+                            300,
+                        )
+                    }),
+                    batch_size: params.batch_size,
+                    learning_rate: params.learning_rate,
+                    seed: params.seed.wrapping_add(j as u64),
+                    loss: params.loss,
+                    early_stopping: params.epochs.is_none(),
+                };
+                (samples, opts)
+            })
+            .collect();
+        // The networks train side by side (on the 2-core machine, 300 Fashion-MNIST images:
+        // see bench/RESULTS.md), under one progress stage of all their steps; a network
+        // that stops early counts its remaining steps as done.
+        if k > 1 {
+            let steps = runs
+                .iter()
+                .map(|(samples, opts)| opts.steps(samples, "images"))
+                .sum::<Result<usize>>()?;
+            progress.status(&format!(
+                "training {k} networks, each on {} images and calibrated on the other {}",
+                splits[0].training.len(),
+                splits[0].calibration.len()
+            ));
+            progress.stage("training", steps as u64);
+        }
+        let head_spec = detector.meta.head.clone();
+        let trained = side_by_side(k, |j| {
+            let member = Member::new(progress, j, k);
+            let progress: &dyn Progress = if k > 1 { &member } else { progress };
+            let (samples, opts) = &runs[j];
+            match &head_spec {
+                None => train_autoencoder(&spec, set, samples, opts, device, progress)
+                    .map(|(model, log)| (model, None, log)),
+                Some(head) => {
+                    train_discriminative(&spec, head, set, samples, opts, device, progress)
+                        .map(|(model, head, log)| (model, Some(head), log))
                 }
-            };
+            }
+        });
+        if k > 1 {
+            progress.finish();
+        }
+        for (j, ((split, (samples, _)), (model, head, log))) in
+            splits.iter().zip(&runs).zip(trained?).enumerate()
+        {
             // Statistics over the training samples: every one, or spread crops of a tiled
             // model.
             let statistics: Vec<usize> = match tiled {
@@ -580,33 +629,6 @@ impl Detector {
                 true => {
                     let step = samples.len().div_ceil(TILED_STATISTICS_CROPS).max(1);
                     samples.iter().copied().step_by(step).collect()
-                }
-            };
-            let opts = TrainOptions {
-                epochs: params.epochs.unwrap_or_else(|| {
-                    default_epochs(
-                        samples.len(),
-                        params.batch_size,
-                        default_steps(image_size, k),
-                        300,
-                    )
-                }),
-                batch_size: params.batch_size,
-                learning_rate: params.learning_rate,
-                seed: params.seed.wrapping_add(j as u64),
-                loss: params.loss,
-                early_stopping: params.epochs.is_none(),
-            };
-            let (model, head, log) = match &detector.meta.head {
-                None => {
-                    let (model, log) =
-                        train_autoencoder(&spec, set, &samples, &opts, device, progress)?;
-                    (model, None, log)
-                }
-                Some(head) => {
-                    let (model, head, log) =
-                        train_discriminative(&spec, head, set, &samples, &opts, device, progress)?;
-                    (model, Some(head), log)
                 }
             };
             first_log.get_or_insert(log);
@@ -2114,8 +2136,18 @@ mod tests {
             fpr: 0.1,
             ..DetectParams::default()
         };
-        // 24 images are few enough for the default ensemble.
-        let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
+        // 24 images are few enough for the default ensemble. Its networks train three at
+        // a time on a pool of three threads, one after another on a pool of one.
+        let fit_on = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| Detector::fit(&root, &params, &device, &Silent))
+                .unwrap()
+        };
+        let det = fit_on(3);
+        let turns = fit_on(1);
         assert_eq!(det.networks(), crate::score::calibration::DEFAULT_FOLDS);
         let meta = det.meta();
         let cal = &meta.calibration;
@@ -2142,6 +2174,17 @@ mod tests {
             })
             .collect();
         assert_ne!(per_network[0], per_network[1]);
+        // Side by side or in turn, the same networks bit for bit.
+        let timeless = |d: &Detector| {
+            let mut meta = d.meta().clone();
+            meta.training.seconds = 0.0;
+            meta
+        };
+        assert_eq!(timeless(&turns), timeless(&det));
+        assert_eq!(
+            turns.score_inputs(inputs.clone(), images.len()),
+            (verdicts.clone(), maps.clone())
+        );
         for (i, v) in verdicts.iter().enumerate() {
             let networks: Vec<f32> = per_network.iter().map(|s| s[i]).collect();
             let mean = networks.iter().sum::<f32>() / networks.len() as f32;

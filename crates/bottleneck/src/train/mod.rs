@@ -125,6 +125,12 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// Optimizer steps a run of these options on `indices` takes unless it stops early.
+    pub(crate) fn steps(&self, indices: &[usize], what: &str) -> Result<usize> {
+        let (indices, _, schedule) = self.plan(indices, what)?;
+        Ok(indices.len().div_ceil(schedule.batch_size.max(1)) * schedule.epochs)
+    }
+
     /// What a run of these options starts from: [`Stopping::plan`]'s samples and rule, and
     /// the schedule.
     pub(crate) fn plan(
