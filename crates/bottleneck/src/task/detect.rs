@@ -272,8 +272,8 @@ const POSITION_IMAGES: usize = 64;
 pub const CROSS_CONFORMAL_IMAGES: usize = 1000;
 /// Largest input side calibrated cross-conformally by default. Each network trains one
 /// network's schedule (sharing it among five cost Fashion-MNIST 0.012 AUROC with 300
-/// images over 3 seeds, bench/calibration.sh), so K networks take about K times as long:
-/// 2-3 minutes at 28 px on 2 cores, but over an hour at 128 px.
+/// images over 3 seeds, bench/calibration.sh), so K networks take about K times the work,
+/// trained side by side: 1-3 minutes at 28 px on 2 cores, but over an hour at 128 px.
 pub const CROSS_CONFORMAL_SIDE: usize = 32;
 /// Images per forward pass when scoring.
 const SCORE_BATCH: usize = 32;
