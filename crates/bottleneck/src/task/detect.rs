@@ -20,7 +20,7 @@ use crate::model::file::{
     self, FORMAT_VERSION, ModelMeta, NetworkScoring, ScoreSettings, TrainingSummary,
 };
 use crate::model::{ConvAutoencoder, ConvSpec, Head, SegmentNet, SegmentSpec};
-use crate::progress::{Member, Progress};
+use crate::progress::Progress;
 use crate::score::calibration::{CalibrationPlan, check_folds, networks_for};
 use crate::score::maps::{self, Loss, Reduction};
 use crate::task::api::Verdict;
@@ -590,22 +590,19 @@ impl Detector {
         // The networks train side by side (on the 2-core machine, 300 Fashion-MNIST images:
         // see bench/RESULTS.md), under one progress stage of all their steps; a network
         // that stops early counts its remaining steps as done.
+        let steps = runs
+            .iter()
+            .map(|(samples, opts)| opts.steps(samples, "images"))
+            .sum::<Result<usize>>()?;
         if k > 1 {
-            let steps = runs
-                .iter()
-                .map(|(samples, opts)| opts.steps(samples, "images"))
-                .sum::<Result<usize>>()?;
             progress.status(&format!(
                 "training {k} networks, each on {} images and calibrated on the other {}",
                 splits[0].training.len(),
                 splits[0].calibration.len()
             ));
-            progress.stage("training", steps as u64);
         }
         let head_spec = detector.meta.head.clone();
-        let trained = side_by_side(k, |j| {
-            let member = Member::new(progress, j, k);
-            let progress: &dyn Progress = if k > 1 { &member } else { progress };
+        let trained = side_by_side(k, steps, progress, |j, progress| {
             let (samples, opts) = &runs[j];
             match &head_spec {
                 None => train_autoencoder(&spec, set, samples, opts, device, progress)
@@ -616,9 +613,6 @@ impl Detector {
                 }
             }
         });
-        if k > 1 {
-            progress.finish();
-        }
         for (j, ((split, (samples, _)), (model, head, log))) in
             splits.iter().zip(&runs).zip(trained?).enumerate()
         {

@@ -22,7 +22,7 @@ use crate::model::file::{
     TrainingSummary,
 };
 use crate::model::{DenseAutoencoder, DenseSpec};
-use crate::progress::{Member, Progress};
+use crate::progress::Progress;
 pub use crate::score::calibration::DEFAULT_FOLDS;
 use crate::score::calibration::{CalibrationPlan, check_folds, networks_for};
 use crate::task::api::Verdict;
@@ -397,27 +397,32 @@ impl TableModel {
                 .flat_map(|&i| values[i * d..(i + 1) * d].iter().copied())
                 .collect()
         };
+        let options = |f: usize| DenseTrainOptions {
+            epochs,
+            batch_size: params.batch_size.min(plan_rows[f].training.len()),
+            learning_rate: params.learning_rate,
+            seed: params.seed.wrapping_add(f as u64),
+            mask_rate: params.mask_rate,
+            kl_weight: params.kl_weight,
+            // Measured with bench/tables.sh: stopping on 10% held-out rows lowered
+            // digits' detection AUROC from 0.9805 to 0.9775 (below PCA); the schedule
+            // is sized to the rows instead (`sized_epochs`).
+            early_stopping: false,
+        };
         // The networks train side by side (each on one core for a table of a few hundred
         // columns or fewer), under one progress stage of all their steps.
-        let steps: usize = plan_rows
-            .iter()
-            .map(|split| {
-                let batch = params.batch_size.min(split.training.len()).max(1);
-                split.training.len().div_ceil(batch) * epochs
-            })
-            .sum();
+        let steps = (0..k)
+            .map(|f| options(f).steps(&plan_rows[f].training))
+            .sum::<Result<usize>>()?;
         if k > 1 {
             progress.status(&format!(
                 "training {k} networks, each on {} rows and calibrated on the other {}",
                 train_len,
                 n - train_len
             ));
-            progress.stage("training", steps as u64);
         }
-        let trained = side_by_side(k, |f| {
+        let trained = side_by_side(k, steps, progress, |f, progress| {
             let (cal_idx, train_idx) = (&plan_rows[f].calibration, &plan_rows[f].training);
-            let member = Member::new(progress, f, k);
-            let progress: &dyn Progress = if k > 1 { &member } else { progress };
             // Standardised by the rows it trains on only: fitted on the calibration rows
             // too, it would know them better than fresh rows, and the p-values would
             // flag too many fresh ones (measured in bench/calibration.sh).
@@ -428,20 +433,14 @@ impl TableModel {
             );
             let mut standardized = values.clone();
             prep.standardize(&mut standardized);
-            let opts = DenseTrainOptions {
-                epochs,
-                batch_size: params.batch_size.min(train_idx.len()),
-                learning_rate: params.learning_rate,
-                seed: params.seed.wrapping_add(f as u64),
-                mask_rate: params.mask_rate,
-                kl_weight: params.kl_weight,
-                // Measured with bench/tables.sh: stopping on 10% held-out rows lowered
-                // digits' detection AUROC from 0.9805 to 0.9775 (below PCA); the schedule
-                // is sized to the rows instead (`sized_epochs`).
-                early_stopping: false,
-            };
-            let (model, log) =
-                train_dense(&spec, &standardized, train_idx, &opts, device, progress)?;
+            let (model, log) = train_dense(
+                &spec,
+                &standardized,
+                train_idx,
+                &options(f),
+                device,
+                progress,
+            )?;
             let cal = gather(&standardized, cal_idx);
             let mut scores = Vec::with_capacity(cal_idx.len());
             for chunk in cal.chunks(CHUNK_ROWS * d) {
@@ -449,9 +448,6 @@ impl TableModel {
             }
             Ok((model, prep, scores, log))
         });
-        if k > 1 {
-            progress.finish();
-        }
         let mut members = Vec::with_capacity(k);
         let mut preps = Vec::with_capacity(k);
         let mut cal_scores = Vec::with_capacity(k);

@@ -30,6 +30,30 @@ pub struct DenseTrainOptions {
     pub early_stopping: bool,
 }
 
+impl DenseTrainOptions {
+    /// What a run of these options starts from: [`Stopping::plan`]'s samples and rule, and
+    /// the schedule.
+    pub(crate) fn plan(
+        &self,
+        indices: &[usize],
+    ) -> Result<(Vec<usize>, Option<Stopping>, Schedule)> {
+        let (indices, stopping) = Stopping::plan(indices, self.early_stopping, self.seed, "rows")?;
+        let schedule = Schedule {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            seed: self.seed,
+        };
+        Ok((indices, stopping, schedule))
+    }
+
+    /// Optimizer steps a run of these options on `indices` takes unless it stops early.
+    pub(crate) fn steps(&self, indices: &[usize]) -> Result<usize> {
+        let (indices, _, schedule) = self.plan(indices)?;
+        Ok(schedule.steps(indices.len()))
+    }
+}
+
 /// A batch as the network takes it: input values (missing and hidden cells at 0), the mask
 /// of cells shown to the network (for a network with a mask input), the weight of each cell
 /// in the loss (`None`: every cell weighs 1) and the targets.
@@ -171,7 +195,7 @@ pub(crate) fn train_dense_batches(
     progress: &dyn Progress,
     mut make: impl FnMut(&[usize], &mut ChaCha8Rng) -> Batch,
 ) -> Result<(DenseAutoencoder, TrainLog)> {
-    let (indices, stopping) = Stopping::plan(indices, opts.early_stopping, opts.seed, "rows")?;
+    let (indices, stopping, schedule) = opts.plan(indices)?;
     let d = spec.features;
     let ad = device.clone().autodiff();
     let model = seeded(&ad, opts.seed, || {
@@ -180,12 +204,6 @@ pub(crate) fn train_dense_batches(
         let _ = model.forward(x.clone(), spec.mask_input.then_some(x));
         model
     });
-    let schedule = Schedule {
-        epochs: opts.epochs,
-        batch_size: opts.batch_size,
-        learning_rate: opts.learning_rate,
-        seed: opts.seed,
-    };
     let stopping = stopping.as_ref();
     let (model, log) = run_epochs(
         model,

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::images::ImageSet;
 use crate::error::{Error, Result};
 use crate::model::{ConvAutoencoder, ConvSpec, SegmentNet, SegmentSpec};
-use crate::progress::Progress;
+use crate::progress::{Member, Progress};
 use crate::score::maps::{Loss, pixel_loss};
 
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -37,16 +37,31 @@ pub(crate) fn seeded<M>(ad: &Device, seed: u64, build: impl FnOnce() -> M) -> M 
 /// a spawned thread's default 2 MiB.
 const RUN_STACK: usize = 8 << 20;
 
-/// Runs `run(i)` for every `i` in `0..n`, as many at once as rayon's pool has threads, and
-/// returns the results in order. Each run's large products still go to the pool, so a run
-/// left alone at the end uses every core. Small networks use one core each: on the 2-core
-/// machine two 784-column table networks trained side by side in 6.9 s where one after the
-/// other took 2 x 5.3 s. Fails with the error of the first run (by index) that failed;
-/// runs not started by then are not started.
+/// Runs `run(i, progress)` for every `i` in `0..n` (an ensemble's trainings), as many at
+/// once as rayon's pool has threads, and returns the results in order. Each run's large
+/// products still go to the pool, so a run left alone at the end uses every core. Small
+/// networks use one core each: on the 2-core machine two 784-column table networks trained
+/// side by side in 6.9 s where one after the other took 2 x 5.3 s. Several runs share one
+/// "training" stage of `steps` (all their steps), each reporting through a [`Member`]; a
+/// single run reports to `progress` itself. Fails with the error of the first run (by
+/// index) that failed; runs not started by then are not started.
 pub(crate) fn side_by_side<T: Send>(
     n: usize,
-    run: impl Fn(usize) -> Result<T> + Sync,
+    steps: usize,
+    progress: &dyn Progress,
+    run: impl Fn(usize, &dyn Progress) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
+    if n <= 1 {
+        return (0..n).map(|i| run(i, progress)).collect();
+    }
+    progress.stage("training", steps as u64);
+    let out = each_at_once(n, |i| run(i, &Member::new(progress, i, n)));
+    progress.finish();
+    out
+}
+
+/// [`side_by_side`]'s runs, without the progress.
+fn each_at_once<T: Send>(n: usize, run: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     let workers = rayon::current_num_threads().min(n);
@@ -128,7 +143,7 @@ impl TrainOptions {
     /// Optimizer steps a run of these options on `indices` takes unless it stops early.
     pub(crate) fn steps(&self, indices: &[usize], what: &str) -> Result<usize> {
         let (indices, _, schedule) = self.plan(indices, what)?;
-        Ok(indices.len().div_ceil(schedule.batch_size.max(1)) * schedule.epochs)
+        Ok(schedule.steps(indices.len()))
     }
 
     /// What a run of these options starts from: [`Stopping::plan`]'s samples and rule, and
@@ -157,6 +172,19 @@ pub(crate) struct Schedule {
     pub batch_size: usize,
     pub learning_rate: f64,
     pub seed: u64,
+}
+
+impl Schedule {
+    /// Batches of one pass over `samples` samples.
+    fn batches(&self, samples: usize) -> usize {
+        samples.div_ceil(self.batch_size)
+    }
+
+    /// Optimizer steps of the whole schedule on `samples` samples (a run that stops early
+    /// takes fewer).
+    pub(crate) fn steps(&self, samples: usize) -> usize {
+        self.batches(samples) * self.epochs
+    }
 }
 
 /// Share of the training samples held out to decide when training has stopped improving.
@@ -288,8 +316,8 @@ pub(crate) fn run_epochs<M: Module>(
     let mut optim = adam::FusedAdam::init();
     let mut rng = ChaCha8Rng::seed_from_u64(schedule.seed);
     let mut order = indices.to_vec();
-    let per_epoch = order.len().div_ceil(schedule.batch_size);
-    let total = per_epoch * schedule.epochs;
+    let per_epoch = schedule.batches(order.len());
+    let total = schedule.steps(order.len());
     let patience = PATIENCE_EPOCHS.max(PATIENCE_STEPS.div_ceil(per_epoch.max(1)));
     let mut log = TrainLog {
         train_samples: indices.len(),
@@ -528,7 +556,7 @@ mod tests {
     use crate::progress::Silent;
 
     #[test]
-    fn side_by_side_keeps_order_runs_at_once_and_stops_at_the_first_failure() {
+    fn each_at_once_keeps_order_runs_at_once_and_stops_at_the_first_failure() {
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
@@ -538,7 +566,7 @@ mod tests {
         let (started, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let out = pool
             .install(|| {
-                side_by_side(6, |i| {
+                each_at_once(6, |i| {
                     let now = started.fetch_add(1, SeqCst) + 1;
                     peak.fetch_max(now, SeqCst);
                     while started.load(SeqCst) < 3 {
@@ -553,7 +581,7 @@ mod tests {
         let ran = AtomicUsize::new(0);
         let e = pool
             .install(|| {
-                side_by_side(40, |i| {
+                each_at_once(40, |i| {
                     ran.fetch_add(1, SeqCst);
                     match i {
                         1 | 2 => Err(Error::Invalid(format!("run {i} failed"))),
@@ -571,7 +599,7 @@ mod tests {
             .unwrap();
         let (caller, threads) = one.install(|| {
             let caller = std::thread::current().id();
-            (caller, side_by_side(3, |_| Ok(std::thread::current().id())))
+            (caller, each_at_once(3, |_| Ok(std::thread::current().id())))
         });
         assert_eq!(threads.unwrap(), [caller; 3]);
     }
