@@ -10,6 +10,9 @@ samples, its 10th and 90th percentiles over seeds, and the mean AUROC, for
             fold, cross-conformal p-values on every sample's out-of-fold score
   pyod      PyOD's AutoEncoder (its defaults, CPU) with its contamination rule: flagged
             above the (1 - contamination) quantile of its training scores
+  then      another bottleneck binary's default (--then-bin): calibration.sh --then COMMIT
+            builds that commit, e.g. 3a2a562, the single split as it was when issue 17 was
+            filed, so that its training time is measured on the same machine and draws
 Cases (tables as bench/tables.sh reads them, images as bench/fashion_mnist.sh does):
   fmnist      Fashion-MNIST as 784 columns: class c's training rows are the pool, its 1,000
               test rows the fresh normals, the other classes' first 1,000 test rows anomalies
@@ -124,6 +127,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--methods", default="single,cross,pyod")
     ap.add_argument("--train-args", default="", help="extra bottleneck train flags, quoted")
+    ap.add_argument("--then-bin", help="another bottleneck binary, run with its defaults as method 'then'")
     ap.add_argument("--fresh", choices=("test", "pool"), default="test",
                     help="fresh normals: the test split's (default) or 1,000 unused pool samples "
                          "(the same split as training: no shift between the splits)")
@@ -134,6 +138,10 @@ def main():
     classes = [int(c) for c in a.classes.split(",")]
     sizes = [int(n) for n in a.sizes.split(",")]
     methods = a.methods.split(",")
+    if a.then_bin and "then" not in methods:
+        methods.append("then")
+    if "then" in methods and not a.then_bin:
+        ap.error("method 'then' needs --then-bin (calibration.sh --then COMMIT builds one)")
     runs = []
     with tempfile.TemporaryDirectory() as work:
         for name, pool, fresh, anomalies, side in cases(a.cases.split(","), classes):
@@ -157,6 +165,8 @@ def main():
                             extra = ["--folds", "1"] if method == "single" else []
                             extra += shlex.split(a.train_args)
                             scores, flags, eff, secs = bottleneck_run(a.bin, work, train, test, seed, extra, side)
+                        elif method == "then":
+                            scores, flags, eff, secs = bottleneck_run(a.then_bin, work, train, test, seed, (), side)
                         else:
                             scores, flags, eff, secs = pyod_run(train, test, seed)
                         r = dict(case=name, n=n, seed=seed, method=method,
