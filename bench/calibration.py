@@ -142,6 +142,8 @@ def main():
         methods.append("then")
     if "then" in methods and not a.then_bin:
         ap.error("method 'then' needs --then-bin (calibration.sh --then COMMIT builds one)")
+    if "single" in methods and any(t.split("=")[0] == "--folds" for t in shlex.split(a.train_args)):
+        ap.error("method 'single' is --folds 1: drop it from --methods when --train-args sets --folds")
     runs = []
     with tempfile.TemporaryDirectory() as work:
         for name, pool, fresh, anomalies, side in cases(a.cases.split(","), classes):
