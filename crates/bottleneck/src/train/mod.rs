@@ -38,10 +38,11 @@ pub(crate) fn seeded<M>(ad: &Device, seed: u64, build: impl FnOnce() -> M) -> M 
 const RUN_STACK: usize = 8 << 20;
 
 /// Runs `run(i, progress)` for every `i` in `0..n` (an ensemble's trainings), as many at
-/// once as rayon's pool has threads, and returns the results in order. Each run's large
-/// products still go to the pool, so a run left alone at the end uses every core. Small
-/// networks use one core each: on the 2-core machine two 784-column table networks trained
-/// side by side in 6.9 s where one after the other took 2 x 5.3 s. Several runs share one
+/// once as rayon's pool has threads, and returns the results in order. While there is a
+/// run for every worker, each run has its own pool of an equal share of the threads (one
+/// on the 2-core machine, where two 784-column table networks trained side by side in
+/// 6.9 s against 2 x 5.3 s one after the other; two runs on 16 cores get 8 each instead
+/// of leaving 14 idle); a run left over at the end uses the whole pool. Several runs share one
 /// "training" stage of `steps` (all their steps), each reporting through a [`Member`]; a
 /// single run reports to `progress` itself. Fails with the error of the first run (by
 /// index) that failed; runs not started by then are not started.
@@ -64,7 +65,8 @@ pub(crate) fn side_by_side<T: Send>(
 fn each_at_once<T: Send>(n: usize, run: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-    let workers = rayon::current_num_threads().min(n);
+    let threads = rayon::current_num_threads();
+    let workers = threads.min(n);
     if workers <= 1 {
         return (0..n).map(run).collect();
     }
@@ -78,11 +80,11 @@ fn each_at_once<T: Send>(n: usize, run: impl Fn(usize) -> Result<T> + Sync) -> R
                 break;
             }
             // While there is a run for every worker, each keeps its products on its own
-            // thread (a pool of one: no hand-over to other threads per product); the runs
-            // left over at the end use the whole pool.
+            // share of the threads (on a pool of one, no hand-over to other threads per
+            // product); the runs left over at the end use the whole pool.
             let alone = match i < n - n % workers {
                 true => rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
+                    .num_threads(threads / workers)
                     .stack_size(RUN_STACK)
                     .build()
                     .ok(),
@@ -602,6 +604,20 @@ mod tests {
             (caller, each_at_once(3, |_| Ok(std::thread::current().id())))
         });
         assert_eq!(threads.unwrap(), [caller; 3]);
+        // Runs side by side share the threads out: 2 runs on 5 threads get 2 each, and of 3
+        // runs on 2 threads the first two get one each and the last the whole pool.
+        let five = rayon::ThreadPoolBuilder::new()
+            .num_threads(5)
+            .build()
+            .unwrap();
+        let shares = five.install(|| each_at_once(2, |_| Ok(rayon::current_num_threads())));
+        assert_eq!(shares.unwrap(), [2, 2]);
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let shares = two.install(|| each_at_once(3, |_| Ok(rayon::current_num_threads())));
+        assert_eq!(shares.unwrap(), [1, 1, 2]);
     }
 
     /// `n` good 16x16 boards drawn with `seed`, read into a set (their folder is removed).
