@@ -6,8 +6,9 @@ and requested rate (0.05 and 0.01): the mean realised false-alarm rate on the fr
 samples, its 10th and 90th percentiles over seeds, and the mean AUROC, for
   single    bottleneck with `--folds 1`: one network, split-conformal p-values on the 15%
             held out, flagged at p <= fpr (the effective rate when too few were held out)
-  cross     bottleneck's default up to 1,000 samples: 5 networks, each trained without one
-            fold, cross-conformal p-values on every sample's out-of-fold score
+  cross     bottleneck's default up to 1,000 samples (tables up to 1,000 rows: 5 networks;
+            images up to 1,000 of at most 32 px: 2), each trained without one fold,
+            cross-conformal p-values on every sample's out-of-fold score
   pyod      PyOD's AutoEncoder (its defaults, CPU) with its contamination rule: flagged
             above the (1 - contamination) quantile of its training scores
   then      another bottleneck binary's default (--then-bin): calibration.sh --then COMMIT

@@ -93,9 +93,10 @@ fn eval_prints_metrics_json() {
     assert!(o.status.success(), "{}", text(&o));
     // 40 training images: a cross-conformal ensemble, every image calibrating.
     let (meta, _) = bottleneck::model::file::read_meta(model).unwrap();
-    assert_eq!(meta.calibration.folds.len(), 5);
+    let k = bottleneck::task::detect::DEFAULT_IMAGE_FOLDS;
+    assert_eq!(meta.calibration.folds.len(), k);
     assert_eq!(meta.calibration.scores.len(), 40);
-    assert_eq!(meta.scoring.ensemble.len(), 4);
+    assert_eq!(meta.scoring.ensemble.len(), k - 1);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
     for key in [
         "image_auroc",

@@ -168,9 +168,9 @@ def test_image_detector_in_memory_paths_and_cli_agree(tmp_path):
     np.testing.assert_array_equal(s, det.decision_function(new))
     np.testing.assert_array_equal(p, det.p_values(new))
     assert det.decision_function(new)[1] > det.decision_function(new)[0]
-    # 40 small images: five networks, every image calibrating; folds=1 holds out 15%.
+    # 40 small images: two networks, every image calibrating; folds=1 holds out 15%.
     assert len(det.model_.calibration_scores()) == 40
-    assert len(json.loads(det.model_.meta_json())["scoring"]["ensemble"]) == 4
+    assert len(json.loads(det.model_.meta_json())["scoring"]["ensemble"]) == 1
     one = bae.ImageDetector(epochs=3, width=8, folds=1).fit(good)
     assert len(one.model_.calibration_scores()) == 6
     # A discriminative head travels in the model and joins every network's map.

@@ -69,13 +69,13 @@ def write_images(folder, images):
         # Squared-error maps, the maximum, no kNN part, no smoothing, colour.
         (["--loss", "mse", "--reduce", "max", "--knn", "0", "--smoothing", "0"], True),
         # Maps not standardised, the mean of the top 5%, the kNN part given (so it is in the
-        # graph whatever the check would say). After 3 epochs the five networks disagree on
+        # graph whatever the check would say). After 3 epochs the two networks disagree on
         # the defects (each network's rank counts): ask 0.2 so both verdicts occur.
         (["--raw-maps", "--reduce", "top5", "--fpr", "0.2", "--knn", "5"], False),
-        # 40 images of 32 px train a cross-conformal ensemble of 5 networks by default (all
-        # of them in the graph); --folds 1 is one network with a held-out split.
+        # 40 images of 32 px train a cross-conformal ensemble of 2 networks by default (both
+        # in the graph); --folds 1 is one network with a held-out split.
         (["--folds", "1"], False),
-        # A discriminative head in each of the 5 networks, its map joined with the error's.
+        # A discriminative head in each of the 2 networks, its map joined with the error's.
         (["--head", "segment", "--fpr", "0.2"], True),
     ],
 )
@@ -100,7 +100,7 @@ def test_image_detector_scores_maps_and_codes_match(tmp_path, flags, colour):
     session, meta = export(tmp_path / "img.safetensors", tmp_path, "img")
     stored = json.loads(meta["bottleneck"])
     assert stored["task"] == "detect"
-    assert len(stored["calibration"].get("folds", [])) == (0 if "--folds" in flags else 5)
+    assert len(stored["calibration"].get("folds", [])) == (0 if "--folds" in flags else 2)
     assert float(meta["threshold"]) == np.float32(stored["calibration"]["threshold"])
     x = np.stack([np.asarray(img, np.float32) / np.float32(255) for img in images])
     x = x.transpose(0, 3, 1, 2) if colour else x[:, None]

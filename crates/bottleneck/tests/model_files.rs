@@ -331,7 +331,10 @@ fn every_edited_field_of_every_kind_of_model_file_is_refused_clearly_or_loads_sa
         image_detector(None, Head::None),
         image_detector(Some(1), Head::Segment),
     );
-    assert_eq!((image_ensemble.networks(), image_single.networks()), (5, 1));
+    assert_eq!(
+        (image_ensemble.networks(), image_single.networks()),
+        (bottleneck::task::detect::DEFAULT_IMAGE_FOLDS, 1)
+    );
     let denoiser = Denoiser::fit_images(
         &good,
         None,

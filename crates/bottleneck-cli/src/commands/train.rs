@@ -169,8 +169,9 @@ pub struct TrainArgs {
     mask_rate: Option<f32>,
     /// Detection on images and tables: networks of a cross-conformal ensemble, each
     /// trained without one fold of the samples so that every sample calibrates; 1 trains
-    /// one network and holds out --calibration of them [default: 5 up to 1,000 rows, or
-    /// up to 1,000 images of at most 32 px a side; else 1].
+    /// one network and holds out --calibration of them [default: 5 up to 1,000 rows; 2 up
+    /// to 1,000 images of at most 32 px a side (5 rank higher and train about 3x longer);
+    /// else 1].
     #[arg(long)]
     folds: Option<usize>,
     /// Tables: refinement passes of `impute` after the first fill [default: 1].

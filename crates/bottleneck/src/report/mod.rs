@@ -1133,10 +1133,10 @@ mod tests {
         }
         assert!(html.contains("head {&quot;channels&quot;:3"), "{html}");
         // Few boards: a cross-conformal ensemble, described as such.
-        assert_eq!(detector.networks(), 5);
+        assert_eq!(detector.networks(), 2);
         assert!(
             html.contains(
-                "cross-conformal, 5 networks each trained without one fold of the images"
+                "cross-conformal, 2 networks each trained without one fold of the images"
             )
         );
         assert!(html.contains(&format!(

@@ -226,7 +226,8 @@ pub(crate) fn check_rate(field: &'static str, v: f64) -> Result<()> {
     }
 }
 
-/// Networks of the default cross-conformal ensemble. Measured in bench/calibration.sh (20
+/// Networks of the default cross-conformal ensemble for tables (images: see
+/// `task::detect::DEFAULT_IMAGE_FOLDS`). Measured in bench/calibration.sh (20
 /// draws of Fashion-MNIST as a 784-column table): every K from 2 to 5 meets issue 17's
 /// false-alarm target, but only 5 ranks at least as well as one network at 100 and 300
 /// rows (AUROC 0.9007 and 0.9113 against one network's 0.9000 and 0.9105; K = 4 0.8986
@@ -246,11 +247,16 @@ pub fn check_folds(folds: Option<usize>) -> Result<()> {
     }
 }
 
-/// How many networks to train on `n` samples: `folds` when given, else
-/// [`DEFAULT_FOLDS`] (at most `n`) up to `cross_conformal_up_to` samples and one above.
-pub fn networks_for(n: usize, folds: Option<usize>, cross_conformal_up_to: usize) -> usize {
+/// How many networks to train on `n` samples: `folds` when given, else `default_folds`
+/// (at most `n`) up to `cross_conformal_up_to` samples and one above.
+pub fn networks_for(
+    n: usize,
+    folds: Option<usize>,
+    default_folds: usize,
+    cross_conformal_up_to: usize,
+) -> usize {
     folds.unwrap_or(match n <= cross_conformal_up_to {
-        true => DEFAULT_FOLDS.min(n),
+        true => default_folds.min(n),
         false => 1,
     })
 }

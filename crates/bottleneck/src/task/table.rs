@@ -384,7 +384,7 @@ impl TableModel {
             params.variational,
             params.batch_norm,
         )?;
-        let k = networks_for(n, params.folds, CROSS_CONFORMAL_ROWS);
+        let k = networks_for(n, params.folds, DEFAULT_FOLDS, CROSS_CONFORMAL_ROWS);
         // Each network's calibration rows and training rows.
         let plan_rows = plan.networks(n, k, params.seed, source, "rows")?;
         let train_len = plan_rows[0].training.len();
