@@ -554,10 +554,14 @@ impl Detector {
         let mut map_scale = 0.0f32;
         let mut first_log = None;
         // The latent part, until the first network's check drops it (for every network:
-        // an ensemble's scores are means, so its networks score alike).
-        let mut knn = match tiled {
-            true => 0,
-            false => params.knn.unwrap_or(DEFAULT_KNN),
+        // an ensemble's scores are means, so its networks score alike). By default no more
+        // neighbours than the smallest training split has besides the image itself: two
+        // networks on 8 images train on 4 each.
+        let fewest = splits.iter().map(|s| s.training.len()).min().unwrap_or(0);
+        let mut knn = match (tiled, params.knn) {
+            (true, _) => 0,
+            (false, Some(k)) => k,
+            (false, None) => DEFAULT_KNN.min(fewest.saturating_sub(1)),
         };
         let mut latent_check = None;
         // What each network trains on and how: a tiled model trains on crops (sample
@@ -1971,6 +1975,40 @@ mod tests {
             defect_px: None,
         };
         generate_boards(root, &cfg).unwrap();
+    }
+
+    #[test]
+    fn few_images_get_as_many_neighbours_as_they_have() {
+        let root = std::env::temp_dir().join(format!("bn-detect-few-{}", std::process::id()));
+        small_boards(&root, 8, 3);
+        let device = Device::flex();
+        let params = DetectParams {
+            epochs: Some(1),
+            width: Some(8),
+            ..DetectParams::default()
+        };
+        // Two networks of 4 training images each: 3 neighbours, not the default 5.
+        let det = Detector::fit(&root, &params, &device, &Silent).unwrap();
+        assert_eq!(det.networks(), DEFAULT_IMAGE_FOLDS);
+        let meta = det.meta();
+        assert!(meta.training.latent_check.is_some(), "the check ran");
+        for stats in meta.scoring.networks() {
+            assert!(
+                stats.knn.as_ref().is_none_or(|s| s.k == 3),
+                "{:?}",
+                stats.knn
+            );
+        }
+        // A count the user asks for is not lowered: it fails, naming the setting.
+        let asked = DetectParams {
+            knn: Some(DEFAULT_KNN),
+            ..params
+        };
+        let e = Detector::fit(&root, &asked, &device, &Silent)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("knn 5 needs more than 5"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
