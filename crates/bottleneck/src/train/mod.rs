@@ -42,10 +42,10 @@ const RUN_STACK: usize = 8 << 20;
 /// run for every worker, each run has its own pool of an equal share of the threads (one
 /// on the 2-core machine, where two 784-column table networks trained side by side in
 /// 6.9 s against 2 x 5.3 s one after the other; two runs on 16 cores get 8 each instead
-/// of leaving 14 idle); a run left over at the end uses the whole pool. Several runs share one
-/// "training" stage of `steps` (all their steps), each reporting through a [`Member`]; a
-/// single run reports to `progress` itself. Fails with the error of the first run (by
-/// index) that failed; runs not started by then are not started.
+/// of leaving 14 idle); a run left over at the end uses the whole pool. Several runs
+/// share one "training" stage of `steps` (all their steps), each reporting through a
+/// [`Member`]; a single run reports to `progress` itself. Fails with the error of the
+/// first run (by index) that failed; runs not started by then are not started.
 pub(crate) fn side_by_side<T: Send>(
     n: usize,
     steps: usize,
